@@ -1,0 +1,15 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "api/ngx_defarm_api.h"
+
+
+/* the route tables of every API area; the router compiles them in order */
+
+ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
+    ngx_defarm_service_routes,
+    NULL
+};

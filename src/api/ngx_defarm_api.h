@@ -1,0 +1,26 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_API_H_INCLUDED_
+#define _NGX_DEFARM_API_H_INCLUDED_
+
+
+#include "ngx_defarm_module.h"
+#include "ngx_defarm_router.h"
+#include "ngx_defarm_response.h"
+#include "ngx_defarm_json.h"
+
+
+/* one route table per API area, each ending with ngx_defarm_route_null */
+
+extern ngx_defarm_route_t   ngx_defarm_service_routes[];
+
+/* every table the router compiles, NULL-terminated (ngx_defarm_api.c) */
+
+extern ngx_defarm_route_t  *ngx_defarm_route_tables[];
+
+
+#endif /* _NGX_DEFARM_API_H_INCLUDED_ */

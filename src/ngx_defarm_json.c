@@ -1,0 +1,649 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "ngx_defarm_json.h"
+
+#include <yajl/yajl_parse.h>
+
+
+/*
+ * Request bodies are parsed with yajl's streaming parser straight from the
+ * body's buffer chain into a tree in the request pool; depth and value count
+ * are limited so that a small body cannot make a large tree.  Responses are
+ * rendered with yajl_gen through a print callback that appends to nginx
+ * buffers, so a response is never copied once it is rendered.
+ */
+
+
+#define NGX_DEFARM_JSON_BUF_SIZE  4096
+
+
+typedef struct {
+    ngx_pool_t                *pool;
+    ngx_defarm_json_t         *root;
+    ngx_defarm_json_t         *cur;
+    ngx_str_t                  key;
+    ngx_uint_t                 depth;
+    ngx_uint_t                 max_depth;
+    ngx_uint_t                 nodes;
+    ngx_uint_t                 max_nodes;
+    const char                *error;
+} ngx_defarm_json_parse_t;
+
+
+static ngx_defarm_json_t *ngx_defarm_json_add(ngx_defarm_json_parse_t *ps,
+    ngx_defarm_json_type_e type);
+static ngx_int_t ngx_defarm_json_copy(ngx_defarm_json_parse_t *ps,
+    ngx_str_t *dst, const unsigned char *s, size_t len);
+static int ngx_defarm_json_on_null(void *ctx);
+static int ngx_defarm_json_on_bool(void *ctx, int b);
+static int ngx_defarm_json_on_number(void *ctx, const char *s, size_t len);
+static int ngx_defarm_json_on_string(void *ctx, const unsigned char *s,
+    size_t len);
+static int ngx_defarm_json_on_open(void *ctx, ngx_defarm_json_type_e type);
+static int ngx_defarm_json_on_map_open(void *ctx);
+static int ngx_defarm_json_on_array_open(void *ctx);
+static int ngx_defarm_json_on_key(void *ctx, const unsigned char *s,
+    size_t len);
+static int ngx_defarm_json_on_close(void *ctx);
+static void ngx_defarm_json_gen_cleanup(void *data);
+static void ngx_defarm_json_print(void *ctx, const char *s, size_t len);
+
+
+static yajl_callbacks  ngx_defarm_json_callbacks = {
+    ngx_defarm_json_on_null,
+    ngx_defarm_json_on_bool,
+    NULL,                                   /* integers come as numbers */
+    NULL,                                   /* doubles come as numbers */
+    ngx_defarm_json_on_number,
+    ngx_defarm_json_on_string,
+    ngx_defarm_json_on_map_open,
+    ngx_defarm_json_on_key,
+    ngx_defarm_json_on_close,
+    ngx_defarm_json_on_array_open,
+    ngx_defarm_json_on_close
+};
+
+
+static ngx_defarm_json_t *
+ngx_defarm_json_add(ngx_defarm_json_parse_t *ps, ngx_defarm_json_type_e type)
+{
+    ngx_defarm_json_t  *v, *parent;
+
+    if (++ps->nodes > ps->max_nodes) {
+        ps->error = "JSON body has too many values";
+        return NULL;
+    }
+
+    v = ngx_pcalloc(ps->pool, sizeof(ngx_defarm_json_t));
+    if (v == NULL) {
+        ps->error = "";
+        return NULL;
+    }
+
+    v->type = type;
+    parent = ps->cur;
+
+    if (parent == NULL) {
+        ps->root = v;
+        return v;
+    }
+
+    v->parent = parent;
+
+    if (parent->type == NGX_DEFARM_JSON_OBJECT) {
+        v->key = ps->key;
+        ngx_str_null(&ps->key);
+    }
+
+    if (parent->last) {
+        parent->last->next = v;
+
+    } else {
+        parent->child = v;
+    }
+
+    parent->last = v;
+    parent->count++;
+
+    return v;
+}
+
+
+static ngx_int_t
+ngx_defarm_json_copy(ngx_defarm_json_parse_t *ps, ngx_str_t *dst,
+    const unsigned char *s, size_t len)
+{
+    /*
+     * "\u0000" is valid JSON but no PostgreSQL text can hold it, and C
+     * code downstream would cut the string there: refuse it here.
+     */
+
+    if (len && ngx_strlchr((u_char *) s, (u_char *) s + len, '\0')) {
+        ps->error = "JSON strings must not contain \\u0000";
+        return NGX_ERROR;
+    }
+
+    dst->len = len;
+    dst->data = ngx_pnalloc(ps->pool, len + 1);
+    if (dst->data == NULL) {
+        ps->error = "";
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, s, len);
+    dst->data[len] = '\0';
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_defarm_json_on_null(void *ctx)
+{
+    return ngx_defarm_json_add(ctx, NGX_DEFARM_JSON_NULL) != NULL;
+}
+
+
+static int
+ngx_defarm_json_on_bool(void *ctx, int b)
+{
+    ngx_defarm_json_t  *v;
+
+    v = ngx_defarm_json_add(ctx, NGX_DEFARM_JSON_BOOL);
+    if (v == NULL) {
+        return 0;
+    }
+
+    v->boolean = b ? 1 : 0;
+
+    return 1;
+}
+
+
+static int
+ngx_defarm_json_on_number(void *ctx, const char *s, size_t len)
+{
+    ngx_defarm_json_t  *v;
+
+    v = ngx_defarm_json_add(ctx, NGX_DEFARM_JSON_NUMBER);
+    if (v == NULL) {
+        return 0;
+    }
+
+    return ngx_defarm_json_copy(ctx, &v->str, (const unsigned char *) s, len)
+           == NGX_OK;
+}
+
+
+static int
+ngx_defarm_json_on_string(void *ctx, const unsigned char *s, size_t len)
+{
+    ngx_defarm_json_t  *v;
+
+    v = ngx_defarm_json_add(ctx, NGX_DEFARM_JSON_STRING);
+    if (v == NULL) {
+        return 0;
+    }
+
+    return ngx_defarm_json_copy(ctx, &v->str, s, len) == NGX_OK;
+}
+
+
+static int
+ngx_defarm_json_on_open(void *ctx, ngx_defarm_json_type_e type)
+{
+    ngx_defarm_json_parse_t  *ps = ctx;
+
+    ngx_defarm_json_t  *v;
+
+    if (++ps->depth > ps->max_depth) {
+        ps->error = "JSON body is nested too deeply";
+        return 0;
+    }
+
+    v = ngx_defarm_json_add(ps, type);
+    if (v == NULL) {
+        return 0;
+    }
+
+    ps->cur = v;
+
+    return 1;
+}
+
+
+static int
+ngx_defarm_json_on_map_open(void *ctx)
+{
+    return ngx_defarm_json_on_open(ctx, NGX_DEFARM_JSON_OBJECT);
+}
+
+
+static int
+ngx_defarm_json_on_array_open(void *ctx)
+{
+    return ngx_defarm_json_on_open(ctx, NGX_DEFARM_JSON_ARRAY);
+}
+
+
+static int
+ngx_defarm_json_on_key(void *ctx, const unsigned char *s, size_t len)
+{
+    ngx_defarm_json_parse_t  *ps = ctx;
+
+    return ngx_defarm_json_copy(ps, &ps->key, s, len) == NGX_OK;
+}
+
+
+static int
+ngx_defarm_json_on_close(void *ctx)
+{
+    ngx_defarm_json_parse_t  *ps = ctx;
+
+    ps->depth--;
+    ps->cur = ps->cur->parent;
+
+    return 1;
+}
+
+
+ngx_int_t
+ngx_defarm_json_parse(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_uint_t max_depth, ngx_uint_t max_nodes, ngx_defarm_json_t **root,
+    ngx_str_t *err)
+{
+    u_char                   *msg, *p, *last;
+    size_t                    offset, len;
+    yajl_handle               h;
+    yajl_status               st;
+    ngx_buf_t                *b;
+    ngx_defarm_json_parse_t   ps;
+
+    ngx_memzero(&ps, sizeof(ngx_defarm_json_parse_t));
+    ps.pool = r->pool;
+    ps.max_depth = max_depth;
+    ps.max_nodes = max_nodes;
+
+    /*
+     * The handle is freed before this function returns on every path, so
+     * it needs no pool cleanup; yajl's own defaults (no comments, no
+     * trailing garbage, UTF-8 validated) are what an API wants.
+     */
+
+    h = yajl_alloc(&ngx_defarm_json_callbacks, NULL, &ps);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    st = yajl_status_ok;
+    offset = 0;
+
+    for ( /* void */ ; in; in = in->next) {
+        b = in->buf;
+
+        if (b->in_file || ngx_buf_special(b)) {
+            continue;
+        }
+
+        len = b->last - b->pos;
+
+        st = yajl_parse(h, b->pos, len);
+        if (st != yajl_status_ok) {
+            offset += yajl_get_bytes_consumed(h);
+            break;
+        }
+
+        offset += len;
+    }
+
+    if (st == yajl_status_ok) {
+        st = yajl_complete_parse(h);
+    }
+
+    if (st == yajl_status_ok) {
+        yajl_free(h);
+        *root = ps.root;
+        return NGX_OK;
+    }
+
+    if (ps.error && ps.error[0] == '\0') {
+        /* allocation failure inside a callback */
+        yajl_free(h);
+        return NGX_ERROR;
+    }
+
+    if (ps.error) {
+        err->data = (u_char *) ps.error;
+        err->len = ngx_strlen(ps.error);
+        yajl_free(h);
+        return NGX_DECLINED;
+    }
+
+    /* yajl says "lexical error: invalid char in json text.\n" and the like */
+
+    msg = yajl_get_error(h, 0, NULL, 0);
+
+    p = msg ? msg : (u_char *) "parse error";
+    last = p + ngx_strlen(p);
+
+    while (last > p && (last[-1] == '\n' || last[-1] == '.'
+                        || last[-1] == ' '))
+    {
+        last--;
+    }
+
+    len = sizeof("Malformed JSON body: ") - 1 + (last - p)
+          + sizeof(" at byte ") - 1 + NGX_SIZE_T_LEN;
+
+    err->data = ngx_pnalloc(r->pool, len);
+    if (err->data == NULL) {
+        if (msg) {
+            yajl_free_error(h, msg);
+        }
+
+        yajl_free(h);
+        return NGX_ERROR;
+    }
+
+    err->len = ngx_sprintf(err->data, "Malformed JSON body: %*s at byte %uz",
+                           (size_t) (last - p), p, offset)
+               - err->data;
+
+    if (msg) {
+        yajl_free_error(h, msg);
+    }
+
+    yajl_free(h);
+
+    return NGX_DECLINED;
+}
+
+
+ngx_defarm_json_t *
+ngx_defarm_json_get(ngx_defarm_json_t *obj, const char *key)
+{
+    size_t              len;
+    ngx_defarm_json_t  *v;
+
+    if (obj == NULL || obj->type != NGX_DEFARM_JSON_OBJECT) {
+        return NULL;
+    }
+
+    len = ngx_strlen(key);
+
+    for (v = obj->child; v; v = v->next) {
+        if (v->key.len == len && ngx_strncmp(v->key.data, key, len) == 0) {
+            return v;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_defarm_json_int(ngx_defarm_json_t *v, int64_t *n)
+{
+    u_char    *p, *last;
+    uint64_t   value, limit;
+    ngx_int_t  negative;
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_NUMBER || v->str.len == 0) {
+        return NGX_ERROR;
+    }
+
+    p = v->str.data;
+    last = p + v->str.len;
+    negative = (*p == '-');
+
+    if (negative) {
+        p++;
+    }
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    limit = negative ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+    value = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;            /* a fraction or an exponent */
+        }
+
+        if (value > (limit - (*p - '0')) / 10) {
+            return NGX_ERROR;
+        }
+
+        value = value * 10 + (*p - '0');
+    }
+
+    *n = negative ? (int64_t) (0 - value) : (int64_t) value;
+
+    return NGX_OK;
+}
+
+
+const char *
+ngx_defarm_json_type_name(ngx_defarm_json_t *v)
+{
+    static const char  *names[] = {
+        "null", "boolean", "number", "string", "array", "object"
+    };
+
+    if (v == NULL) {
+        return "missing";
+    }
+
+    return names[v->type];
+}
+
+
+static void
+ngx_defarm_json_gen_cleanup(void *data)
+{
+    ngx_defarm_json_writer_t  *w = data;
+
+    if (w->gen) {
+        yajl_gen_free(w->gen);
+        w->gen = NULL;
+    }
+}
+
+
+static void
+ngx_defarm_json_print(void *ctx, const char *s, size_t len)
+{
+    ngx_defarm_json_writer_t  *w = ctx;
+
+    size_t        n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    while (len) {
+        b = w->buf;
+
+        if (b == NULL || b->last == b->end) {
+            b = ngx_create_temp_buf(w->request->pool,
+                                    ngx_max(len, NGX_DEFARM_JSON_BUF_SIZE));
+            if (b == NULL) {
+                w->failed = 1;
+                return;
+            }
+
+            cl = ngx_alloc_chain_link(w->request->pool);
+            if (cl == NULL) {
+                w->failed = 1;
+                return;
+            }
+
+            cl->buf = b;
+            cl->next = NULL;
+            *w->last = cl;
+            w->last = &cl->next;
+            w->buf = b;
+        }
+
+        n = ngx_min(len, (size_t) (b->end - b->last));
+        b->last = ngx_cpymem(b->last, s, n);
+        w->size += n;
+        s += n;
+        len -= n;
+    }
+}
+
+
+ngx_defarm_json_writer_t *
+ngx_defarm_json_writer(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_defarm_json_writer_t  *w;
+
+    w = ngx_pcalloc(r->pool, sizeof(ngx_defarm_json_writer_t));
+    if (w == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    w->request = r;
+    w->last = &w->out;
+
+    w->gen = yajl_gen_alloc(NULL);
+    if (w->gen == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_defarm_json_gen_cleanup;
+    cln->data = w;
+
+    yajl_gen_config(w->gen, yajl_gen_print_callback, ngx_defarm_json_print,
+                    w);
+    yajl_gen_config(w->gen, yajl_gen_validate_utf8, 1);
+
+    return w;
+}
+
+
+ngx_int_t
+ngx_defarm_json_finish(ngx_defarm_json_writer_t *w, ngx_chain_t **out,
+    off_t *len)
+{
+    if (w->failed || w->out == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the gen is not needed any more: give its memory back now */
+
+    yajl_gen_free(w->gen);
+    w->gen = NULL;
+
+    *out = w->out;
+    *len = w->size;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st)
+{
+    if (st != yajl_gen_status_ok) {
+        ngx_log_error(NGX_LOG_ALERT, w->request->connection->log, 0,
+                      "defarm json generator failed: %d", (int) st);
+        w->failed = 1;
+    }
+}
+
+
+void
+ngx_defarm_jw_cstr(ngx_defarm_json_writer_t *w, const char *s)
+{
+    ngx_defarm_jw_check(w, yajl_gen_string(w->gen,
+                                           (const unsigned char *) s,
+                                           ngx_strlen(s)));
+}
+
+
+void
+ngx_defarm_jw_str(ngx_defarm_json_writer_t *w, ngx_str_t *s)
+{
+    ngx_defarm_jw_check(w, yajl_gen_string(w->gen, s->data, s->len));
+}
+
+
+void
+ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n)
+{
+    ngx_defarm_jw_check(w, yajl_gen_integer(w->gen, (long long) n));
+}
+
+
+void
+ngx_defarm_jw_bool(ngx_defarm_json_writer_t *w, ngx_flag_t b)
+{
+    ngx_defarm_jw_check(w, yajl_gen_bool(w->gen, b ? 1 : 0));
+}
+
+
+void
+ngx_defarm_jw_null(ngx_defarm_json_writer_t *w)
+{
+    ngx_defarm_jw_check(w, yajl_gen_null(w->gen));
+}
+
+
+void
+ngx_defarm_jw_value(ngx_defarm_json_writer_t *w, ngx_defarm_json_t *v)
+{
+    ngx_defarm_json_t  *c;
+
+    switch (v->type) {
+
+    case NGX_DEFARM_JSON_NULL:
+        ngx_defarm_jw_null(w);
+        break;
+
+    case NGX_DEFARM_JSON_BOOL:
+        ngx_defarm_jw_bool(w, v->boolean);
+        break;
+
+    case NGX_DEFARM_JSON_NUMBER:
+        ngx_defarm_jw_check(w, yajl_gen_number(w->gen, (char *) v->str.data,
+                                               v->str.len));
+        break;
+
+    case NGX_DEFARM_JSON_STRING:
+        ngx_defarm_jw_str(w, &v->str);
+        break;
+
+    case NGX_DEFARM_JSON_ARRAY:
+        ngx_defarm_jw_array_open(w);
+
+        for (c = v->child; c; c = c->next) {
+            ngx_defarm_jw_value(w, c);
+        }
+
+        ngx_defarm_jw_array_close(w);
+        break;
+
+    case NGX_DEFARM_JSON_OBJECT:
+        ngx_defarm_jw_map_open(w);
+
+        for (c = v->child; c; c = c->next) {
+            ngx_defarm_jw_str(w, &c->key);
+            ngx_defarm_jw_value(w, c);
+        }
+
+        ngx_defarm_jw_map_close(w);
+        break;
+    }
+}

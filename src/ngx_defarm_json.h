@@ -1,0 +1,94 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_JSON_H_INCLUDED_
+#define _NGX_DEFARM_JSON_H_INCLUDED_
+
+
+#include "ngx_defarm_module.h"
+
+#include <yajl/yajl_gen.h>
+
+
+typedef enum {
+    NGX_DEFARM_JSON_NULL = 0,
+    NGX_DEFARM_JSON_BOOL,
+    NGX_DEFARM_JSON_NUMBER,
+    NGX_DEFARM_JSON_STRING,
+    NGX_DEFARM_JSON_ARRAY,
+    NGX_DEFARM_JSON_OBJECT
+} ngx_defarm_json_type_e;
+
+
+/*
+ * A parsed JSON value.  Objects and arrays keep their members as a list
+ * (child, next); a member of an object carries its name in "key".  Numbers
+ * keep their text in "str" so that no precision is lost before a handler
+ * decides what type it wants.  Everything lives in the request pool.
+ */
+
+struct ngx_defarm_json_s {
+    ngx_defarm_json_type_e     type;
+    ngx_str_t                  key;
+    ngx_str_t                  str;
+    ngx_flag_t                 boolean;
+    ngx_uint_t                 count;
+    ngx_defarm_json_t         *child;
+    ngx_defarm_json_t         *last;
+    ngx_defarm_json_t         *next;
+    ngx_defarm_json_t         *parent;
+};
+
+
+typedef struct {
+    ngx_http_request_t        *request;
+    yajl_gen                   gen;
+    ngx_chain_t               *out;
+    ngx_chain_t              **last;
+    ngx_buf_t                 *buf;
+    size_t                     size;
+    ngx_uint_t                 failed;        /* unsigned  failed:1; */
+} ngx_defarm_json_writer_t;
+
+
+/* parsing */
+
+ngx_int_t ngx_defarm_json_parse(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_uint_t max_depth, ngx_uint_t max_nodes, ngx_defarm_json_t **root,
+    ngx_str_t *err);
+ngx_defarm_json_t *ngx_defarm_json_get(ngx_defarm_json_t *obj,
+    const char *key);
+ngx_int_t ngx_defarm_json_int(ngx_defarm_json_t *v, int64_t *n);
+const char *ngx_defarm_json_type_name(ngx_defarm_json_t *v);
+
+
+/* rendering */
+
+ngx_defarm_json_writer_t *ngx_defarm_json_writer(ngx_http_request_t *r);
+ngx_int_t ngx_defarm_json_finish(ngx_defarm_json_writer_t *w,
+    ngx_chain_t **out, off_t *len);
+void ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st);
+void ngx_defarm_jw_str(ngx_defarm_json_writer_t *w, ngx_str_t *s);
+void ngx_defarm_jw_cstr(ngx_defarm_json_writer_t *w, const char *s);
+void ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n);
+void ngx_defarm_jw_bool(ngx_defarm_json_writer_t *w, ngx_flag_t b);
+void ngx_defarm_jw_null(ngx_defarm_json_writer_t *w);
+void ngx_defarm_jw_value(ngx_defarm_json_writer_t *w, ngx_defarm_json_t *v);
+
+/* an object member's name is rendered like any other string */
+#define ngx_defarm_jw_key  ngx_defarm_jw_cstr
+
+#define ngx_defarm_jw_map_open(w)                                            \
+    ngx_defarm_jw_check(w, yajl_gen_map_open((w)->gen))
+#define ngx_defarm_jw_map_close(w)                                           \
+    ngx_defarm_jw_check(w, yajl_gen_map_close((w)->gen))
+#define ngx_defarm_jw_array_open(w)                                          \
+    ngx_defarm_jw_check(w, yajl_gen_array_open((w)->gen))
+#define ngx_defarm_jw_array_close(w)                                         \
+    ngx_defarm_jw_check(w, yajl_gen_array_close((w)->gen))
+
+
+#endif /* _NGX_DEFARM_JSON_H_INCLUDED_ */

@@ -1,0 +1,324 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "ngx_defarm_module.h"
+#include "ngx_defarm_router.h"
+#include "ngx_defarm_response.h"
+#include "api/ngx_defarm_api.h"
+
+
+static ngx_int_t ngx_defarm_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_defarm_postconfiguration(ngx_conf_t *cf);
+static void *ngx_defarm_create_main_conf(ngx_conf_t *cf);
+static void *ngx_defarm_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data);
+
+
+/* a conf post that also names the content handler its directive installs */
+
+typedef struct {
+    ngx_conf_post_handler_pt   post_handler;
+    ngx_http_handler_pt        handler;
+} ngx_defarm_handler_post_t;
+
+
+static ngx_defarm_handler_post_t  ngx_defarm_api_post = {
+    ngx_defarm_set_handler, ngx_defarm_content_handler
+};
+
+static ngx_defarm_handler_post_t  ngx_defarm_errors_post = {
+    ngx_defarm_set_handler, ngx_defarm_errors_handler
+};
+
+static ngx_conf_num_bounds_t  ngx_defarm_json_depth_bounds = {
+    ngx_conf_check_num_bounds, 1, 128
+};
+
+static ngx_conf_num_bounds_t  ngx_defarm_json_nodes_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000000
+};
+
+
+static ngx_command_t  ngx_defarm_commands[] = {
+
+    { ngx_string("defarm_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, api),
+      &ngx_defarm_api_post },
+
+    { ngx_string("defarm_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, health),
+      &ngx_defarm_api_post },
+
+    { ngx_string("defarm_errors"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, errors),
+      &ngx_defarm_errors_post },
+
+    { ngx_string("defarm_echo"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, echo),
+      NULL },
+
+    { ngx_string("defarm_json_max_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, json_max_depth),
+      &ngx_defarm_json_depth_bounds },
+
+    { ngx_string("defarm_json_max_values"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, json_max_nodes),
+      &ngx_defarm_json_nodes_bounds },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_defarm_module_ctx = {
+    ngx_defarm_preconfiguration,           /* preconfiguration */
+    ngx_defarm_postconfiguration,          /* postconfiguration */
+
+    ngx_defarm_create_main_conf,           /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_defarm_create_loc_conf,            /* create location configuration */
+    ngx_defarm_merge_loc_conf              /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_defarm_module = {
+    NGX_MODULE_V1,
+    &ngx_defarm_module_ctx,                /* module context */
+    ngx_defarm_commands,                   /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_defarm_request_id = ngx_string("request_id");
+
+
+static ngx_int_t
+ngx_defarm_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_defarm_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_defarm_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_defarm_route_t      **table;
+    ngx_defarm_main_conf_t   *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_defarm_module);
+
+    mcf->request_id_index = ngx_http_get_variable_index(cf,
+                                                  &ngx_defarm_request_id);
+    if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    for (table = ngx_defarm_route_tables; *table; table++) {
+        if (ngx_defarm_router_add(cf, mcf, *table) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_defarm_response_init();
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_defarm_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_defarm_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_defarm_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    mcf->request_id_index = NGX_ERROR;
+
+    return mcf;
+}
+
+
+static void *
+ngx_defarm_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_defarm_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_defarm_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->api = NGX_CONF_UNSET;
+    lcf->health = NGX_CONF_UNSET;
+    lcf->errors = NGX_CONF_UNSET;
+    lcf->echo = NGX_CONF_UNSET;
+    lcf->json_max_depth = NGX_CONF_UNSET_UINT;
+    lcf->json_max_nodes = NGX_CONF_UNSET_UINT;
+
+    return lcf;
+}
+
+
+static char *
+ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_defarm_loc_conf_t *prev = parent;
+    ngx_defarm_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * defarm_api, defarm_health and defarm_errors install a content
+     * handler in their own location, like "return" or "proxy_pass": they
+     * are not inherited.
+     */
+
+    if (conf->api == NGX_CONF_UNSET) {
+        conf->api = 0;
+    }
+
+    if (conf->health == NGX_CONF_UNSET) {
+        conf->health = 0;
+    }
+
+    if (conf->errors == NGX_CONF_UNSET) {
+        conf->errors = 0;
+    }
+
+    ngx_conf_merge_value(conf->echo, prev->echo, 0);
+    ngx_conf_merge_uint_value(conf->json_max_depth, prev->json_max_depth, 32);
+    ngx_conf_merge_uint_value(conf->json_max_nodes, prev->json_max_nodes,
+                              65536);
+
+    if (conf->api && (conf->health || conf->errors)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_api\" already serves the health routes "
+                           "and cannot share a location with "
+                           "\"defarm_health\" or \"defarm_errors\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->health && conf->errors) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_health\" and \"defarm_errors\" cannot "
+                           "share a location");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * client_max_body_size is the API's body limit.  Request bodies are
+     * parsed from memory, never from a temporary file (that would be
+     * blocking disk I/O in the worker), so the body buffer is raised to
+     * hold a body of the largest size allowed.
+     */
+
+    if (conf->api) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->client_max_body_size
+            && (off_t) clcf->client_body_buffer_size
+               < clcf->client_max_body_size)
+        {
+            clcf->client_body_buffer_size =
+                                  (size_t) clcf->client_max_body_size;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_defarm_handler_post_t  *hp = post;
+    ngx_flag_t                 *fp = data;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (!*fp) {
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL
+        && clcf->handler != ngx_defarm_content_handler
+        && clcf->handler != ngx_defarm_errors_handler)
+    {
+        return "conflicts with another content handler in this location";
+    }
+
+    clcf->handler = hp->handler;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_defarm_ctx_t *
+ngx_defarm_get_ctx(ngx_http_request_t *r)
+{
+    ngx_defarm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_defarm_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_defarm_module);
+
+    return ctx;
+}
+
+
+uint64_t
+ngx_defarm_now_us(void)
+{
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+}

@@ -1,0 +1,80 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_MODULE_H_INCLUDED_
+#define _NGX_DEFARM_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_DEFARM_MAX_PARAMS  8
+
+
+typedef struct ngx_defarm_json_s   ngx_defarm_json_t;
+typedef struct ngx_defarm_route_s  ngx_defarm_route_t;
+
+
+typedef struct {
+    ngx_int_t                  request_id_index;
+    ngx_array_t               *routes;        /* ngx_defarm_croute_t */
+    ngx_uint_t                 max_segments;
+} ngx_defarm_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 api;           /* defarm_api */
+    ngx_flag_t                 health;        /* defarm_health */
+    ngx_flag_t                 errors;        /* defarm_errors */
+    ngx_flag_t                 echo;          /* defarm_echo */
+    ngx_uint_t                 json_max_depth;
+    ngx_uint_t                 json_max_nodes;
+} ngx_defarm_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  value;
+} ngx_defarm_param_t;
+
+
+/* per-request state, kept in the module's request context */
+
+typedef struct {
+    ngx_defarm_route_t        *route;
+    ngx_defarm_param_t         params[NGX_DEFARM_MAX_PARAMS];
+    ngx_uint_t                 nparams;
+
+    ngx_defarm_json_t         *body;
+
+    ngx_str_t                  error_kind;
+    ngx_str_t                  user_id;
+
+    /* microseconds spent waiting for the cache lock, PostgreSQL, crypt */
+    uint64_t                   lock_us;
+    uint64_t                   db_us;
+    uint64_t                   crypt_us;
+
+    unsigned                   lock_timed:1;
+    unsigned                   db_timed:1;
+    unsigned                   crypt_timed:1;
+} ngx_defarm_ctx_t;
+
+
+ngx_int_t ngx_defarm_content_handler(ngx_http_request_t *r);
+ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
+ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
+ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
+ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);
+uint64_t ngx_defarm_now_us(void);
+
+
+extern ngx_module_t  ngx_defarm_module;
+
+
+#endif /* _NGX_DEFARM_MODULE_H_INCLUDED_ */

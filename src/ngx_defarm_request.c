@@ -1,0 +1,233 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "ngx_defarm_module.h"
+#include "ngx_defarm_router.h"
+#include "ngx_defarm_response.h"
+
+
+/*
+ * The content handler: route the request, read and parse its JSON body
+ * when the route takes one, and hand it to the route's handler.  Bodies
+ * are read with nginx's own reader, so client_max_body_size and
+ * client_body_timeout govern them.
+ */
+
+
+static ngx_int_t ngx_defarm_json_content_type(ngx_http_request_t *r);
+static ngx_int_t ngx_defarm_dispatch(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static void ngx_defarm_body_handler(ngx_http_request_t *r);
+
+
+static ngx_int_t
+ngx_defarm_json_content_type(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    ngx_str_t  *ct;
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_OK;
+    }
+
+    /* application/json, application/<x>+json, with or without parameters */
+
+    ct = &r->headers_in.content_type->value;
+    p = ct->data;
+    last = ngx_strlchr(p, p + ct->len, ';');
+
+    if (last == NULL) {
+        last = p + ct->len;
+    }
+
+    while (last > p && last[-1] == ' ') {
+        last--;
+    }
+
+    if ((size_t) (last - p) < sizeof("application/json") - 1
+        || ngx_strncasecmp(p, (u_char *) "application/", 12) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if ((size_t) (last - p) == sizeof("application/json") - 1
+        && ngx_strncasecmp(p + 12, (u_char *) "json", 4) == 0)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_strncasecmp(last - 5, (u_char *) "+json", 5) == 0) {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_defarm_dispatch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    ngx_str_t               err;
+    ngx_chain_t            *cl;
+    ngx_defarm_loc_conf_t  *lcf;
+
+    if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {
+        return ctx->route->handler(r, ctx);
+    }
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Request body is required");
+    }
+
+    if (r->request_body->temp_file) {
+        /* only when client_max_body_size is 0 (unlimited) */
+        return ngx_defarm_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                NGX_DEFARM_ERR_PAYLOAD_TOO_LARGE,
+                                "Request body too large");
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (ngx_buf_size(cl->buf)) {
+            break;
+        }
+    }
+
+    if (cl == NULL) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Request body is required");
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_defarm_module);
+
+    rc = ngx_defarm_json_parse(r, r->request_body->bufs, lcf->json_max_depth,
+                               lcf->json_max_nodes, &ctx->body, &err);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION, "%V", &err);
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                NGX_DEFARM_ERR_INTERNAL,
+                                "Internal server error");
+    }
+
+    return ctx->route->handler(r, ctx);
+}
+
+
+static void
+ngx_defarm_body_handler(ngx_http_request_t *r)
+{
+    ngx_defarm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
+
+    ngx_http_finalize_request(r, ngx_defarm_dispatch(r, ctx));
+}
+
+
+ngx_int_t
+ngx_defarm_content_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_str_t                allow;
+    ngx_defarm_ctx_t        *ctx;
+    ngx_defarm_loc_conf_t   *lcf;
+    ngx_defarm_main_conf_t  *mcf;
+
+    ctx = ngx_defarm_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_defarm_module);
+
+    switch (ngx_defarm_router_match(r, mcf, lcf, ctx, &allow)) {
+
+    case NGX_DEFARM_ROUTE_FOUND:
+        break;
+
+    case NGX_DEFARM_ROUTE_BAD_METHOD:
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (allow.len
+            && ngx_defarm_add_header(r, "Allow", &allow) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_defarm_error(r, NGX_HTTP_NOT_ALLOWED,
+                                NGX_DEFARM_ERR_METHOD_NOT_ALLOWED,
+                                "Method %V is not allowed here; allowed: %V",
+                                &r->method_name, &allow);
+
+    default: /* NGX_DEFARM_ROUTE_NOT_FOUND */
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
+                                NGX_DEFARM_ERR_NOT_FOUND,
+                                "Route not found: %V %V",
+                                &r->method_name, &r->uri);
+    }
+
+    if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_defarm_dispatch(r, ctx);
+    }
+
+    if (ngx_defarm_json_content_type(r) != NGX_OK) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_defarm_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                NGX_DEFARM_ERR_UNSUPPORTED_MEDIA_TYPE,
+                                "Content-Type must be application/json");
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_defarm_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_defarm_errors_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* r->err_status is the status that error_page redirected here with */
+
+    return ngx_defarm_error_status(r, r->err_status ? r->err_status
+                                                    : NGX_HTTP_NOT_FOUND);
+}

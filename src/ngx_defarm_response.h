@@ -1,0 +1,54 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_RESPONSE_H_INCLUDED_
+#define _NGX_DEFARM_RESPONSE_H_INCLUDED_
+
+
+#include "ngx_defarm_module.h"
+#include "ngx_defarm_json.h"
+
+
+/*
+ * The fixed set of error kinds a client or a log reader can see; the names
+ * follow the original service's error_tracking taxonomy, with kinds added
+ * for failures it did not have.
+ */
+
+typedef enum {
+    NGX_DEFARM_ERR_VALIDATION = 0,
+    NGX_DEFARM_ERR_AUTH,
+    NGX_DEFARM_ERR_NOT_FOUND,
+    NGX_DEFARM_ERR_METHOD_NOT_ALLOWED,
+    NGX_DEFARM_ERR_CONFLICT,
+    NGX_DEFARM_ERR_PAYLOAD_TOO_LARGE,
+    NGX_DEFARM_ERR_UNSUPPORTED_MEDIA_TYPE,
+    NGX_DEFARM_ERR_REQUEST_TIMEOUT,
+    NGX_DEFARM_ERR_RATE_LIMIT,
+    NGX_DEFARM_ERR_STORAGE_LOCK_TIMEOUT,
+    NGX_DEFARM_ERR_DB_TIMEOUT,
+    NGX_DEFARM_ERR_DB_ERROR,
+    NGX_DEFARM_ERR_DB_UNAVAILABLE,
+    NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
+    NGX_DEFARM_ERR_CRYPT_BUSY,
+    NGX_DEFARM_ERR_SERVICE_UNAVAILABLE,
+    NGX_DEFARM_ERR_EXTERNAL_TIMEOUT,
+    NGX_DEFARM_ERR_EXTERNAL_ERROR,
+    NGX_DEFARM_ERR_INTERNAL
+} ngx_defarm_err_e;
+
+
+ngx_int_t ngx_defarm_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_defarm_json_writer_t *w);
+ngx_int_t ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_defarm_err_e kind, const char *fmt, ...);
+ngx_int_t ngx_defarm_error_status(ngx_http_request_t *r, ngx_uint_t status);
+void ngx_defarm_response_init(void);
+ngx_int_t ngx_defarm_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+
+
+#endif /* _NGX_DEFARM_RESPONSE_H_INCLUDED_ */
