@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for tests and "make run".
+#
+#   scripts/pg.sh start DIR   initdb (once) and start on a free loopback port;
+#                             prints shell assignments: PGHOST PGPORT ...
+#   scripts/pg.sh stop DIR    stop it
+#
+# PostgreSQL refuses to run as root, so as root it runs as "postgres".
+set -euo pipefail
+
+cmd=$1
+dir=$(realpath -m "$2")
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 20000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "no free port found" >&2
+    exit 1
+}
+
+case "$cmd" in
+start)
+    mkdir -p "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$dir"
+        # the postgres user must be able to reach the folder
+        d=$dir
+        while [ "$d" != / ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+    fi
+
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust \
+            -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+            || { cat "$dir/initdb.log" >&2; exit 1; }
+    fi
+
+    port=$(free_port)
+    as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off \
+            -c synchronous_commit=off -c full_page_writes=off \
+            -c max_connections=200" \
+        start >/dev/null \
+        || { tail -n 20 "$dir/postgres.log" >&2; exit 1; }
+
+    as_pg "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -qAt \
+        -c "SELECT 1 FROM pg_database WHERE datname = 'defarm'" \
+        | grep -q 1 \
+        || as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres defarm
+
+    echo "PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=defarm"
+    ;;
+
+stop)
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        as_pg "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null \
+            || true
+    fi
+    ;;
+
+*)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A throwaway Redis on a free loopback port, for tests and "make run".
+#
+#   scripts/redis.sh start DIR   prints REDIS_PORT=...
+#   scripts/redis.sh stop DIR
+set -euo pipefail
+
+cmd=$1
+dir=$(realpath -m "$2")
+
+case "$cmd" in
+start)
+    mkdir -p "$dir"
+    for _ in $(seq 1 50); do
+        port=$((40000 + RANDOM % 20000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            break
+        fi
+    done
+
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
+        --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        --save "" --appendonly no
+
+    for _ in $(seq 1 50); do
+        if redis-cli -p "$port" ping >/dev/null 2>&1; then
+            echo "REDIS_PORT=$port"
+            exit 0
+        fi
+        sleep 0.1
+    done
+
+    echo "redis did not start:" >&2
+    tail -n 20 "$dir/redis.log" >&2
+    exit 1
+    ;;
+
+stop)
+    if [ -f "$dir/redis.pid" ]; then
+        kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+        rm -f "$dir/redis.pid"
+    fi
+    ;;
+
+*)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac

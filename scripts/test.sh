@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# "make test": the lock-safety guardrail, then the whole t/ suite against a
+# throwaway PostgreSQL and Redis, stopped again whatever the outcome.
+#
+#   TEST_FILES="t/001-service.t"   run only some files
+#   TEST_NGINX_USE_VALGRIND=1      run nginx under valgrind memcheck
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+var=$top/var/test
+cd "$top"
+
+scripts/pg.sh stop "$var/pg" 2>/dev/null || true
+scripts/redis.sh stop "$var/redis" 2>/dev/null || true
+rm -rf "$var"
+mkdir -p "$var"
+
+stop_all() {
+    scripts/redis.sh stop "$var/redis" || true
+    scripts/pg.sh stop "$var/pg" || true
+}
+trap stop_all EXIT
+
+if [ -x scripts/check_lock_safety.sh ]; then
+    scripts/check_lock_safety.sh
+fi
+
+eval "$(scripts/pg.sh start "$var/pg")"
+export PGHOST PGPORT PGUSER PGDATABASE
+scripts/migrate.sh >/dev/null
+
+eval "$(scripts/redis.sh start "$var/redis")"
+
+export TEST_NGINX_PG_HOST=$PGHOST TEST_NGINX_PG_PORT=$PGPORT
+export TEST_NGINX_PG_USER=$PGUSER TEST_NGINX_PG_DATABASE=$PGDATABASE
+export TEST_NGINX_PG_DATA=$var/pg
+export TEST_NGINX_REDIS_PORT=$REDIS_PORT
+export TEST_NGINX_LOAD_MODULES=$top/build/ngx_defarm_module.so
+export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot}
+export TEST_NGINX_GIT_HASH=$(sed -n 's/.*NGX_DEFARM_GIT_HASH *"\(.*\)"/\1/p' \
+    build/gen/ngx_defarm_version.h)
+
+# shellcheck disable=SC2086
+prove -I "$top/t/lib" -r ${TEST_FILES:-t/}

@@ -1,0 +1,76 @@
+# nginx -t accepts good configurations and rejects bad ones clearly.
+
+use Test::Nginx::Socket 'no_plan';
+
+repeat_each(1);
+no_shuffle();
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: defarm_api takes on|off
+--- config
+    location / {
+        defarm_api yes;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "yes" in "defarm_api" directive, it must be "on" or "off"/
+
+
+
+=== TEST 2: defarm_json_max_depth must be a number in range
+--- config
+    location / {
+        defarm_api on;
+        defarm_json_max_depth 1000;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_json_max_depth" directive value must be between 1 and 128/
+
+
+
+=== TEST 3: defarm_json_max_values must be a number
+--- config
+    location / {
+        defarm_api on;
+        defarm_json_max_values lots;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid number in "defarm_json_max_values" directive/
+
+
+
+=== TEST 4: defarm_api cannot share a location with another content handler
+--- config
+    location / {
+        proxy_pass http://127.0.0.1:1;
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_api" directive conflicts with another content handler in this location/
+
+
+
+=== TEST 5: defarm_api and defarm_errors cannot share a location
+--- config
+    location / {
+        defarm_api on;
+        defarm_errors on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_api" already serves the health routes/
+
+
+
+=== TEST 6: defarm_api is not allowed at server level
+--- config
+    defarm_api on;
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_api" directive is not allowed here/
