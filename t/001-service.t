@@ -5,22 +5,15 @@ use Test::Nginx::Socket 'no_plan';
 repeat_each(1);
 no_shuffle();
 
-our $HttpConfig = <<'_EOC_';
-    client_max_body_size 1k;
-_EOC_
-
 add_block_preprocessor(sub {
     my $block = shift;
-
-    if (!defined $block->http_config) {
-        $block->set_value("http_config", $HttpConfig);
-    }
 
     if (!defined $block->config) {
         $block->set_value("config", <<'_EOC_');
     error_page 400 404 405 408 413 414 494 500 502 503 504 @defarm_error;
 
     location / {
+        client_max_body_size 1k;
         defarm_api on;
         defarm_echo on;
     }

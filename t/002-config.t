@@ -28,7 +28,7 @@ qr/\[emerg\] .*invalid value "yes" in "defarm_api" directive, it must be "on" or
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*"defarm_json_max_depth" directive value must be between 1 and 128/
+qr/\[emerg\] .*value must be between 1 and 128 in .*nginx\.conf:\d+/
 
 
 
@@ -40,7 +40,7 @@ qr/\[emerg\] .*"defarm_json_max_depth" directive value must be between 1 and 128
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid number in "defarm_json_max_values" directive/
+qr/\[emerg\] .*"defarm_json_max_values" directive invalid number in .*nginx\.conf:\d+/
 
 
 

@@ -34,7 +34,7 @@ http {
     client_max_body_size 100;
     server {
         listen 127.0.0.1:$port;
-        error_page 400 404 405 413 500 @defarm_error;
+        error_page 400 404 405 413 500 \@defarm_error;
         location / { defarm_api on; defarm_echo on; }
         location \@defarm_error { defarm_errors on; }
     }
@@ -46,9 +46,10 @@ system($nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf") == 0
     or BAIL_OUT("nginx did not start");
 
 END {
-    if (-f "$root/logs/nginx.pid") {
-        system($nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-               '-s', 'quit');
+    if (open my $p, '<', "$root/logs/nginx.pid") {
+        my $pid = <$p>;
+        chomp $pid;
+        kill 'QUIT', $pid if $pid;
     }
 }
 
