@@ -21,6 +21,8 @@ stop_all() {
 }
 trap stop_all EXIT
 
+scripts/check_style.sh
+
 if [ -x scripts/check_lock_safety.sh ]; then
     scripts/check_lock_safety.sh
 fi
