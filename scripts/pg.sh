@@ -49,7 +49,13 @@ start)
             || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
 
-    port=$(free_port)
+    # a restart (tests stop and start the database) keeps its port
+    if [ -f "$dir/port" ]; then
+        port=$(cat "$dir/port")
+    else
+        port=$(free_port)
+        echo "$port" > "$dir/port"
+    fi
     as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off \
             -c synchronous_commit=off -c full_page_writes=off \

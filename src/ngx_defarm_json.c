@@ -588,6 +588,20 @@ ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n)
 
 
 void
+ngx_defarm_jw_ms(ngx_defarm_json_writer_t *w, uint64_t us)
+{
+    u_char  buf[NGX_INT64_LEN + 5];
+    size_t  len;
+
+    /* milliseconds with three decimals, as a JSON number */
+
+    len = ngx_sprintf(buf, "%uL.%03uL", us / 1000, us % 1000) - buf;
+
+    ngx_defarm_jw_check(w, yajl_gen_number(w->gen, (char *) buf, len));
+}
+
+
+void
 ngx_defarm_jw_bool(ngx_defarm_json_writer_t *w, ngx_flag_t b)
 {
     ngx_defarm_jw_check(w, yajl_gen_bool(w->gen, b ? 1 : 0));

@@ -7,6 +7,8 @@
 #include "ngx_defarm_module.h"
 #include "ngx_defarm_router.h"
 #include "ngx_defarm_response.h"
+#include "ngx_defarm_metrics.h"
+#include "pg/ngx_defarm_pg.h"
 #include "api/ngx_defarm_api.h"
 
 
@@ -17,6 +19,8 @@ static void *ngx_defarm_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_defarm_init_process(ngx_cycle_t *cycle);
+static void ngx_defarm_exit_process(ngx_cycle_t *cycle);
 
 
 /* a conf post that also names the content handler its directive installs */
@@ -88,6 +92,20 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_loc_conf_t, json_max_nodes),
       &ngx_defarm_json_nodes_bounds },
 
+    { ngx_string("defarm_db"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_defarm_pg_set_db,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, db),
+      NULL },
+
+    { ngx_string("defarm_db_query_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, db_query_timeout),
+      NULL },
+
       ngx_null_command
 };
 
@@ -114,10 +132,10 @@ ngx_module_t  ngx_defarm_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_defarm_init_process,               /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_defarm_exit_process,               /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -151,6 +169,10 @@ ngx_defarm_postconfiguration(ngx_conf_t *cf)
         if (ngx_defarm_router_add(cf, mcf, *table) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    if (ngx_defarm_metrics_add_zone(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_defarm_response_init();
@@ -191,6 +213,7 @@ ngx_defarm_create_loc_conf(ngx_conf_t *cf)
     lcf->echo = NGX_CONF_UNSET;
     lcf->json_max_depth = NGX_CONF_UNSET_UINT;
     lcf->json_max_nodes = NGX_CONF_UNSET_UINT;
+    lcf->db_query_timeout = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -226,6 +249,8 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->json_max_depth, prev->json_max_depth, 32);
     ngx_conf_merge_uint_value(conf->json_max_nodes, prev->json_max_nodes,
                               65536);
+    ngx_conf_merge_msec_value(conf->db_query_timeout, prev->db_query_timeout,
+                              5000);
 
     if (conf->api && (conf->health || conf->errors)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -289,6 +314,39 @@ ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data)
     clcf->handler = hp->handler;
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_defarm_main_conf_t  *mcf;
+
+    /* workers only: not the master, the cache manager or the loader */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_defarm_module);
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_defarm_metrics_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_defarm_pg_init_process(cycle, mcf->db);
+}
+
+
+static void
+ngx_defarm_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_defarm_pg_exit_process(cycle);
 }
 
 

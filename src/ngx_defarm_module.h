@@ -18,12 +18,13 @@
 
 typedef struct ngx_defarm_json_s   ngx_defarm_json_t;
 typedef struct ngx_defarm_route_s  ngx_defarm_route_t;
+typedef struct ngx_defarm_pg_conf_s  ngx_defarm_pg_conf_t;
 
 
 typedef struct {
     ngx_int_t                  request_id_index;
     ngx_array_t               *routes;        /* ngx_defarm_croute_t */
-    ngx_uint_t                 max_segments;
+    ngx_defarm_pg_conf_t      *db;            /* defarm_db */
 } ngx_defarm_main_conf_t;
 
 
@@ -34,6 +35,7 @@ typedef struct {
     ngx_flag_t                 echo;          /* defarm_echo */
     ngx_uint_t                 json_max_depth;
     ngx_uint_t                 json_max_nodes;
+    ngx_msec_t                 db_query_timeout;
 } ngx_defarm_loc_conf_t;
 
 

@@ -76,16 +76,30 @@ ngx_defarm_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_json_writer_t *w)
 {
     off_t         len;
-    ngx_int_t     rc;
     ngx_chain_t  *out, *cl;
 
     if (ngx_defarm_json_finish(w, &out, &len) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    for (cl = out; cl->next; cl = cl->next) { /* void */ }
+
+    cl->buf->last_buf = (r == r->main) ? 1 : 0;
+    cl->buf->last_in_chain = 1;
+
+    return ngx_defarm_send_chain(r, status, &ngx_defarm_json_type, out, len);
+}
+
+
+ngx_int_t
+ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_chain_t *out, off_t len)
+{
+    ngx_int_t  rc;
+
     r->headers_out.status = status;
-    r->headers_out.content_type = ngx_defarm_json_type;
-    r->headers_out.content_type_len = ngx_defarm_json_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = len;
 
@@ -93,11 +107,6 @@ ngx_defarm_send(ngx_http_request_t *r, ngx_uint_t status,
         r->headers_out.content_length->hash = 0;
         r->headers_out.content_length = NULL;
     }
-
-    for (cl = out; cl->next; cl = cl->next) { /* void */ }
-
-    cl->buf->last_buf = (r == r->main) ? 1 : 0;
-    cl->buf->last_in_chain = 1;
 
     rc = ngx_http_send_header(r);
 

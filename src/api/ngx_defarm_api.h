@@ -17,6 +17,7 @@
 /* one route table per API area, each ending with ngx_defarm_route_null */
 
 extern ngx_defarm_route_t   ngx_defarm_service_routes[];
+extern ngx_defarm_route_t   ngx_defarm_db_routes[];
 
 /* every table the router compiles, NULL-terminated (ngx_defarm_api.c) */
 

@@ -5,6 +5,7 @@
 
 
 #include "api/ngx_defarm_api.h"
+#include "ngx_defarm_metrics.h"
 #include "ngx_defarm_version.h"
 
 
@@ -38,6 +39,9 @@ ngx_defarm_route_t  ngx_defarm_service_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/version"),
       ngx_defarm_service_version, NGX_DEFARM_ROUTE_HEALTH },
+
+    { NGX_HTTP_GET, ngx_string("/metrics"),
+      ngx_defarm_metrics_handler, NGX_DEFARM_ROUTE_HEALTH },
 
     { NGX_HTTP_POST, ngx_string("/api/echo"),
       ngx_defarm_service_echo,

@@ -1,0 +1,260 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "api/ngx_defarm_api.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * Database routes that belong to no API area: the readiness check of the
+ * database, and the diagnostic echo that sends a value through a pooled
+ * connection and back (enabled with defarm_echo), which proves that
+ * parameters travel as data and never as SQL.
+ */
+
+
+static ngx_int_t ngx_defarm_db_health(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_db_health_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_db_echo_post(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_db_echo_get(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_db_echo_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+
+
+ngx_defarm_route_t  ngx_defarm_db_routes[] = {
+
+    { NGX_HTTP_GET, ngx_string("/health/db"),
+      ngx_defarm_db_health, NGX_DEFARM_ROUTE_HEALTH },
+
+    { NGX_HTTP_POST, ngx_string("/api/echo/db"),
+      ngx_defarm_db_echo_post,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_ECHO },
+
+    { NGX_HTTP_GET, ngx_string("/api/echo/db/:value"),
+      ngx_defarm_db_echo_get, NGX_DEFARM_ROUTE_ECHO },
+
+    ngx_defarm_route_null
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_db_ping = {
+    "defarm_ping", "SELECT 1", 0, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_db_echo = {
+    "defarm_echo",
+    "SELECT v, octet_length(v) "
+    "FROM (SELECT $1::text AS v, pg_sleep($2::float8 / 1000)) AS s",
+    2, 0
+};
+
+
+static ngx_int_t
+ngx_defarm_db_health(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    return ngx_defarm_pg_query(r, &ngx_defarm_db_ping, NULL,
+                               ngx_defarm_db_health_done, ctx);
+}
+
+
+static ngx_int_t
+ngx_defarm_db_health_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_ctx_t  *ctx = data;
+
+    u_char                     buf[sizeof("1970-01-01T00:00:00Z")];
+    ngx_tm_t                   tm;
+    ngx_str_t                  ts;
+    ngx_defarm_pg_stats_t     *st;
+    ngx_defarm_json_writer_t  *w;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    ngx_gmtime(ngx_time(), &tm);
+
+    ts.data = buf;
+    ts.len = ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec)
+             - buf;
+
+    st = ngx_defarm_pg_stats();
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "status");
+    ngx_defarm_jw_cstr(w, "healthy");
+    ngx_defarm_jw_key(w, "latency_ms");
+    ngx_defarm_jw_ms(w, ctx->db_us);
+
+    /* the original API's shape, for its clients */
+    ngx_defarm_jw_key(w, "database");
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "status");
+    ngx_defarm_jw_cstr(w, "connected");
+    ngx_defarm_jw_key(w, "message");
+    ngx_defarm_jw_cstr(w, "PostgreSQL operational");
+    ngx_defarm_jw_key(w, "timestamp");
+    ngx_defarm_jw_str(w, &ts);
+    ngx_defarm_jw_map_close(w);
+
+    /* this worker's pool */
+    ngx_defarm_jw_key(w, "pool");
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "worker_pid");
+    ngx_defarm_jw_int(w, ngx_pid);
+    ngx_defarm_jw_key(w, "size");
+    ngx_defarm_jw_int(w, ngx_defarm_pg_pool_size());
+    ngx_defarm_jw_key(w, "connections");
+    ngx_defarm_jw_int(w, st->connections);
+    ngx_defarm_jw_key(w, "idle");
+    ngx_defarm_jw_int(w, st->idle);
+    ngx_defarm_jw_key(w, "busy");
+    ngx_defarm_jw_int(w, st->busy);
+    ngx_defarm_jw_key(w, "waiting");
+    ngx_defarm_jw_int(w, st->waiting);
+    ngx_defarm_jw_key(w, "served");
+    ngx_defarm_jw_int(w, st->served);
+    ngx_defarm_jw_key(w, "errors");
+    ngx_defarm_jw_int(w, st->errors);
+    ngx_defarm_jw_key(w, "timeouts");
+    ngx_defarm_jw_int(w, st->timeouts);
+    ngx_defarm_jw_key(w, "exhausted");
+    ngx_defarm_jw_int(w, st->exhausted);
+    ngx_defarm_jw_key(w, "unavailable");
+    ngx_defarm_jw_int(w, st->unavailable);
+    ngx_defarm_jw_map_close(w);
+
+    ngx_defarm_jw_map_close(w);
+
+    return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}
+
+
+static ngx_int_t
+ngx_defarm_db_echo_post(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    int64_t             ms;
+    ngx_str_t          *params;
+    ngx_defarm_json_t  *value, *sleep;
+
+    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Body must be a JSON object");
+    }
+
+    value = ngx_defarm_json_get(ctx->body, "value");
+
+    if (value == NULL
+        || (value->type != NGX_DEFARM_JSON_STRING
+            && value->type != NGX_DEFARM_JSON_NULL))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"value\" must be a string or null, "
+                                "not %s", ngx_defarm_json_type_name(value));
+    }
+
+    ms = 0;
+    sleep = ngx_defarm_json_get(ctx->body, "sleep_ms");
+
+    if (sleep
+        && (ngx_defarm_json_int(sleep, &ms) != NGX_OK
+            || ms < 0 || ms > 60000))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"sleep_ms\" must be an integer from 0 "
+                                "to 60000");
+    }
+
+    params = ngx_pcalloc(r->pool, 2 * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (value->type == NGX_DEFARM_JSON_STRING) {
+        params[0] = value->str;
+    }
+
+    params[1].data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (params[1].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[1].len = ngx_sprintf(params[1].data, "%L", ms) - params[1].data;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_db_echo, params,
+                               ngx_defarm_db_echo_done, NULL);
+}
+
+
+static ngx_int_t
+ngx_defarm_db_echo_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_str_t  *params;
+
+    params = ngx_pcalloc(r->pool, 2 * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[0] = *ngx_defarm_param(ctx, "value");
+    ngx_str_set(&params[1], "0");
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_db_echo, params,
+                               ngx_defarm_db_echo_done, NULL);
+}
+
+
+static ngx_int_t
+ngx_defarm_db_echo_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_str_t                  s;
+    ngx_defarm_json_writer_t  *w;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "value");
+
+    if (PQgetisnull(res, 0, 0)) {
+        ngx_defarm_jw_null(w);
+        ngx_defarm_jw_key(w, "length");
+        ngx_defarm_jw_null(w);
+
+    } else {
+        s.data = (u_char *) PQgetvalue(res, 0, 0);
+        s.len = PQgetlength(res, 0, 0);
+        ngx_defarm_jw_str(w, &s);
+
+        ngx_defarm_jw_key(w, "length");
+        ngx_defarm_jw_int(w, ngx_atoi((u_char *) PQgetvalue(res, 0, 1),
+                                      PQgetlength(res, 0, 1)));
+    }
+
+    ngx_defarm_jw_map_close(w);
+
+    return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}

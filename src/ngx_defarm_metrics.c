@@ -1,0 +1,251 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "ngx_defarm_metrics.h"
+#include "ngx_defarm_response.h"
+
+
+/* the slots, and room for the slab pool nginx puts at the zone's start */
+
+#define NGX_DEFARM_METRICS_SIZE                                              \
+    (ngx_align(NGX_DEFARM_STATS_SLOTS * sizeof(ngx_defarm_stats_slot_t),      \
+               ngx_pagesize) + 8 * ngx_pagesize)
+
+
+typedef struct {
+    const char                *name;
+    const char                *type;
+    const char                *help;
+    size_t                     offset;
+} ngx_defarm_metric_t;
+
+
+static ngx_int_t ngx_defarm_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+
+static ngx_str_t  ngx_defarm_metrics_zone_name = ngx_string("defarm_stats");
+static ngx_str_t  ngx_defarm_metrics_type =
+    ngx_string("text/plain; version=0.0.4");
+
+static ngx_shm_zone_t           *ngx_defarm_metrics_zone;
+static ngx_defarm_stats_slot_t   ngx_defarm_metrics_local;
+
+
+#define ngx_defarm_pg_metric(field)                                          \
+    offsetof(ngx_defarm_stats_slot_t, pg) + offsetof(ngx_defarm_pg_stats_t,   \
+                                                     field)
+
+static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
+
+    { "defarm_db_connections", "gauge",
+      "PostgreSQL connections open", ngx_defarm_pg_metric(connections) },
+
+    { "defarm_db_idle", "gauge",
+      "PostgreSQL connections idle in the pool", ngx_defarm_pg_metric(idle) },
+
+    { "defarm_db_busy", "gauge",
+      "PostgreSQL connections running a query", ngx_defarm_pg_metric(busy) },
+
+    { "defarm_db_waiting", "gauge",
+      "requests waiting for a PostgreSQL connection",
+      ngx_defarm_pg_metric(waiting) },
+
+    { "defarm_db_queries_total", "counter",
+      "queries answered by PostgreSQL", ngx_defarm_pg_metric(served) },
+
+    { "defarm_db_errors_total", "counter",
+      "queries that failed: SQL errors and lost connections",
+      ngx_defarm_pg_metric(errors) },
+
+    { "defarm_db_timeouts_total", "counter",
+      "queries past their timeout", ngx_defarm_pg_metric(timeouts) },
+
+    { "defarm_db_exhausted_total", "counter",
+      "requests refused because the pool and its queue were full or the "
+      "wait timed out", ngx_defarm_pg_metric(exhausted) },
+
+    { "defarm_db_unavailable_total", "counter",
+      "requests refused because PostgreSQL was unreachable",
+      ngx_defarm_pg_metric(unavailable) },
+
+    { "defarm_db_connects_total", "counter",
+      "connections established", ngx_defarm_pg_metric(connects) },
+
+    { "defarm_db_connect_failures_total", "counter",
+      "connection attempts that failed",
+      ngx_defarm_pg_metric(connect_failures) },
+
+    { "defarm_db_aborted_total", "counter",
+      "queries whose client went away before the answer",
+      ngx_defarm_pg_metric(aborted) },
+
+    { NULL, NULL, NULL, 0 }
+};
+
+
+ngx_int_t
+ngx_defarm_metrics_add_zone(ngx_conf_t *cf)
+{
+    ngx_shm_zone_t  *zone;
+
+    zone = ngx_shared_memory_add(cf, &ngx_defarm_metrics_zone_name,
+                                 NGX_DEFARM_METRICS_SIZE, &ngx_defarm_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_defarm_metrics_init_zone;
+    ngx_defarm_metrics_zone = zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        shm_zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    shm_zone->data = ngx_slab_calloc(shpool, NGX_DEFARM_STATS_SLOTS
+                                             * sizeof(ngx_defarm_stats_slot_t));
+    if (shm_zone->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = shm_zone->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_defarm_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_defarm_stats_slot_t  *slot;
+
+    slot = ngx_defarm_metrics_slot();
+
+    /* this worker's slot starts afresh; the old worker's figures go */
+
+    ngx_memzero(slot, sizeof(ngx_defarm_stats_slot_t));
+    slot->pid = ngx_pid;
+
+    return NGX_OK;
+}
+
+
+ngx_defarm_stats_slot_t *
+ngx_defarm_metrics_slot(void)
+{
+    ngx_defarm_stats_slot_t  *slots;
+
+    if (ngx_defarm_metrics_zone == NULL
+        || ngx_defarm_metrics_zone->data == NULL
+        || (ngx_uint_t) ngx_worker >= NGX_DEFARM_STATS_SLOTS)
+    {
+        return &ngx_defarm_metrics_local;
+    }
+
+    slots = ngx_defarm_metrics_zone->data;
+
+    return &slots[ngx_worker];
+}
+
+
+ngx_int_t
+ngx_defarm_metrics_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    size_t                    len;
+    uint64_t                  sum;
+    ngx_buf_t                *b;
+    ngx_uint_t                i, live, n;
+    ngx_chain_t               out;
+    ngx_defarm_metric_t      *m;
+    ngx_defarm_stats_slot_t  *slots, *live_slots[NGX_DEFARM_STATS_SLOTS];
+
+    live = 0;
+
+    if (ngx_defarm_metrics_zone && ngx_defarm_metrics_zone->data) {
+        slots = ngx_defarm_metrics_zone->data;
+
+        for (i = 0; i < NGX_DEFARM_STATS_SLOTS; i++) {
+            if (slots[i].pid == 0) {
+                continue;
+            }
+
+            /* a slot of a worker that exited or was replaced is skipped */
+
+            if (slots[i].pid != ngx_pid && kill(slots[i].pid, 0) != 0) {
+                continue;
+            }
+
+            live_slots[live++] = &slots[i];
+        }
+
+    } else {
+        live_slots[live++] = &ngx_defarm_metrics_local;
+    }
+
+    len = 0;
+    for (m = ngx_defarm_metrics; m->name; m++) {
+        len += sizeof("# HELP  \n# TYPE  \n \n") - 1 + 2 * ngx_strlen(m->name)
+               + ngx_strlen(m->name) + ngx_strlen(m->help)
+               + ngx_strlen(m->type) + NGX_INT64_LEN;
+    }
+
+    len += sizeof("# HELP defarm_workers nginx workers reporting\n"
+                  "# TYPE defarm_workers gauge\n"
+                  "defarm_workers \n"
+                  "# HELP defarm_db_pool_size PostgreSQL connections "
+                  "allowed\n"
+                  "# TYPE defarm_db_pool_size gauge\n"
+                  "defarm_db_pool_size \n") - 1 + 2 * NGX_INT64_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "# HELP defarm_workers nginx workers reporting\n"
+                          "# TYPE defarm_workers gauge\n"
+                          "defarm_workers %ui\n"
+                          "# HELP defarm_db_pool_size PostgreSQL "
+                          "connections allowed\n"
+                          "# TYPE defarm_db_pool_size gauge\n"
+                          "defarm_db_pool_size %ui\n",
+                          live, live * ngx_defarm_pg_pool_size());
+
+    for (m = ngx_defarm_metrics; m->name; m++) {
+        sum = 0;
+
+        for (n = 0; n < live; n++) {
+            sum += *(ngx_atomic_uint_t *) ((u_char *) live_slots[n]
+                                           + m->offset);
+        }
+
+        b->last = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n%s %uL\n",
+                              m->name, m->help, m->name, m->type, m->name,
+                              sum);
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_defarm_send_chain(r, NGX_HTTP_OK, &ngx_defarm_metrics_type,
+                                 &out, b->last - b->pos);
+}

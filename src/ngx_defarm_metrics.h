@@ -1,0 +1,37 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_METRICS_H_INCLUDED_
+#define _NGX_DEFARM_METRICS_H_INCLUDED_
+
+
+#include "ngx_defarm_module.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * One slot per worker in a small shared zone: a worker writes only its
+ * own slot, so no lock is needed; a reader sums the slots of live
+ * processes.  Counters survive a reload (the zone is reused).
+ */
+
+#define NGX_DEFARM_STATS_SLOTS  256
+
+
+typedef struct {
+    ngx_pid_t                  pid;
+    ngx_defarm_pg_stats_t      pg;
+} ngx_defarm_stats_slot_t;
+
+
+ngx_int_t ngx_defarm_metrics_add_zone(ngx_conf_t *cf);
+ngx_int_t ngx_defarm_metrics_init_process(ngx_cycle_t *cycle);
+ngx_defarm_stats_slot_t *ngx_defarm_metrics_slot(void);
+ngx_int_t ngx_defarm_metrics_handler(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+
+
+#endif /* _NGX_DEFARM_METRICS_H_INCLUDED_ */

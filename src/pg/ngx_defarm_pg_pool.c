@@ -1,0 +1,1327 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "pg/ngx_defarm_pg.h"
+#include "ngx_defarm_response.h"
+#include "ngx_defarm_metrics.h"
+
+
+/*
+ * A per-worker pool of non-blocking libpq connections driven by nginx
+ * events.
+ *
+ * Each connection's socket is wrapped in an nginx connection and watched
+ * level-triggered: libpq reads in chunks of its own choosing and a lost
+ * edge would leave a result unread until a timeout (the classic
+ * ngx_postgres hang), so the read event stays armed while the connection
+ * lives, and the write event is armed only while libpq has bytes to flush
+ * or a connect step waits for writability.
+ *
+ * A query belongs to its request and lives in the request pool.  A pool
+ * cleanup detaches it from the queue or from its connection when the
+ * request goes away, so no connection ever holds a pointer into freed
+ * memory; a detached query's connection finishes (or times out) and goes
+ * back to the pool.
+ *
+ * Failures are answered here, with the API's JSON errors: a full queue or
+ * a wait past queue_timeout is 503 db_pool_exhausted, a query past its
+ * timeout is 504 database_timeout (its connection is closed, so a stale
+ * result can never reach a later request), a database that cannot be
+ * reached is 503 database_unavailable within the connect timeout and
+ * then at once until a reconnect probe, retried with capped backoff,
+ * succeeds.
+ */
+
+
+typedef enum {
+    NGX_DEFARM_PG_FREE = 0,
+    NGX_DEFARM_PG_CONNECTING,
+    NGX_DEFARM_PG_IDLE,
+    NGX_DEFARM_PG_PREPARING,
+    NGX_DEFARM_PG_QUERYING
+} ngx_defarm_pg_state_e;
+
+
+typedef struct ngx_defarm_pg_pool_s  ngx_defarm_pg_pool_t;
+
+
+typedef struct {
+    ngx_queue_t                queue;         /* in idle or free */
+    ngx_defarm_pg_pool_t      *pool;
+    PGconn                    *pg;
+    ngx_connection_t          *c;
+    ngx_defarm_pg_state_e      state;
+    ngx_defarm_pg_query_t     *query;
+    PGresult                  *result;
+    u_char                     prepared[NGX_DEFARM_PG_MAX_STMTS / 8];
+} ngx_defarm_pg_conn_t;
+
+
+struct ngx_defarm_pg_pool_s {
+    ngx_defarm_pg_conf_t      *conf;
+    ngx_log_t                 *log;
+    ngx_defarm_pg_conn_t      *conns;
+    ngx_queue_t                idle;
+    ngx_queue_t                free;
+    ngx_queue_t                waiting;
+    ngx_uint_t                 nidle;
+    ngx_uint_t                 nbusy;
+    ngx_uint_t                 nconnecting;
+    ngx_uint_t                 nwaiting;
+    ngx_msec_t                 backoff;
+    ngx_event_t                retry;
+    ngx_event_t                report;
+    ngx_defarm_pg_stats_t     *stats;
+    unsigned                   down:1;
+};
+
+
+struct ngx_defarm_pg_query_s {
+    ngx_http_request_t        *request;
+    ngx_defarm_pg_stmt_t      *stmt;
+    const char                *values[NGX_DEFARM_PG_MAX_PARAMS];
+    ngx_defarm_pg_done_pt      done;
+    void                      *data;
+    ngx_event_t                wait;
+    ngx_queue_t                queue;
+    ngx_defarm_pg_conn_t      *conn;
+    PGresult                  *res;
+    uint64_t                   start_us;
+    ngx_msec_t                 timeout;
+    unsigned                   queued:1;
+};
+
+
+static ngx_int_t ngx_defarm_pg_connect(ngx_defarm_pg_pool_t *pool);
+static void ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_connected(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc,
+    const char *why);
+static void ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_free_connection(ngx_connection_t *c);
+static ngx_int_t ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc);
+static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
+    ngx_uint_t on);
+static void ngx_defarm_pg_event_handler(ngx_event_t *ev);
+static void ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why);
+static void ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool);
+static void ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res);
+static void ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
+    ngx_defarm_err_e kind, const char *msg);
+static void ngx_defarm_pg_fail_waiting(ngx_defarm_pg_pool_t *pool);
+static void ngx_defarm_pg_wait_handler(ngx_event_t *ev);
+static void ngx_defarm_pg_retry_handler(ngx_event_t *ev);
+static void ngx_defarm_pg_report_handler(ngx_event_t *ev);
+static void ngx_defarm_pg_query_cleanup(void *data);
+static void ngx_defarm_pg_gauges(ngx_defarm_pg_pool_t *pool);
+static const char *ngx_defarm_pg_flatten(const char *msg);
+static const char *ngx_defarm_pg_message(PGconn *pg);
+static void ngx_defarm_pg_notice(void *arg, const char *message);
+
+
+static ngx_defarm_pg_pool_t  *ngx_defarm_pg_pool;
+static ngx_uint_t             ngx_defarm_pg_nstmts;
+
+
+#define ngx_defarm_pg_is_prepared(pc, i)                                     \
+    ((pc)->prepared[(i) / 8] & (1 << ((i) % 8)))
+#define ngx_defarm_pg_set_prepared(pc, i)                                    \
+    (pc)->prepared[(i) / 8] |= (u_char) (1 << ((i) % 8))
+
+
+ngx_int_t
+ngx_defarm_pg_init_process(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf)
+{
+    ngx_uint_t             i;
+    ngx_defarm_pg_pool_t  *pool;
+
+    if (pcf == NULL) {
+        return NGX_OK;
+    }
+
+    pool = ngx_pcalloc(cycle->pool, sizeof(ngx_defarm_pg_pool_t));
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    pool->conns = ngx_pcalloc(cycle->pool,
+                              pcf->size * sizeof(ngx_defarm_pg_conn_t));
+    if (pool->conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    pool->conf = pcf;
+    pool->log = cycle->log;
+    pool->stats = &ngx_defarm_metrics_slot()->pg;
+
+    ngx_queue_init(&pool->idle);
+    ngx_queue_init(&pool->free);
+    ngx_queue_init(&pool->waiting);
+
+    for (i = 0; i < pcf->size; i++) {
+        pool->conns[i].pool = pool;
+        ngx_queue_insert_tail(&pool->free, &pool->conns[i].queue);
+    }
+
+    /* timers that must not hold a worker back from a graceful exit */
+
+    pool->retry.handler = ngx_defarm_pg_retry_handler;
+    pool->retry.data = pool;
+    pool->retry.log = cycle->log;
+    pool->retry.cancelable = 1;
+
+    pool->report.handler = ngx_defarm_pg_report_handler;
+    pool->report.data = pool;
+    pool->report.log = cycle->log;
+    pool->report.cancelable = 1;
+
+    ngx_add_timer(&pool->report, pcf->metrics_interval);
+
+    ngx_defarm_pg_pool = pool;
+
+    /* one connection up front, so the first request does not wait */
+
+    (void) ngx_defarm_pg_connect(pool);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t             i;
+    ngx_defarm_pg_pool_t  *pool;
+
+    pool = ngx_defarm_pg_pool;
+    if (pool == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pool->conf->size; i++) {
+        if (pool->conns[i].pg) {
+            ngx_defarm_pg_close(&pool->conns[i]);
+        }
+    }
+
+    ngx_defarm_pg_pool = NULL;
+}
+
+
+ngx_defarm_pg_stats_t *
+ngx_defarm_pg_stats(void)
+{
+    return &ngx_defarm_metrics_slot()->pg;
+}
+
+
+ngx_uint_t
+ngx_defarm_pg_pool_size(void)
+{
+    return ngx_defarm_pg_pool ? ngx_defarm_pg_pool->conf->size : 0;
+}
+
+
+static void
+ngx_defarm_pg_gauges(ngx_defarm_pg_pool_t *pool)
+{
+    pool->stats->connections = pool->nidle + pool->nbusy;
+    pool->stats->idle = pool->nidle;
+    pool->stats->busy = pool->nbusy;
+    pool->stats->waiting = pool->nwaiting;
+}
+
+
+static const char *
+ngx_defarm_pg_flatten(const char *msg)
+{
+    static u_char  buf[512];
+
+    u_char  *p, *last;
+
+    /*
+     * libpq's messages span lines ("...failed: Connection refused\n\tIs
+     * the server running..."); a log record is one line.
+     */
+
+    p = buf;
+    last = buf + sizeof(buf) - 1;
+
+    for ( /* void */ ; msg && *msg && p < last; msg++) {
+        if (*msg == '\n' || *msg == '\t' || *msg == '\r') {
+            if (p > buf && p[-1] != ' ') {
+                *p++ = ' ';
+            }
+
+            continue;
+        }
+
+        *p++ = *msg;
+    }
+
+    while (p > buf && p[-1] == ' ') {
+        p--;
+    }
+
+    *p = '\0';
+
+    return buf[0] ? (const char *) buf : "unknown error";
+}
+
+
+static const char *
+ngx_defarm_pg_message(PGconn *pg)
+{
+    return ngx_defarm_pg_flatten(PQerrorMessage(pg));
+}
+
+
+static void
+ngx_defarm_pg_notice(void *arg, const char *message)
+{
+    ngx_defarm_pg_pool_t  *pool = arg;
+
+    /* server notices go to nginx's log, never to the worker's stderr */
+
+    ngx_log_error(NGX_LOG_NOTICE, pool->log, 0, "defarm: PostgreSQL: %s",
+                  ngx_defarm_pg_flatten(message));
+}
+
+
+/* connecting */
+
+
+static ngx_int_t
+ngx_defarm_pg_connect(ngx_defarm_pg_pool_t *pool)
+{
+    ngx_queue_t           *q;
+    ngx_defarm_pg_conn_t  *pc;
+
+    if (ngx_queue_empty(&pool->free)) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_queue_head(&pool->free);
+    ngx_queue_remove(q);
+    pc = ngx_queue_data(q, ngx_defarm_pg_conn_t, queue);
+
+    pc->state = NGX_DEFARM_PG_CONNECTING;
+    pool->nconnecting++;
+
+    /* with hostaddr resolved at configuration time this never does DNS */
+
+    pc->pg = PQconnectStartParams(pool->conf->keywords, pool->conf->values,
+                                  0);
+
+    if (pc->pg == NULL) {
+        ngx_defarm_pg_connect_failed(pc, "out of memory");
+        return NGX_ERROR;
+    }
+
+    if (PQstatus(pc->pg) == CONNECTION_BAD) {
+        ngx_defarm_pg_connect_failed(pc, ngx_defarm_pg_message(pc->pg));
+        return NGX_ERROR;
+    }
+
+    (void) PQsetNoticeProcessor(pc->pg, ngx_defarm_pg_notice, pool);
+
+    if (ngx_defarm_pg_wrap(pc) != NGX_OK) {
+        ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(pc->c->read, pool->conf->connect_timeout);
+
+    /* libpq: before the first PQconnectPoll, wait as if it said WRITING */
+
+    if (ngx_defarm_pg_want_write(pc, 1) != NGX_OK) {
+        ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_socket_t       fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->pg);
+    if (fd == (ngx_socket_t) -1) {
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, pc->pool->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    c->log = pc->pool->log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+    c->read->handler = ngx_defarm_pg_event_handler;
+    c->write->handler = ngx_defarm_pg_event_handler;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    pc->c = c;
+
+    /* level-triggered: see the comment at the top of this file */
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_defarm_pg_free_connection(c);
+        pc->c = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc, ngx_uint_t on)
+{
+    ngx_event_t  *wev;
+
+    wev = pc->c->write;
+
+    if (on && !wev->active) {
+        return ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+
+    if (!on && wev->active) {
+        return ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_msec_t                 timer;
+    PostgresPollingStatusType  st;
+
+    for ( ;; ) {
+        st = PQconnectPoll(pc->pg);
+
+        /*
+         * libpq may move to another socket (the next host or address);
+         * it closed the old one itself, so only our wrapper goes.
+         */
+
+        if (PQsocket(pc->pg) != pc->c->fd && st != PGRES_POLLING_FAILED) {
+            timer = pc->c->read->timer.key - ngx_current_msec;
+            ngx_defarm_pg_free_connection(pc->c);
+            pc->c = NULL;
+
+            if (ngx_defarm_pg_wrap(pc) != NGX_OK) {
+                ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
+                return;
+            }
+
+            ngx_add_timer(pc->c->read, (ngx_msec_int_t) timer > 0 ? timer
+                                                                  : 1);
+        }
+
+        switch (st) {
+
+        case PGRES_POLLING_READING:
+            if (ngx_defarm_pg_want_write(pc, 0) != NGX_OK) {
+                ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
+            }
+
+            return;
+
+        case PGRES_POLLING_WRITING:
+            if (ngx_defarm_pg_want_write(pc, 1) != NGX_OK) {
+                ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
+            }
+
+            return;
+
+        case PGRES_POLLING_OK:
+            ngx_defarm_pg_connected(pc);
+            return;
+
+        case PGRES_POLLING_FAILED:
+            ngx_defarm_pg_connect_failed(pc, ngx_defarm_pg_message(pc->pg));
+            return;
+
+        default:
+            /* PGRES_POLLING_ACTIVE is unused by libpq: poll again */
+            continue;
+        }
+    }
+}
+
+
+static void
+ngx_defarm_pg_connected(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    if (PQsetnonblocking(pc->pg, 1) != 0
+        || ngx_defarm_pg_want_write(pc, 0) != NGX_OK)
+    {
+        ngx_defarm_pg_connect_failed(pc, ngx_defarm_pg_message(pc->pg));
+        return;
+    }
+
+    if (pool->down) {
+        ngx_log_error(NGX_LOG_NOTICE, pool->log, 0,
+                      "defarm: PostgreSQL is reachable again");
+    }
+
+    pool->down = 0;
+    pool->backoff = 0;
+    pool->nconnecting--;
+    pool->stats->connects++;
+
+    if (pool->retry.timer_set) {
+        ngx_del_timer(&pool->retry);
+    }
+
+    ngx_memzero(pc->prepared, sizeof(pc->prepared));
+
+    pc->state = NGX_DEFARM_PG_IDLE;
+    ngx_queue_insert_head(&pool->idle, &pc->queue);
+    pool->nidle++;
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
+static void
+ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc, const char *why)
+{
+    ngx_uint_t             level;
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    /* one line per outage, not one per attempt */
+
+    level = pool->down ? NGX_LOG_INFO : NGX_LOG_ERR;
+
+    ngx_log_error(level, pool->log, 0,
+                  "defarm: cannot connect to PostgreSQL: %s", why);
+
+    ngx_defarm_pg_close(pc);
+
+    pool->nconnecting--;
+    pool->stats->connect_failures++;
+
+    if (pool->nidle + pool->nbusy + pool->nconnecting > 0) {
+        /* the connections that work go on serving the queue */
+        ngx_defarm_pg_gauges(pool);
+        return;
+    }
+
+    pool->down = 1;
+    pool->backoff = pool->backoff ? ngx_min(pool->backoff * 2,
+                                            pool->conf->retry_max)
+                                  : ngx_min(100, pool->conf->retry_max);
+
+    if (!pool->retry.timer_set) {
+        ngx_add_timer(&pool->retry, pool->backoff);
+    }
+
+    ngx_defarm_pg_fail_waiting(pool);
+}
+
+
+static void
+ngx_defarm_pg_retry_handler(ngx_event_t *ev)
+{
+    ngx_defarm_pg_pool_t  *pool = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (pool->nconnecting == 0) {
+        (void) ngx_defarm_pg_connect(pool);
+    }
+}
+
+
+/* closing: libpq owns the socket, so nginx forgets it without closing */
+
+
+static void
+ngx_defarm_pg_free_connection(ngx_connection_t *c)
+{
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    /* the kernel drops a closed socket from epoll by itself */
+
+    c->read->active = 0;
+    c->write->active = 0;
+    c->fd = (ngx_socket_t) -1;
+
+    ngx_free_connection(c);
+}
+
+
+static void
+ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    switch (pc->state) {
+
+    case NGX_DEFARM_PG_IDLE:
+        ngx_queue_remove(&pc->queue);
+        pool->nidle--;
+        break;
+
+    case NGX_DEFARM_PG_PREPARING:
+    case NGX_DEFARM_PG_QUERYING:
+        pool->nbusy--;
+        break;
+
+    default:
+        break;
+    }
+
+    if (pc->c) {
+        ngx_defarm_pg_free_connection(pc->c);
+        pc->c = NULL;
+    }
+
+    if (pc->result) {
+        PQclear(pc->result);
+        pc->result = NULL;
+    }
+
+    if (pc->pg) {
+        PQfinish(pc->pg);
+        pc->pg = NULL;
+    }
+
+    pc->query = NULL;
+    pc->state = NGX_DEFARM_PG_FREE;
+    ngx_queue_insert_tail(&pool->free, &pc->queue);
+
+    ngx_defarm_pg_gauges(pool);
+}
+
+
+/* events */
+
+
+static void
+ngx_defarm_pg_event_handler(ngx_event_t *ev)
+{
+    ngx_connection_t      *c;
+    ngx_defarm_pg_conn_t  *pc;
+
+    c = ev->data;
+    pc = c->data;
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        if (pc->state == NGX_DEFARM_PG_CONNECTING) {
+            ngx_defarm_pg_connect_failed(pc, "connection timed out");
+
+        } else {
+            ngx_defarm_pg_timed_out(pc);
+        }
+
+        return;
+    }
+
+    switch (pc->state) {
+
+    case NGX_DEFARM_PG_CONNECTING:
+        ngx_defarm_pg_connect_poll(pc);
+        return;
+
+    case NGX_DEFARM_PG_IDLE:
+        if (!ev->write) {
+            ngx_defarm_pg_idle_read(pc);
+        }
+
+        return;
+
+    case NGX_DEFARM_PG_PREPARING:
+    case NGX_DEFARM_PG_QUERYING:
+        if (ev->write) {
+            ngx_defarm_pg_flush(pc);
+
+        } else {
+            ngx_defarm_pg_read(pc);
+        }
+
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc)
+{
+    PGresult  *res;
+    PGnotify  *n;
+
+    /*
+     * An idle connection hears from the server only when something is
+     * wrong (shutdown, a terminated backend) or for a notice: consume it,
+     * and close the connection unless it is still healthy.
+     */
+
+    if (PQconsumeInput(pc->pg) && PQstatus(pc->pg) == CONNECTION_OK) {
+
+        while ((n = PQnotifies(pc->pg)) != NULL) {
+            PQfreemem(n);
+        }
+
+        if (!PQisBusy(pc->pg)) {
+            res = PQgetResult(pc->pg);
+
+            if (res == NULL) {
+                return;
+            }
+
+            PQclear(res);
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, pc->pool->log, 0,
+                  "defarm: closing idle PostgreSQL connection: %s",
+                  ngx_defarm_pg_message(pc->pg));
+
+    ngx_defarm_pg_close(pc);
+}
+
+
+/* running a query */
+
+
+static void
+ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc)
+{
+    int                     ok;
+    ngx_uint_t              i;
+    ngx_defarm_pg_stmt_t   *stmt;
+    ngx_defarm_pg_query_t  *q;
+
+    q = pc->query;
+    stmt = q->stmt;
+    i = stmt->index;
+
+    if (i < NGX_DEFARM_PG_MAX_STMTS && !ngx_defarm_pg_is_prepared(pc, i)) {
+        pc->state = NGX_DEFARM_PG_PREPARING;
+        ok = PQsendPrepare(pc->pg, stmt->name, stmt->sql, stmt->nparams,
+                           NULL);
+
+    } else if (i < NGX_DEFARM_PG_MAX_STMTS) {
+        pc->state = NGX_DEFARM_PG_QUERYING;
+        ok = PQsendQueryPrepared(pc->pg, stmt->name, stmt->nparams,
+                                 q->values, NULL, NULL, 0);
+
+    } else {
+        /* more statements than the per-connection table tracks */
+        pc->state = NGX_DEFARM_PG_QUERYING;
+        ok = PQsendQueryParams(pc->pg, stmt->sql, stmt->nparams, NULL,
+                               q->values, NULL, NULL, 0);
+    }
+
+    if (!ok) {
+        ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+        return;
+    }
+
+    ngx_defarm_pg_flush(pc);
+}
+
+
+static void
+ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc)
+{
+    int  rc;
+
+    rc = PQflush(pc->pg);
+
+    if (rc == -1) {
+        ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+        return;
+    }
+
+    /* 1: libpq still holds bytes; write when the socket can take them */
+
+    if (ngx_defarm_pg_want_write(pc, rc == 1) != NGX_OK) {
+        ngx_defarm_pg_lost(pc, "cannot watch its socket");
+    }
+}
+
+
+static void
+ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
+{
+    PGresult  *res;
+
+    if (!PQconsumeInput(pc->pg)) {
+        ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+        return;
+    }
+
+    /* libpq docs: reading may unblock a pending flush */
+
+    if (pc->c->write->active) {
+        ngx_defarm_pg_flush(pc);
+
+        if (pc->state == NGX_DEFARM_PG_FREE) {
+            return;                 /* the flush failed: connection closed */
+        }
+    }
+
+    while (!PQisBusy(pc->pg)) {
+        res = PQgetResult(pc->pg);
+
+        if (res == NULL) {
+            ngx_defarm_pg_complete(pc);
+            return;
+        }
+
+        /* one statement, one result: keep the first */
+
+        if (pc->result == NULL) {
+            pc->result = res;
+
+        } else {
+            PQclear(res);
+        }
+    }
+}
+
+
+static void
+ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
+{
+    PGresult               *res;
+    ngx_defarm_pg_pool_t   *pool = pc->pool;
+    ngx_defarm_pg_query_t  *q;
+
+    res = pc->result;
+    pc->result = NULL;
+
+    if (pc->state == NGX_DEFARM_PG_PREPARING
+        && res && PQresultStatus(res) == PGRES_COMMAND_OK
+        && pc->query)
+    {
+        PQclear(res);
+        ngx_defarm_pg_set_prepared(pc, pc->query->stmt->index);
+        ngx_defarm_pg_send(pc);
+        return;
+    }
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    q = pc->query;
+    pc->query = NULL;
+
+    if (q) {
+        q->conn = NULL;
+    }
+
+    /* back to the pool, unless the session is not clean any more */
+
+    if (PQstatus(pc->pg) == CONNECTION_OK
+        && PQtransactionStatus(pc->pg) == PQTRANS_IDLE)
+    {
+        pool->nbusy--;
+        pc->state = NGX_DEFARM_PG_IDLE;
+        ngx_queue_insert_head(&pool->idle, &pc->queue);
+        pool->nidle++;
+
+    } else {
+        ngx_defarm_pg_close(pc);
+    }
+
+    ngx_defarm_pg_gauges(pool);
+
+    if (q) {
+        ngx_defarm_pg_deliver(q, res);
+
+    } else if (res) {
+        PQclear(res);
+    }
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
+static void
+ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
+{
+    ngx_defarm_pg_pool_t   *pool = pc->pool;
+    ngx_defarm_pg_query_t  *q;
+
+    ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                  "defarm: PostgreSQL connection lost: %s", why);
+
+    q = pc->query;
+    ngx_defarm_pg_close(pc);
+    pool->stats->errors++;
+
+    if (q) {
+        q->conn = NULL;
+        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+                           NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                           "Database connection lost, please retry");
+    }
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
+static void
+ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_defarm_pg_pool_t   *pool = pc->pool;
+    ngx_defarm_pg_query_t  *q;
+
+    /*
+     * PQcancel() would block (it opens a connection of its own), so the
+     * connection is closed instead: the server ends the statement when it
+     * notices, and nothing late can reach a later request.
+     */
+
+    ngx_log_error(NGX_LOG_WARN, pool->log, 0,
+                  "defarm: PostgreSQL query timed out, closing its "
+                  "connection");
+
+    q = pc->query;
+    ngx_defarm_pg_close(pc);
+    pool->stats->timeouts++;
+
+    if (q) {
+        q->conn = NULL;
+        ngx_defarm_pg_fail(q, NGX_HTTP_GATEWAY_TIME_OUT,
+                           NGX_DEFARM_ERR_DB_TIMEOUT,
+                           "Database query timed out");
+    }
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
+/* the queue of requests waiting for a connection */
+
+
+static void
+ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
+{
+    ngx_queue_t            *qq, *cq;
+    ngx_defarm_pg_conn_t   *pc;
+    ngx_defarm_pg_query_t  *q;
+
+    while (!ngx_queue_empty(&pool->waiting) && !ngx_queue_empty(&pool->idle))
+    {
+        qq = ngx_queue_head(&pool->waiting);
+        ngx_queue_remove(qq);
+        q = ngx_queue_data(qq, ngx_defarm_pg_query_t, queue);
+        q->queued = 0;
+        pool->nwaiting--;
+
+        if (q->wait.timer_set) {
+            ngx_del_timer(&q->wait);
+        }
+
+        cq = ngx_queue_head(&pool->idle);
+        ngx_queue_remove(cq);
+        pc = ngx_queue_data(cq, ngx_defarm_pg_conn_t, queue);
+        pool->nidle--;
+        pool->nbusy++;
+
+        pc->query = q;
+        q->conn = pc;
+        ngx_add_timer(pc->c->read, q->timeout);
+
+        ngx_defarm_pg_send(pc);
+    }
+
+    /* more waiting than connecting: open connections up to the size */
+
+    while (!pool->down
+           && pool->nwaiting > pool->nconnecting
+           && !ngx_queue_empty(&pool->free))
+    {
+        if (ngx_defarm_pg_connect(pool) != NGX_OK) {
+            break;
+        }
+    }
+
+    ngx_defarm_pg_gauges(pool);
+}
+
+
+static void
+ngx_defarm_pg_fail_waiting(ngx_defarm_pg_pool_t *pool)
+{
+    ngx_queue_t            *qq;
+    ngx_defarm_pg_query_t  *q;
+
+    while (!ngx_queue_empty(&pool->waiting)) {
+        qq = ngx_queue_head(&pool->waiting);
+        q = ngx_queue_data(qq, ngx_defarm_pg_query_t, queue);
+
+        pool->stats->unavailable++;
+        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+                           NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                           "Database is unavailable, please retry");
+    }
+
+    ngx_defarm_pg_gauges(pool);
+}
+
+
+static void
+ngx_defarm_pg_wait_handler(ngx_event_t *ev)
+{
+    ngx_defarm_pg_query_t  *q = ev->data;
+
+    ngx_defarm_pg_pool->stats->exhausted++;
+
+    ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+                       NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
+                       "Database pool exhausted, please retry");
+}
+
+
+/* finishing a request */
+
+
+static void
+ngx_defarm_pg_timing(ngx_defarm_pg_query_t *q)
+{
+    ngx_defarm_ctx_t  *ctx;
+
+    ctx = ngx_defarm_get_ctx(q->request);
+
+    if (ctx) {
+        ctx->db_us += ngx_defarm_now_us() - q->start_us;
+        ctx->db_timed = 1;
+    }
+}
+
+
+static void
+ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+    c = r->connection;
+
+    /* the request pool's cleanup frees the result */
+
+    q->res = res;
+
+    if (res && (PQresultStatus(res) == PGRES_TUPLES_OK
+                || PQresultStatus(res) == PGRES_COMMAND_OK))
+    {
+        ngx_defarm_pg_pool->stats->served++;
+
+    } else {
+        ngx_defarm_pg_pool->stats->errors++;
+    }
+
+    ngx_defarm_pg_timing(q);
+
+    if (res == NULL) {
+        rc = ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                              NGX_DEFARM_ERR_DB_ERROR,
+                              "Database returned no result");
+
+    } else {
+        rc = q->done(r, q->data, res);
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
+    ngx_defarm_err_e kind, const char *msg)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+    c = r->connection;
+
+    if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
+    }
+
+    if (q->queued) {
+        ngx_queue_remove(&q->queue);
+        q->queued = 0;
+        ngx_defarm_pg_pool->nwaiting--;
+        ngx_defarm_pg_gauges(ngx_defarm_pg_pool);
+    }
+
+    ngx_defarm_pg_timing(q);
+
+    rc = ngx_defarm_error(r, status, kind, "%s", msg);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_defarm_pg_query_cleanup(void *data)
+{
+    ngx_defarm_pg_query_t  *q = data;
+
+    ngx_defarm_pg_pool_t  *pool;
+
+    pool = ngx_defarm_pg_pool;
+
+    if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
+    }
+
+    if (q->wait.posted) {
+        ngx_delete_posted_event(&q->wait);
+    }
+
+    if (q->queued && pool) {
+        ngx_queue_remove(&q->queue);
+        q->queued = 0;
+        pool->nwaiting--;
+        pool->stats->aborted++;
+        ngx_defarm_pg_gauges(pool);
+    }
+
+    /*
+     * The request went away while its statement runs: the connection
+     * finishes it (or times out) and returns to the pool with nobody to
+     * deliver to.
+     */
+
+    if (q->conn) {
+        q->conn->query = NULL;
+        q->conn = NULL;
+
+        if (pool) {
+            pool->stats->aborted++;
+        }
+    }
+
+    if (q->res) {
+        PQclear(q->res);
+        q->res = NULL;
+    }
+}
+
+
+/* the API for handlers */
+
+
+ngx_int_t
+ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
+    ngx_str_t *params, ngx_defarm_pg_done_pt done, void *data)
+{
+    u_char                 *p;
+    ngx_int_t               i;
+    ngx_queue_t            *cq;
+    ngx_pool_cleanup_t     *cln;
+    ngx_defarm_pg_conn_t   *pc;
+    ngx_defarm_pg_pool_t   *pool;
+    ngx_defarm_pg_query_t  *q;
+    ngx_defarm_loc_conf_t  *lcf;
+
+    pool = ngx_defarm_pg_pool;
+
+    if (pool == NULL) {
+        return ngx_defarm_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                                "No database is configured (defarm_db)");
+    }
+
+    if (stmt->nparams > NGX_DEFARM_PG_MAX_PARAMS) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (stmt->index == 0) {
+        stmt->index = ++ngx_defarm_pg_nstmts;
+    }
+
+    q = ngx_pcalloc(r->pool, sizeof(ngx_defarm_pg_query_t));
+    if (q == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < stmt->nparams; i++) {
+
+        if (params[i].data == NULL) {
+            q->values[i] = NULL;                     /* SQL NULL */
+            continue;
+        }
+
+        if (ngx_strlchr(params[i].data, params[i].data + params[i].len, '\0'))
+        {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "Values must not contain NUL bytes");
+        }
+
+        p = ngx_pnalloc(r->pool, params[i].len + 1);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(p, params[i].data, params[i].len);
+        p[params[i].len] = '\0';
+        q->values[i] = (const char *) p;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_defarm_pg_query_cleanup;
+    cln->data = q;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_defarm_module);
+
+    q->request = r;
+    q->stmt = stmt;
+    q->done = done;
+    q->data = data;
+    q->timeout = lcf->db_query_timeout;
+    q->start_us = ngx_defarm_now_us();
+    q->wait.handler = ngx_defarm_pg_wait_handler;
+    q->wait.data = q;
+    q->wait.log = r->connection->log;
+
+    if (pool->down) {
+        pool->stats->unavailable++;
+        return ngx_defarm_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                                "Database is unavailable, please retry");
+    }
+
+    if (ngx_queue_empty(&pool->idle) && pool->nwaiting >= pool->conf->queue)
+    {
+        pool->stats->exhausted++;
+        return ngx_defarm_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
+                                "Database pool exhausted, please retry");
+    }
+
+    /* suspended from here until the pool answers */
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    if (!ngx_queue_empty(&pool->idle)) {
+        cq = ngx_queue_head(&pool->idle);
+        ngx_queue_remove(cq);
+        pc = ngx_queue_data(cq, ngx_defarm_pg_conn_t, queue);
+        pool->nidle--;
+        pool->nbusy++;
+        ngx_defarm_pg_gauges(pool);
+
+        pc->query = q;
+        q->conn = pc;
+        ngx_add_timer(pc->c->read, q->timeout);
+
+        ngx_defarm_pg_send(pc);
+
+        return NGX_DONE;
+    }
+
+    ngx_queue_insert_tail(&pool->waiting, &q->queue);
+    q->queued = 1;
+    pool->nwaiting++;
+    ngx_add_timer(&q->wait, pool->conf->queue_timeout);
+
+    ngx_defarm_pg_dispatch(pool);
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
+{
+    char  *state, *msg;
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    msg = PQresultErrorMessage(res);
+
+    /* the details are for the log; the client gets the trace id */
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "defarm: PostgreSQL error %s: %s",
+                  state ? state : "-", ngx_defarm_pg_flatten(msg));
+
+    return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            NGX_DEFARM_ERR_DB_ERROR, "Database error");
+}
+
+
+static void
+ngx_defarm_pg_report_handler(ngx_event_t *ev)
+{
+    ngx_defarm_pg_pool_t   *pool = ev->data;
+    ngx_defarm_pg_stats_t  *st;
+
+    st = pool->stats;
+
+    ngx_log_error(NGX_LOG_INFO, pool->log, 0,
+                  "database_pool_metrics connections=%ui idle=%ui busy=%ui "
+                  "waiting=%ui size=%ui served=%uA errors=%uA timeouts=%uA "
+                  "exhausted=%uA unavailable=%uA connect_failures=%uA",
+                  pool->nidle + pool->nbusy, pool->nidle, pool->nbusy,
+                  pool->nwaiting, pool->conf->size, st->served, st->errors,
+                  st->timeouts, st->exhausted, st->unavailable,
+                  st->connect_failures);
+
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, pool->conf->metrics_interval);
+    }
+}
