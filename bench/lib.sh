@@ -1,0 +1,71 @@
+# Shared by the benchmarks: a throwaway PostgreSQL, and an nginx with the
+# module on a generated configuration.  Everything runs on loopback, is
+# bounded in time (DURATION seconds per measurement) and stops by itself.
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bench_var=$top/var/bench
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+
+bench_pg_start() {
+    mkdir -p "$bench_var"
+    eval "$("$top/scripts/pg.sh" start "$bench_var/pg")"
+    export PGHOST PGPORT PGUSER PGDATABASE
+    "$top/scripts/migrate.sh" >/dev/null
+}
+
+bench_pg_stop() {
+    "$top/scripts/pg.sh" stop "$bench_var/pg" || true
+}
+
+# bench_nginx_start PORT HTTP_CONFIG SERVER_CONFIG
+bench_nginx_start() {
+    local port=$1 http=$2 server=$3 root=$bench_var/nginx
+    mkdir -p "$root/logs" "$root/conf"
+    cat > "$root/conf/nginx.conf" <<_EOC_
+load_module $top/build/ngx_defarm_module.so;
+worker_processes ${WORKERS:-auto};
+error_log $root/logs/error.log warn;
+pid $root/logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $root/body;
+    $http
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        $server
+    }
+}
+_EOC_
+    nginx -p "$root/" -c "$root/conf/nginx.conf"
+    for _ in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nginx did not start" >&2
+    tail -n 20 "$root/logs/error.log" >&2
+    return 1
+}
+
+bench_nginx_stop() {
+    local root=$bench_var/nginx
+    if [ -f "$root/logs/nginx.pid" ]; then
+        kill -QUIT "$(cat "$root/logs/nginx.pid")" 2>/dev/null || true
+        sleep 1
+    fi
+}
+
+# wrk_rps URL [extra wrk args] -> prints requests/s; checks no errors
+wrk_rps() {
+    local url=$1 out
+    shift
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" \
+          "$url")
+    echo "$out" >&2
+    if echo "$out" | grep -q "Non-2xx or 3xx responses"; then
+        echo "wrk saw error responses" >&2
+    fi
+    echo "$out" | awk '/^Requests\/sec:/ { print $2 }'
+}

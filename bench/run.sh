@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# make bench: every benchmark under bench/, one after the other.
+set -euo pipefail
+cd "$(dirname "$0")"
+for b in db_pool.sh; do
+    echo "### $b"
+    bash "$b"
+    echo
+done
