@@ -9,6 +9,7 @@
 #include "ngx_defarm_response.h"
 #include "ngx_defarm_metrics.h"
 #include "pg/ngx_defarm_pg.h"
+#include "cache/ngx_defarm_cache.h"
 #include "api/ngx_defarm_api.h"
 
 
@@ -97,6 +98,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       ngx_defarm_pg_set_db,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_defarm_main_conf_t, db),
+      NULL },
+
+    { ngx_string("defarm_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_defarm_cache_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, cache),
       NULL },
 
     { ngx_string("defarm_db_query_timeout"),
@@ -346,6 +354,7 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
 static void
 ngx_defarm_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_defarm_cache_exit_process(cycle);
     ngx_defarm_pg_exit_process(cycle);
 }
 

@@ -19,12 +19,22 @@
 typedef struct ngx_defarm_json_s   ngx_defarm_json_t;
 typedef struct ngx_defarm_route_s  ngx_defarm_route_t;
 typedef struct ngx_defarm_pg_conf_s  ngx_defarm_pg_conf_t;
+typedef struct ngx_defarm_cache_s    ngx_defarm_cache_t;
+
+
+typedef enum {
+    NGX_DEFARM_CACHE_NONE = 0,
+    NGX_DEFARM_CACHE_HIT,
+    NGX_DEFARM_CACHE_MISS,
+    NGX_DEFARM_CACHE_BYPASS
+} ngx_defarm_cache_status_e;
 
 
 typedef struct {
     ngx_int_t                  request_id_index;
     ngx_array_t               *routes;        /* ngx_defarm_croute_t */
     ngx_defarm_pg_conf_t      *db;            /* defarm_db */
+    ngx_defarm_cache_t        *cache;         /* defarm_cache */
 } ngx_defarm_main_conf_t;
 
 
@@ -56,6 +66,7 @@ typedef struct {
 
     ngx_str_t                  error_kind;
     ngx_str_t                  user_id;
+    ngx_defarm_cache_status_e  cache_status;
 
     /* microseconds spent waiting for the cache lock, PostgreSQL, crypt */
     uint64_t                   lock_us;

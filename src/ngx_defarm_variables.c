@@ -21,6 +21,8 @@ static ngx_int_t ngx_defarm_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_defarm_variable_route(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_defarm_variable_cache(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_defarm_variable_ms(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -41,6 +43,9 @@ static ngx_http_variable_t  ngx_defarm_variables[] = {
       offsetof(ngx_defarm_ctx_t, user_id), NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("defarm_route"), NULL, ngx_defarm_variable_route,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("defarm_cache"), NULL, ngx_defarm_variable_cache,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("defarm_lock_ms"), NULL, ngx_defarm_variable_ms,
@@ -121,6 +126,34 @@ ngx_defarm_variable_route(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     v->len = ctx->route->pattern.len;
     v->data = ctx->route->pattern.data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_variable_cache(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_defarm_ctx_t  *ctx;
+
+    static ngx_str_t  names[] = {
+        ngx_null_string, ngx_string("HIT"), ngx_string("MISS"),
+        ngx_string("BYPASS")
+    };
+
+    ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
+
+    if (ctx == NULL || ctx->cache_status == NGX_DEFARM_CACHE_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = names[ctx->cache_status].len;
+    v->data = names[ctx->cache_status].data;
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
