@@ -6,6 +6,7 @@
 
 #include "ngx_defarm_metrics.h"
 #include "ngx_defarm_response.h"
+#include "cache/ngx_defarm_cache.h"
 
 
 /* the slots, and room for the slab pool nginx puts at the zone's start */
@@ -25,6 +26,11 @@ typedef struct {
 
 static ngx_int_t ngx_defarm_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static u_char *ngx_defarm_metrics_cache(u_char *p,
+    ngx_defarm_cache_stats_t *st);
+
+
+#define NGX_DEFARM_METRICS_CACHE_LEN  4096
 
 
 static ngx_str_t  ngx_defarm_metrics_zone_name = ngx_string("defarm_stats");
@@ -212,6 +218,8 @@ ngx_defarm_metrics_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                   "# TYPE defarm_db_pool_size gauge\n"
                   "defarm_db_pool_size \n") - 1 + 2 * NGX_INT64_LEN;
 
+    len += NGX_DEFARM_METRICS_CACHE_LEN;
+
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -240,6 +248,10 @@ ngx_defarm_metrics_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                               sum);
     }
 
+    if (ngx_defarm_cache_stats(r)) {
+        b->last = ngx_defarm_metrics_cache(b->last, ngx_defarm_cache_stats(r));
+    }
+
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -248,4 +260,62 @@ ngx_defarm_metrics_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     return ngx_defarm_send_chain(r, NGX_HTTP_OK, &ngx_defarm_metrics_type,
                                  &out, b->last - b->pos);
+}
+
+
+/* the cache's figures are zone-wide already: one set for all workers */
+
+static u_char *
+ngx_defarm_metrics_cache(u_char *p, ngx_defarm_cache_stats_t *st)
+{
+    ngx_uint_t  i;
+    ngx_uint_t  cumulative;
+
+    static const char  *le[] = { "0", "5", "10", "25", "50", "+Inf" };
+
+    p = ngx_sprintf(p,
+            "# HELP defarm_cache_entries entries in the cache zone\n"
+            "# TYPE defarm_cache_entries gauge\n"
+            "defarm_cache_entries %uA\n"
+            "# HELP defarm_cache_requests_total cache look-ups by result\n"
+            "# TYPE defarm_cache_requests_total counter\n"
+            "defarm_cache_requests_total{result=\"hit\"} %uA\n"
+            "defarm_cache_requests_total{result=\"miss\"} %uA\n"
+            "# HELP defarm_cache_sets_total entries stored\n"
+            "# TYPE defarm_cache_sets_total counter\n"
+            "defarm_cache_sets_total %uA\n"
+            "# HELP defarm_cache_evictions_total entries evicted to make "
+            "room\n"
+            "# TYPE defarm_cache_evictions_total counter\n"
+            "defarm_cache_evictions_total %uA\n"
+            "# HELP defarm_cache_expired_total entries found expired or "
+            "invalidated\n"
+            "# TYPE defarm_cache_expired_total counter\n"
+            "defarm_cache_expired_total %uA\n"
+            "# HELP defarm_cache_lock_total lock outcomes\n"
+            "# TYPE defarm_cache_lock_total counter\n"
+            "defarm_cache_lock_total{outcome=\"first_try\"} %uA\n"
+            "defarm_cache_lock_total{outcome=\"retry\"} %uA\n"
+            "defarm_cache_lock_total{outcome=\"timeout\"} %uA\n"
+            "# HELP defarm_cache_lock_wait_ms time requests waited for the "
+            "cache lock\n"
+            "# TYPE defarm_cache_lock_wait_ms histogram\n",
+            st->entries, st->hits, st->misses, st->sets, st->evictions,
+            st->expired, st->lock_first_try, st->lock_retries,
+            st->lock_timeouts);
+
+    cumulative = 0;
+
+    for (i = 0; i < NGX_DEFARM_CACHE_WAIT_BUCKETS; i++) {
+        cumulative += st->wait[i];
+        p = ngx_sprintf(p, "defarm_cache_lock_wait_ms_bucket{le=\"%s\"} %ui\n",
+                        le[i], cumulative);
+    }
+
+    p = ngx_sprintf(p, "defarm_cache_lock_wait_ms_sum %uA.%03uA\n"
+                       "defarm_cache_lock_wait_ms_count %ui\n",
+                    st->wait_sum_us / 1000, st->wait_sum_us % 1000,
+                    cumulative);
+
+    return p;
 }

@@ -810,7 +810,10 @@ ngx_defarm_cache_hold(ngx_http_request_t *r, ngx_msec_t ms)
 
     ngx_defarm_cache_held = mcf->cache;
 
+    /* ngx_add_timer's debug log reads ev->data: it must point somewhere */
+
     ngx_defarm_cache_hold_ev.handler = ngx_defarm_cache_hold_handler;
+    ngx_defarm_cache_hold_ev.data = mcf->cache;
     ngx_defarm_cache_hold_ev.log = ngx_cycle->log;
     ngx_defarm_cache_hold_ev.cancelable = 1;
 
