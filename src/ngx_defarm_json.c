@@ -588,6 +588,26 @@ ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n)
 
 
 void
+ngx_defarm_jw_time(ngx_defarm_json_writer_t *w, time_t t)
+{
+    u_char    buf[sizeof("1970-01-01T00:00:00Z")];
+    size_t    len;
+    ngx_tm_t  tm;
+
+    /* RFC 3339, UTC, like the original API's timestamps */
+
+    ngx_gmtime(t, &tm);
+
+    len = ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                      tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                      tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec)
+          - buf;
+
+    ngx_defarm_jw_check(w, yajl_gen_string(w->gen, buf, len));
+}
+
+
+void
 ngx_defarm_jw_ms(ngx_defarm_json_writer_t *w, uint64_t us)
 {
     u_char  buf[NGX_INT64_LEN + 5];

@@ -74,6 +74,7 @@ void ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st);
 void ngx_defarm_jw_str(ngx_defarm_json_writer_t *w, ngx_str_t *s);
 void ngx_defarm_jw_cstr(ngx_defarm_json_writer_t *w, const char *s);
 void ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n);
+void ngx_defarm_jw_time(ngx_defarm_json_writer_t *w, time_t t);
 void ngx_defarm_jw_ms(ngx_defarm_json_writer_t *w, uint64_t us);
 void ngx_defarm_jw_bool(ngx_defarm_json_writer_t *w, ngx_flag_t b);
 void ngx_defarm_jw_null(ngx_defarm_json_writer_t *w);

@@ -359,6 +359,38 @@ ngx_defarm_exit_process(ngx_cycle_t *cycle)
 }
 
 
+ngx_int_t
+ngx_defarm_conf_msec(ngx_str_t *arg, ngx_defarm_conf_msec_t *params)
+{
+    size_t      len;
+    ngx_str_t   s;
+    ngx_msec_t  ms;
+
+    for ( /* void */ ; params->name; params++) {
+        len = ngx_strlen(params->name);
+
+        if (arg->len <= len || ngx_strncmp(arg->data, params->name, len) != 0)
+        {
+            continue;
+        }
+
+        s.data = arg->data + len;
+        s.len = arg->len - len;
+
+        ms = ngx_parse_time(&s, 0);
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            return NGX_ERROR;
+        }
+
+        *params->value = ms;
+
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 ngx_defarm_ctx_t *
 ngx_defarm_get_ctx(ngx_http_request_t *r)
 {

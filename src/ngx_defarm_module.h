@@ -79,6 +79,15 @@ typedef struct {
 } ngx_defarm_ctx_t;
 
 
+/* "name=time" parameters of a directive, matched against a table */
+
+typedef struct {
+    const char                *name;          /* "queue_timeout=" */
+    ngx_msec_t                *value;
+} ngx_defarm_conf_msec_t;
+
+
+ngx_int_t ngx_defarm_conf_msec(ngx_str_t *arg, ngx_defarm_conf_msec_t *params);
 ngx_int_t ngx_defarm_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);

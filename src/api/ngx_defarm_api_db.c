@@ -75,23 +75,12 @@ ngx_defarm_db_health_done(ngx_http_request_t *r, void *data, PGresult *res)
 {
     ngx_defarm_ctx_t  *ctx = data;
 
-    u_char                     buf[sizeof("1970-01-01T00:00:00Z")];
-    ngx_tm_t                   tm;
-    ngx_str_t                  ts;
     ngx_defarm_pg_stats_t     *st;
     ngx_defarm_json_writer_t  *w;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         return ngx_defarm_pg_sql_error(r, res);
     }
-
-    ngx_gmtime(ngx_time(), &tm);
-
-    ts.data = buf;
-    ts.len = ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec)
-             - buf;
 
     st = ngx_defarm_pg_stats();
 
@@ -114,7 +103,7 @@ ngx_defarm_db_health_done(ngx_http_request_t *r, void *data, PGresult *res)
     ngx_defarm_jw_key(w, "message");
     ngx_defarm_jw_cstr(w, "PostgreSQL operational");
     ngx_defarm_jw_key(w, "timestamp");
-    ngx_defarm_jw_str(w, &ts);
+    ngx_defarm_jw_time(w, ngx_time());
     ngx_defarm_jw_map_close(w);
 
     /* this worker's pool */

@@ -101,18 +101,7 @@ ngx_defarm_service_banner(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 static ngx_int_t
 ngx_defarm_service_health(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    u_char                     buf[sizeof("1970-01-01T00:00:00Z")];
-    ngx_tm_t                   tm;
-    ngx_str_t                  ts;
     ngx_defarm_json_writer_t  *w;
-
-    ngx_gmtime(ngx_time(), &tm);
-
-    ts.data = buf;
-    ts.len = ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec)
-             - buf;
 
     w = ngx_defarm_json_writer(r);
     if (w == NULL) {
@@ -123,7 +112,7 @@ ngx_defarm_service_health(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_jw_key(w, "status");
     ngx_defarm_jw_cstr(w, "healthy");
     ngx_defarm_jw_key(w, "timestamp");
-    ngx_defarm_jw_str(w, &ts);
+    ngx_defarm_jw_time(w, ngx_time());
     ngx_defarm_jw_key(w, "uptime");
     ngx_defarm_jw_cstr(w, "System operational");
     ngx_defarm_jw_key(w, "pid");

@@ -109,12 +109,12 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_defarm_cache_t  **cachep = (ngx_defarm_cache_t **)
                                    ((u_char *) conf + cmd->offset);
 
-    u_char              *p;
-    ssize_t              size;
-    ngx_str_t           *value, name, s;
-    ngx_uint_t           i;
-    ngx_msec_t          *msp;
-    ngx_defarm_cache_t  *cache;
+    u_char                  *p;
+    ssize_t                  size;
+    ngx_str_t               *value, name, s;
+    ngx_uint_t               i;
+    ngx_defarm_cache_t      *cache;
+    ngx_defarm_conf_msec_t   times[4];
 
     if (*cachep) {
         return "is duplicate";
@@ -130,6 +130,14 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cache->ttl = 60000;
     cache->lock_timeout = 50;
     cache->lock_step = 5;
+
+    times[0].name = "ttl=";
+    times[0].value = &cache->ttl;
+    times[1].name = "lock_timeout=";
+    times[1].value = &cache->lock_timeout;
+    times[2].name = "lock_step=";
+    times[2].value = &cache->lock_step;
+    times[3].name = NULL;
 
     ngx_str_null(&name);
     size = 0;
@@ -165,31 +173,7 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        msp = NULL;
-        p = value[i].data;
-
-        if (ngx_strncmp(p, "ttl=", 4) == 0) {
-            msp = &cache->ttl;
-            p += 4;
-
-        } else if (ngx_strncmp(p, "lock_timeout=", 13) == 0) {
-            msp = &cache->lock_timeout;
-            p += 13;
-
-        } else if (ngx_strncmp(p, "lock_step=", 10) == 0) {
-            msp = &cache->lock_step;
-            p += 10;
-        }
-
-        if (msp == NULL) {
-            goto invalid;
-        }
-
-        s.data = p;
-        s.len = value[i].data + value[i].len - p;
-
-        *msp = ngx_parse_time(&s, 0);
-        if (*msp == (ngx_msec_t) NGX_ERROR || *msp == 0) {
+        if (ngx_defarm_conf_msec(&value[i], times) != NGX_OK) {
             goto invalid;
         }
     }

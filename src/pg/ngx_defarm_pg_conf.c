@@ -106,16 +106,16 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_defarm_pg_conf_t  **pcfp = (ngx_defarm_pg_conf_t **)
                                    ((u_char *) conf + cmd->offset);
 
-    char                  *err, *rv;
-    u_char                *p;
-    ngx_int_t              n;
-    ngx_str_t             *value, s;
-    ngx_uint_t             i;
-    ngx_msec_t            *msp;
-    ngx_array_t            kw, vals;
-    const char            *host, *port, *hostaddr, *addr;
-    PQconninfoOption      *opts, *o;
-    ngx_defarm_pg_conf_t  *pcf;
+    char                    *err, *rv;
+    u_char                  *p;
+    ngx_int_t                n;
+    ngx_str_t               *value, s;
+    ngx_uint_t               i;
+    ngx_array_t              kw, vals;
+    const char              *host, *port, *hostaddr, *addr;
+    PQconninfoOption        *opts, *o;
+    ngx_defarm_pg_conf_t    *pcf;
+    ngx_defarm_conf_msec_t   times[5];
 
     if (*pcfp) {
         return "is duplicate";
@@ -135,6 +135,16 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pcf->connect_timeout = 3000;
     pcf->retry_max = 2000;
     pcf->metrics_interval = 30000;
+
+    times[0].name = "queue_timeout=";
+    times[0].value = &pcf->queue_timeout;
+    times[1].name = "connect_timeout=";
+    times[1].value = &pcf->connect_timeout;
+    times[2].name = "retry_max=";
+    times[2].value = &pcf->retry_max;
+    times[3].name = "metrics_interval=";
+    times[3].value = &pcf->metrics_interval;
+    times[4].name = NULL;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -158,35 +168,7 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        msp = NULL;
-        p = value[i].data;
-
-        if (ngx_strncmp(p, "queue_timeout=", 14) == 0) {
-            msp = &pcf->queue_timeout;
-            p += 14;
-
-        } else if (ngx_strncmp(p, "connect_timeout=", 16) == 0) {
-            msp = &pcf->connect_timeout;
-            p += 16;
-
-        } else if (ngx_strncmp(p, "retry_max=", 10) == 0) {
-            msp = &pcf->retry_max;
-            p += 10;
-
-        } else if (ngx_strncmp(p, "metrics_interval=", 17) == 0) {
-            msp = &pcf->metrics_interval;
-            p += 17;
-        }
-
-        if (msp == NULL) {
-            goto invalid;
-        }
-
-        s.data = p;
-        s.len = value[i].data + value[i].len - p;
-
-        *msp = ngx_parse_time(&s, 0);
-        if (*msp == (ngx_msec_t) NGX_ERROR || *msp == 0) {
+        if (ngx_defarm_conf_msec(&value[i], times) != NGX_OK) {
             goto invalid;
         }
     }
