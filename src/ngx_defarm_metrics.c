@@ -39,6 +39,7 @@ static ngx_str_t  ngx_defarm_metrics_type =
 
 static ngx_shm_zone_t           *ngx_defarm_metrics_zone;
 static ngx_defarm_stats_slot_t   ngx_defarm_metrics_local;
+static ngx_defarm_stats_slot_t  *ngx_defarm_metrics_mine;
 
 
 #define ngx_defarm_pg_metric(field)                                          \
@@ -135,17 +136,50 @@ ngx_defarm_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
+static ngx_uint_t
+ngx_defarm_metrics_alive(ngx_pid_t pid)
+{
+    return pid == ngx_pid || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
+}
+
+
 ngx_int_t
 ngx_defarm_metrics_init_process(ngx_cycle_t *cycle)
 {
-    ngx_defarm_stats_slot_t  *slot;
+    ngx_pid_t                 pid;
+    ngx_uint_t                i;
+    ngx_defarm_stats_slot_t  *slots;
 
-    slot = ngx_defarm_metrics_slot();
+    if (ngx_defarm_metrics_zone == NULL
+        || ngx_defarm_metrics_zone->data == NULL)
+    {
+        return NGX_OK;
+    }
 
-    /* this worker's slot starts afresh; the old worker's figures go */
+    slots = ngx_defarm_metrics_zone->data;
 
-    ngx_memzero(slot, sizeof(ngx_defarm_stats_slot_t));
-    slot->pid = ngx_pid;
+    for (i = 0; i < NGX_DEFARM_STATS_SLOTS; i++) {
+        pid = (ngx_pid_t) slots[i].pid;
+
+        if (pid != 0 && ngx_defarm_metrics_alive(pid)) {
+            continue;
+        }
+
+        if (!ngx_atomic_cmp_set(&slots[i].pid, (ngx_atomic_uint_t) pid,
+                                (ngx_atomic_uint_t) ngx_pid))
+        {
+            continue;                   /* another worker was quicker */
+        }
+
+        ngx_memzero(&slots[i].pg, sizeof(ngx_defarm_pg_stats_t));
+        ngx_defarm_metrics_mine = &slots[i];
+
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                  "defarm: no free metrics slot, this worker's figures are "
+                  "not reported");
 
     return NGX_OK;
 }
@@ -154,18 +188,8 @@ ngx_defarm_metrics_init_process(ngx_cycle_t *cycle)
 ngx_defarm_stats_slot_t *
 ngx_defarm_metrics_slot(void)
 {
-    ngx_defarm_stats_slot_t  *slots;
-
-    if (ngx_defarm_metrics_zone == NULL
-        || ngx_defarm_metrics_zone->data == NULL
-        || (ngx_uint_t) ngx_worker >= NGX_DEFARM_STATS_SLOTS)
-    {
-        return &ngx_defarm_metrics_local;
-    }
-
-    slots = ngx_defarm_metrics_zone->data;
-
-    return &slots[ngx_worker];
+    return ngx_defarm_metrics_mine ? ngx_defarm_metrics_mine
+                                   : &ngx_defarm_metrics_local;
 }
 
 
@@ -186,13 +210,11 @@ ngx_defarm_metrics_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         slots = ngx_defarm_metrics_zone->data;
 
         for (i = 0; i < NGX_DEFARM_STATS_SLOTS; i++) {
-            if (slots[i].pid == 0) {
-                continue;
-            }
+            /* a slot of a worker that exited is skipped */
 
-            /* a slot of a worker that exited or was replaced is skipped */
-
-            if (slots[i].pid != ngx_pid && kill(slots[i].pid, 0) != 0) {
+            if (slots[i].pid == 0
+                || !ngx_defarm_metrics_alive((ngx_pid_t) slots[i].pid))
+            {
                 continue;
             }
 

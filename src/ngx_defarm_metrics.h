@@ -13,16 +13,18 @@
 
 
 /*
- * One slot per worker in a small shared zone: a worker writes only its
- * own slot, so no lock is needed; a reader sums the slots of live
- * processes.  Counters survive a reload (the zone is reused).
+ * One slot per worker process in a small shared zone: a worker claims a
+ * free slot (or one of a process that is gone) with a compare-and-swap on
+ * its pid and writes only there, so no lock is needed; a reader sums the
+ * slots of live processes.  During a reload the old workers keep their
+ * slots while they drain, the new ones take others.
  */
 
 #define NGX_DEFARM_STATS_SLOTS  256
 
 
 typedef struct {
-    ngx_pid_t                  pid;
+    ngx_atomic_t               pid;
     ngx_defarm_pg_stats_t      pg;
 } ngx_defarm_stats_slot_t;
 

@@ -260,6 +260,12 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->db_query_timeout, prev->db_query_timeout,
                               5000);
 
+    if (conf->db_query_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_db_query_timeout\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->api && (conf->health || conf->errors)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"defarm_api\" already serves the health routes "

@@ -261,6 +261,65 @@ sub is_echo {
 }
 
 
+# f3. ... and one that goes away while its connection still prepares the
+#     statement (the first use of a statement on a fresh connection).  The
+#     pool's backend is held with SIGSTOP, so that the Parse is unanswered
+#     when the client leaves; SIGCONT lets it finish.  The connection must
+#     come back usable: the statement now exists in that session.
+my $held_backend;           # SIGSTOPped backend, resumed by END if we die
+END { kill 'CONT', $held_backend if $held_backend }
+
+{
+    my $tag = 'abort preparing';
+    my $app = "defarm_t011_$$";
+    my $ng = start_nginx(name => 'pool-abort-prepare', server => $LOCATIONS,
+        http => db_config(size => 1, queue => 4, queue_timeout => '10s',
+                          conninfo => "application_name=$app"));
+    pool_ready($ng, $tag);
+
+    my $sql = "SELECT pid FROM pg_stat_activity WHERE application_name = '$app'";
+    my @backend = grep { /^\d+$/ } split /\n/,
+        `psql -X -qAt -h $ENV{TEST_NGINX_PG_HOST} -p $ENV{TEST_NGINX_PG_PORT} -U $ENV{TEST_NGINX_PG_USER} -d $ENV{TEST_NGINX_PG_DATABASE} -c "$sql"`;
+    is(scalar @backend, 1, "$tag: found the pool's one backend");
+
+    SKIP: {
+        skip "$tag: cannot hold the backend with SIGSTOP", 9
+            unless @backend == 1 && kill 'STOP', $backend[0];
+        $held_backend = $backend[0];
+
+        ok(abort_request($ng, GET => '/api/echo/db/gone', after => 0.1,
+                         wait_for => sub { mv($ng, 'defarm_db_busy') == 1 }),
+           "$tag: the statement was being prepared when the client left");
+        ok(wait_until(sub { mv($ng, 'defarm_db_aborted_total') == 1 }, $T,
+                      'aborted_total == 1'),
+           "$tag: the detached query is counted");
+
+        kill 'CONT', $held_backend;
+        undef $held_backend;
+
+        ok(wait_until(sub { mv($ng, 'defarm_db_idle') == 1 }, $T, 'idle == 1'),
+           "$tag: the connection came back");
+
+        # These fail at the time of writing: when the Parse result comes
+        # back after the query was detached, ngx_defarm_pg_complete()
+        # returns the connection to the pool without marking the statement
+        # prepared, so its next use sends Parse again and PostgreSQL
+        # answers 42P05: every later query of that statement on that
+        # connection is a 500 database_error.
+        my $mark = $ng->log_mark;
+        is_echo(http($ng, GET => '/api/echo/db/after'), 'after',
+                "$tag: the next query on that connection");
+        is_echo(http($ng, GET => '/api/echo/db/again'), 'again',
+                "$tag: and the one after");
+        unlike($ng->log($mark), qr/PostgreSQL error 42P05/,
+               "$tag: no 'prepared statement already exists'");
+        ok(kill(0, $ng->{pid}), "$tag: nginx is still running");
+    }
+
+    stop_nginx($ng);
+}
+
+
 # g. Parameters are data: whatever goes in comes back byte for byte.
 {
     my $tag = 'params';

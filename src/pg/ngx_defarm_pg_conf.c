@@ -110,7 +110,7 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                  *p;
     ngx_int_t                n;
     ngx_str_t               *value, s;
-    ngx_uint_t               i;
+    ngx_uint_t               i, gss;
     ngx_array_t              kw, vals;
     const char              *host, *port, *hostaddr, *addr;
     PQconninfoOption        *opts, *o;
@@ -201,6 +201,7 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     host = NULL;
     port = NULL;
     hostaddr = NULL;
+    gss = 0;
     rv = NGX_CONF_OK;
 
     for (o = opts; o->keyword; o++) {
@@ -221,6 +222,16 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         ngx_cpystrn(s.data, (u_char *) o->val, s.len + 1);
         ngx_cpystrn(p, (u_char *) o->keyword, ngx_strlen(o->keyword) + 1);
+
+        if (ngx_strcmp(p, "service") == 0) {
+            /* a service file could name hosts to resolve in the worker */
+            rv = "cannot use \"service\": name the parameters themselves";
+            break;
+        }
+
+        if (ngx_strcmp(p, "gssencmode") == 0) {
+            gss = 1;
+        }
 
         if (ngx_strcmp(p, "host") == 0) {
             host = (const char *) s.data;
@@ -259,6 +270,18 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             return NGX_CONF_ERROR;
         }
+    }
+
+    /*
+     * GSSAPI encryption (libpq's default is to prefer it) may talk to a
+     * KDC and DNS from inside connect: off unless asked for.
+     */
+
+    if (!gss
+        && ngx_defarm_pg_add_param(&kw, &vals, "gssencmode", "disable")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_defarm_pg_add_param(&kw, &vals, "fallback_application_name",

@@ -56,6 +56,9 @@ typedef struct {
     ngx_defarm_pg_state_e      state;
     ngx_defarm_pg_query_t     *query;
     PGresult                  *result;
+    ngx_uint_t                 preparing;     /* statement index */
+    dev_t                      dev;           /* the socket's identity */
+    ino_t                      ino;
     u_char                     prepared[NGX_DEFARM_PG_MAX_STMTS / 8];
 } ngx_defarm_pg_conn_t;
 
@@ -92,10 +95,12 @@ struct ngx_defarm_pg_query_s {
     uint64_t                   start_us;
     ngx_msec_t                 timeout;
     unsigned                   queued:1;
+    unsigned                   sync:1;        /* inside ngx_defarm_pg_query */
 };
 
 
 static ngx_int_t ngx_defarm_pg_connect(ngx_defarm_pg_pool_t *pool);
+static ngx_uint_t ngx_defarm_pg_moved(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_connected(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc,
@@ -108,7 +113,7 @@ static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
 static void ngx_defarm_pg_event_handler(ngx_event_t *ev);
 static void ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc);
-static void ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc);
+static ngx_int_t ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why);
@@ -128,8 +133,9 @@ static const char *ngx_defarm_pg_message(PGconn *pg);
 static void ngx_defarm_pg_notice(void *arg, const char *message);
 
 
-static ngx_defarm_pg_pool_t  *ngx_defarm_pg_pool;
-static ngx_uint_t             ngx_defarm_pg_nstmts;
+static ngx_defarm_pg_pool_t   *ngx_defarm_pg_pool;
+static ngx_uint_t              ngx_defarm_pg_nstmts;
+static ngx_defarm_pg_stats_t   ngx_defarm_pg_exiting_stats;
 
 
 #define ngx_defarm_pg_is_prepared(pc, i)                                     \
@@ -206,6 +212,10 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
     if (pool == NULL) {
         return;
     }
+
+    /* what a process does on its way out is nobody's figure any more */
+
+    pool->stats = &ngx_defarm_pg_exiting_stats;
 
     for (i = 0; i < pool->conf->size; i++) {
         if (pool->conns[i].pg) {
@@ -355,6 +365,7 @@ ngx_defarm_pg_connect(ngx_defarm_pg_pool_t *pool)
 static ngx_int_t
 ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc)
 {
+    struct stat        st;
     ngx_socket_t       fd;
     ngx_connection_t  *c;
 
@@ -377,6 +388,11 @@ ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc)
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
 
     pc->c = c;
+
+    if (fstat(fd, &st) == 0) {
+        pc->dev = st.st_dev;
+        pc->ino = st.st_ino;
+    }
 
     /* level-triggered: see the comment at the top of this file */
 
@@ -409,6 +425,23 @@ ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc, ngx_uint_t on)
 }
 
 
+static ngx_uint_t
+ngx_defarm_pg_moved(ngx_defarm_pg_conn_t *pc)
+{
+    struct stat   st;
+    ngx_socket_t  fd;
+
+    fd = PQsocket(pc->pg);
+
+    if (fd != pc->c->fd) {
+        return 1;
+    }
+
+    return fstat(fd, &st) == 0
+           && (st.st_dev != pc->dev || st.st_ino != pc->ino);
+}
+
+
 static void
 ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc)
 {
@@ -419,11 +452,13 @@ ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc)
         st = PQconnectPoll(pc->pg);
 
         /*
-         * libpq may move to another socket (the next host or address);
-         * it closed the old one itself, so only our wrapper goes.
+         * libpq may move to another socket (the next host or address, a
+         * retry without SSL); it closed the old one itself, so only our
+         * wrapper goes.  The new socket often gets the old number, hence
+         * the inode comparison.
          */
 
-        if (PQsocket(pc->pg) != pc->c->fd && st != PGRES_POLLING_FAILED) {
+        if (st != PGRES_POLLING_FAILED && ngx_defarm_pg_moved(pc)) {
             timer = pc->c->read->timer.key - ngx_current_msec;
             ngx_defarm_pg_free_connection(pc->c);
             pc->c = NULL;
@@ -583,9 +618,10 @@ ngx_defarm_pg_free_connection(ngx_connection_t *c)
 
     c->read->active = 0;
     c->write->active = 0;
-    c->fd = (ngx_socket_t) -1;
 
     ngx_free_connection(c);
+
+    c->fd = (ngx_socket_t) -1;
 }
 
 
@@ -674,7 +710,7 @@ ngx_defarm_pg_event_handler(ngx_event_t *ev)
     case NGX_DEFARM_PG_PREPARING:
     case NGX_DEFARM_PG_QUERYING:
         if (ev->write) {
-            ngx_defarm_pg_flush(pc);
+            (void) ngx_defarm_pg_flush(pc);
 
         } else {
             ngx_defarm_pg_read(pc);
@@ -742,6 +778,7 @@ ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc)
 
     if (i < NGX_DEFARM_PG_MAX_STMTS && !ngx_defarm_pg_is_prepared(pc, i)) {
         pc->state = NGX_DEFARM_PG_PREPARING;
+        pc->preparing = i;
         ok = PQsendPrepare(pc->pg, stmt->name, stmt->sql, stmt->nparams,
                            NULL);
 
@@ -762,27 +799,35 @@ ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc)
         return;
     }
 
-    ngx_defarm_pg_flush(pc);
+    (void) ngx_defarm_pg_flush(pc);
 }
 
 
-static void
+static ngx_int_t
 ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc)
 {
     int  rc;
+
+    /*
+     * NGX_ERROR means the connection was closed, and its slot may already
+     * serve a new connection: the caller must not look at pc again.
+     */
 
     rc = PQflush(pc->pg);
 
     if (rc == -1) {
         ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
-        return;
+        return NGX_ERROR;
     }
 
     /* 1: libpq still holds bytes; write when the socket can take them */
 
     if (ngx_defarm_pg_want_write(pc, rc == 1) != NGX_OK) {
         ngx_defarm_pg_lost(pc, "cannot watch its socket");
+        return NGX_ERROR;
     }
+
+    return NGX_OK;
 }
 
 
@@ -798,12 +843,8 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
 
     /* libpq docs: reading may unblock a pending flush */
 
-    if (pc->c->write->active) {
-        ngx_defarm_pg_flush(pc);
-
-        if (pc->state == NGX_DEFARM_PG_FREE) {
-            return;                 /* the flush failed: connection closed */
-        }
+    if (pc->c->write->active && ngx_defarm_pg_flush(pc) != NGX_OK) {
+        return;
     }
 
     while (!PQisBusy(pc->pg)) {
@@ -829,6 +870,7 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
 static void
 ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
 {
+    char                   *state;
     PGresult               *res;
     ngx_defarm_pg_pool_t   *pool = pc->pool;
     ngx_defarm_pg_query_t  *q;
@@ -836,14 +878,27 @@ ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
     res = pc->result;
     pc->result = NULL;
 
-    if (pc->state == NGX_DEFARM_PG_PREPARING
-        && res && PQresultStatus(res) == PGRES_COMMAND_OK
-        && pc->query)
-    {
-        PQclear(res);
-        ngx_defarm_pg_set_prepared(pc, pc->query->stmt->index);
-        ngx_defarm_pg_send(pc);
-        return;
+    if (pc->state == NGX_DEFARM_PG_PREPARING && res) {
+        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+        /*
+         * The statement exists on the server once PREPARE succeeded, even
+         * when its request went away meanwhile; "already exists" (42P05)
+         * means the same.
+         */
+
+        if (PQresultStatus(res) == PGRES_COMMAND_OK
+            || (state && ngx_strcmp(state, "42P05") == 0))
+        {
+            ngx_defarm_pg_set_prepared(pc, pc->preparing);
+            PQclear(res);
+            res = NULL;
+
+            if (pc->query) {
+                ngx_defarm_pg_send(pc);
+                return;
+            }
+        }
     }
 
     if (pc->c->read->timer_set) {
@@ -1014,7 +1069,19 @@ ngx_defarm_pg_wait_handler(ngx_event_t *ev)
 {
     ngx_defarm_pg_query_t  *q = ev->data;
 
-    ngx_defarm_pg_pool->stats->exhausted++;
+    ngx_defarm_pg_pool_t  *pool = ngx_defarm_pg_pool;
+
+    /* with no connection alive, the wait was for a connect that hangs */
+
+    if (pool->nidle + pool->nbusy == 0) {
+        pool->stats->unavailable++;
+        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+                           NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                           "Database is unavailable, please retry");
+        return;
+    }
+
+    pool->stats->exhausted++;
 
     ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
                        NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
@@ -1043,11 +1110,13 @@ static void
 ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
 {
     ngx_int_t            rc;
+    ngx_uint_t           sync;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
     r = q->request;
     c = r->connection;
+    sync = q->sync;
 
     /* the request pool's cleanup frees the result */
 
@@ -1074,7 +1143,12 @@ ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
     }
 
     ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
+
+    /* only from an event handler: never under the submitting handler */
+
+    if (!sync) {
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -1083,11 +1157,13 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
     ngx_defarm_err_e kind, const char *msg)
 {
     ngx_int_t            rc;
+    ngx_uint_t           sync;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
     r = q->request;
     c = r->connection;
+    sync = q->sync;
 
     if (q->wait.timer_set) {
         ngx_del_timer(&q->wait);
@@ -1105,7 +1181,10 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
     rc = ngx_defarm_error(r, status, kind, "%s", msg);
 
     ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
+
+    if (!sync) {
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -1246,6 +1325,12 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 
     if (ngx_queue_empty(&pool->idle) && pool->nwaiting >= pool->conf->queue)
     {
+        /* refused, but the pool still grows (queue=0 must not wedge it) */
+
+        if (pool->nconnecting == 0) {
+            (void) ngx_defarm_pg_connect(pool);
+        }
+
         pool->stats->exhausted++;
         return ngx_defarm_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                 NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
@@ -1256,6 +1341,14 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 
     r->main->count++;
     r->read_event_handler = ngx_http_test_reading;
+
+    /*
+     * Until this function returns, a failure finalizes the request under
+     * its own handler: q->sync keeps fail() from running posted requests
+     * (which could free the request before the handler returns NGX_DONE).
+     */
+
+    q->sync = 1;
 
     if (!ngx_queue_empty(&pool->idle)) {
         cq = ngx_queue_head(&pool->idle);
@@ -1271,15 +1364,18 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 
         ngx_defarm_pg_send(pc);
 
-        return NGX_DONE;
+    } else {
+        ngx_queue_insert_tail(&pool->waiting, &q->queue);
+        q->queued = 1;
+        pool->nwaiting++;
+        ngx_add_timer(&q->wait, pool->conf->queue_timeout);
+
+        ngx_defarm_pg_dispatch(pool);
     }
 
-    ngx_queue_insert_tail(&pool->waiting, &q->queue);
-    q->queued = 1;
-    pool->nwaiting++;
-    ngx_add_timer(&q->wait, pool->conf->queue_timeout);
+    /* q may be gone (answered and freed) only once the handler returns */
 
-    ngx_defarm_pg_dispatch(pool);
+    q->sync = 0;
 
     return NGX_DONE;
 }

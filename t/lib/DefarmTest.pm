@@ -217,10 +217,20 @@ sub stop_nginx {
         return !alive($h->{pid}) unless $h->{child};
         return waitpid($h->{child}, POSIX::WNOHANG()) != 0;
     };
+    # A single-process nginx notices a signal when epoll_wait() fails with
+    # EINTR; one that arrives just before it blocks is only seen at the
+    # next timer (up to 30 s later).  So QUIT is sent again every second.
     my $wait = sub {
-        my $deadline = Time::HiRes::time() + shift;
+        my ($secs, $signal) = @_;
+        my $start = Time::HiRes::time();
+        my $next = $start;
         until ($gone->()) {
-            return 0 if Time::HiRes::time() > $deadline;
+            my $now = Time::HiRes::time();
+            return 0 if $now > $start + $secs;
+            if ($signal && $now >= $next) {
+                kill $signal, $h->{pid};
+                $next = $now + 1;
+            }
             Time::HiRes::sleep(0.02);
         }
         return 1;
@@ -228,8 +238,7 @@ sub stop_nginx {
 
     if ($h->{pid} && !$gone->()) {
         my $grace = $Valgrind ? 60 : 10;
-        kill 'QUIT', $h->{pid};
-        unless ($wait->($grace)) {
+        unless ($wait->($grace, 'QUIT')) {
             Test::More::diag("nginx '$h->{name}' still running ${grace}s"
                              . " after SIGQUIT: SIGKILL");
             kill 'KILL', $h->{pid};
@@ -472,12 +481,14 @@ sub pg_stop  { $PgStopped = 1; pg_script('stop') }
 sub pg_start { pg_script('start'); $PgStopped = 0 }
 
 # db_config(size => 1, queue => 0, ...) -> the defarm_db directive for the
-# test PostgreSQL, with the parameters given (the others left out).
+# test PostgreSQL, with the parameters given (the others left out);
+# conninfo => 'key=value ...' adds to the connection string.
 sub db_config {
     my (%opt) = @_;
     my $conninfo = "host=$ENV{TEST_NGINX_PG_HOST} port=$ENV{TEST_NGINX_PG_PORT}"
                  . " dbname=$ENV{TEST_NGINX_PG_DATABASE}"
-                 . " user=$ENV{TEST_NGINX_PG_USER}";
+                 . " user=$ENV{TEST_NGINX_PG_USER}"
+                 . (defined $opt{conninfo} ? " $opt{conninfo}" : '');
     my @params = map { " $_=$opt{$_}" } grep { defined $opt{$_} }
                  qw(size queue queue_timeout connect_timeout retry_max);
     return qq{defarm_db "$conninfo"} . join('', @params) . ';';
