@@ -49,7 +49,9 @@ $(NGX_BUILD)/objs/Makefile: config Makefile
 
 $(MODULE): $(NGX_BUILD)/objs/Makefile version-header $(SOURCES)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_defarm_module.so $(MODULE)
+	@# a new file renamed into place: a running nginx keeps its mapping
+	cp $(NGX_BUILD)/objs/ngx_defarm_module.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 
 run: deps all
 	@bash scripts/run.sh

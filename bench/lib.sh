@@ -10,7 +10,9 @@ THREADS=${THREADS:-2}
 
 bench_pg_start() {
     mkdir -p "$bench_var"
-    eval "$("$top/scripts/pg.sh" start "$bench_var/pg")"
+    local pgenv
+    pgenv=$("$top/scripts/pg.sh" start "$bench_var/pg")
+    eval "$pgenv"
     export PGHOST PGPORT PGUSER PGDATABASE
     "$top/scripts/migrate.sh" >/dev/null
 }

@@ -21,12 +21,14 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-eval "$(scripts/pg.sh start "$var/pg")"
+pgenv=$(scripts/pg.sh start "$var/pg")
+eval "$pgenv"
 export PGHOST PGPORT PGUSER PGDATABASE
 scripts/migrate.sh
 echo "PostgreSQL on 127.0.0.1:$PGPORT (database $PGDATABASE)"
 
-eval "$(scripts/redis.sh start "$var/redis")"
+redisenv=$(scripts/redis.sh start "$var/redis")
+eval "$redisenv"
 echo "Redis on 127.0.0.1:$REDIS_PORT"
 
 port=${PORT:-8080}

@@ -27,11 +27,13 @@ if [ -x scripts/check_lock_safety.sh ]; then
     scripts/check_lock_safety.sh
 fi
 
-eval "$(scripts/pg.sh start "$var/pg")"
+pgenv=$(scripts/pg.sh start "$var/pg")
+eval "$pgenv"
 export PGHOST PGPORT PGUSER PGDATABASE
 scripts/migrate.sh >/dev/null
 
-eval "$(scripts/redis.sh start "$var/redis")"
+redisenv=$(scripts/redis.sh start "$var/redis")
+eval "$redisenv"
 
 export TEST_NGINX_PG_HOST=$PGHOST TEST_NGINX_PG_PORT=$PGPORT
 export TEST_NGINX_PG_USER=$PGUSER TEST_NGINX_PG_DATABASE=$PGDATABASE
