@@ -111,6 +111,8 @@ sub spawn {
 
 # start_nginx(name => 'pool', http => $text, server => $text) -> handle:
 # { name, port, root, pid }, with $h->log($mark) and $h->log_mark.
+# master => 1 runs a master process and one worker (what a reload needs);
+# $h->{pid} is then the master's.
 sub start_nginx {
     my (%opt) = @_;
     my $name = $opt{name} // die "start_nginx: name => is required\n";
@@ -128,7 +130,8 @@ sub start_nginx {
                   split ' ', $ENV{TEST_NGINX_LOAD_MODULES};
 
     # under valgrind these two come with -g on the command line instead
-    my $proc = $Valgrind ? '' : "master_process off;\ndaemon on;\n";
+    my $master = $opt{master} ? 'on' : 'off';
+    my $proc = $Valgrind ? '' : "master_process $master;\ndaemon on;\n";
 
     my $http = $opt{http} // '';
     my $server = $opt{server} // '';
@@ -172,8 +175,9 @@ _EOC_
         $h->{child} = spawn($stderr, qw(valgrind -q --tool=memcheck
             --leak-check=full --show-possibly-lost=no --num-callers=50),
             "--suppressions=$Top/valgrind.suppress",
-            "--log-file=$root/logs/valgrind.log",
-            @cmd, '-g', 'daemon off; master_process off;');
+            # one log per process: with a master, the workers too
+            "--log-file=$root/logs/valgrind.log.%p",
+            @cmd, '-g', "daemon off; master_process $master;");
         $h->{pid} = $h->{child};
 
     } else {
@@ -197,7 +201,7 @@ _EOC_
             stop_nginx($h, quiet => 1);
             die "nginx '$name' is not listening on port $port\n"
                 . slurp($stderr) . slurp("$root/logs/error.log")
-                . slurp("$root/logs/valgrind.log");
+                . join("", map { slurp($_) } glob("$root/logs/valgrind.log*"));
         }
 
         Time::HiRes::sleep(0.02);
@@ -248,11 +252,12 @@ sub stop_nginx {
 
     return unless $Valgrind;
 
-    my $report = slurp("$h->{root}/logs/valgrind.log");
+    my $report = join '', map { slurp($_) }
+                 sort glob("$h->{root}/logs/valgrind.log*");
     if ($report =~ /\S/) {
         Test::More::ok(0, "$h->{name}: valgrind: no reports") unless $opt{quiet};
         Test::More::diag("valgrind report for nginx '$h->{name}'"
-                         . " ($h->{root}/logs/valgrind.log):\n$report");
+                         . " ($h->{root}/logs/valgrind.log.*):\n$report");
     } elsif (!$opt{quiet}) {
         Test::More::ok(1, "$h->{name}: valgrind: no reports");
     }
