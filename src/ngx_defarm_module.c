@@ -10,12 +10,15 @@
 #include "ngx_defarm_metrics.h"
 #include "pg/ngx_defarm_pg.h"
 #include "cache/ngx_defarm_cache.h"
+#include "auth/ngx_defarm_crypt.h"
+#include "auth/ngx_defarm_jwt.h"
 #include "api/ngx_defarm_api.h"
 
 
 static ngx_int_t ngx_defarm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_defarm_postconfiguration(ngx_conf_t *cf);
 static void *ngx_defarm_create_main_conf(ngx_conf_t *cf);
+static char *ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_defarm_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -29,15 +32,20 @@ static void ngx_defarm_exit_process(ngx_cycle_t *cycle);
 typedef struct {
     ngx_conf_post_handler_pt   post_handler;
     ngx_http_handler_pt        handler;
+    ngx_uint_t                 api;           /* needs auth's resources */
 } ngx_defarm_handler_post_t;
 
 
 static ngx_defarm_handler_post_t  ngx_defarm_api_post = {
-    ngx_defarm_set_handler, ngx_defarm_content_handler
+    ngx_defarm_set_handler, ngx_defarm_content_handler, 1
+};
+
+static ngx_defarm_handler_post_t  ngx_defarm_health_post = {
+    ngx_defarm_set_handler, ngx_defarm_content_handler, 0
 };
 
 static ngx_defarm_handler_post_t  ngx_defarm_errors_post = {
-    ngx_defarm_set_handler, ngx_defarm_errors_handler
+    ngx_defarm_set_handler, ngx_defarm_errors_handler, 0
 };
 
 static ngx_conf_num_bounds_t  ngx_defarm_json_depth_bounds = {
@@ -63,7 +71,7 @@ static ngx_command_t  ngx_defarm_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_defarm_loc_conf_t, health),
-      &ngx_defarm_api_post },
+      &ngx_defarm_health_post },
 
     { ngx_string("defarm_errors"),
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -107,6 +115,41 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, cache),
       NULL },
 
+    { ngx_string("defarm_crypt_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_crypt_set_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_bcrypt_cost"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_crypt_set_cost,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_jwt_set_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_jwt_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_jwt_set_time,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_jwt_conf_t, ttl),
+      NULL },
+
+    { ngx_string("defarm_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_jwt_set_time,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_jwt_conf_t, leeway),
+      NULL },
+
     { ngx_string("defarm_db_query_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -123,7 +166,7 @@ static ngx_http_module_t  ngx_defarm_module_ctx = {
     ngx_defarm_postconfiguration,          /* postconfiguration */
 
     ngx_defarm_create_main_conf,           /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_defarm_init_main_conf,             /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -201,7 +244,36 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
 
     mcf->request_id_index = NGX_ERROR;
 
+    mcf->crypt = ngx_pcalloc(cf->pool, sizeof(ngx_defarm_crypt_conf_t));
+    mcf->jwt = ngx_pcalloc(cf->pool, sizeof(ngx_defarm_jwt_conf_t));
+
+    if (mcf->crypt == NULL || mcf->jwt == NULL) {
+        return NULL;
+    }
+
+    mcf->crypt->cost = NGX_CONF_UNSET_UINT;
+    mcf->jwt->ttl = NGX_CONF_UNSET;
+    mcf->jwt->leeway = NGX_CONF_UNSET;
+
     return mcf;
+}
+
+
+static char *
+ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_defarm_main_conf_t  *mcf = conf;
+
+    ngx_conf_init_value(mcf->jwt->ttl, 86400);
+    ngx_conf_init_value(mcf->jwt->leeway, 60);
+
+    /* the thread pool is asked for only where the API is served */
+
+    if (!mcf->api_used) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_defarm_crypt_init_conf(cf, mcf->crypt);
 }
 
 
@@ -310,6 +382,7 @@ ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data)
     ngx_defarm_handler_post_t  *hp = post;
     ngx_flag_t                 *fp = data;
 
+    ngx_defarm_main_conf_t    *mcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (!*fp) {
@@ -326,6 +399,11 @@ ngx_defarm_set_handler(ngx_conf_t *cf, void *post, void *data)
     }
 
     clcf->handler = hp->handler;
+
+    if (hp->api) {
+        mcf = ngx_http_conf_get_module_main_conf(cf, ngx_defarm_module);
+        mcf->api_used = 1;
+    }
 
     return NGX_CONF_OK;
 }

@@ -20,6 +20,8 @@ typedef struct ngx_defarm_json_s   ngx_defarm_json_t;
 typedef struct ngx_defarm_route_s  ngx_defarm_route_t;
 typedef struct ngx_defarm_pg_conf_s  ngx_defarm_pg_conf_t;
 typedef struct ngx_defarm_cache_s    ngx_defarm_cache_t;
+typedef struct ngx_defarm_crypt_conf_s  ngx_defarm_crypt_conf_t;
+typedef struct ngx_defarm_jwt_conf_s    ngx_defarm_jwt_conf_t;
 
 
 typedef enum {
@@ -35,6 +37,9 @@ typedef struct {
     ngx_array_t               *routes;        /* ngx_defarm_croute_t */
     ngx_defarm_pg_conf_t      *db;            /* defarm_db */
     ngx_defarm_cache_t        *cache;         /* defarm_cache */
+    ngx_defarm_crypt_conf_t   *crypt;
+    ngx_defarm_jwt_conf_t     *jwt;
+    ngx_uint_t                 api_used;      /* a defarm_api location */
 } ngx_defarm_main_conf_t;
 
 
@@ -66,6 +71,8 @@ typedef struct {
 
     ngx_str_t                  error_kind;
     ngx_str_t                  user_id;
+    ngx_str_t                  workspace_id;  /* data NULL: none */
+    ngx_str_t                  tier;
     ngx_defarm_cache_status_e  cache_status;
 
     /* microseconds spent waiting for the cache lock, PostgreSQL, crypt */

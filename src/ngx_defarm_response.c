@@ -232,6 +232,59 @@ ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
+ * Server-Timing: where this request's time went (lock, db, crypt) and in
+ * total, the C form of the original's planned tracing spans.
+ */
+
+ngx_int_t
+ngx_defarm_server_timing(ngx_http_request_t *r)
+{
+    u_char            *p;
+    uint64_t           us;
+    ngx_str_t          v;
+    ngx_time_t        *tp;
+    ngx_defarm_ctx_t  *ctx;
+
+    ctx = ngx_defarm_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, 4 * (sizeof("crypt;dur=.000, ") + NGX_INT64_LEN));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+
+    if (ctx->lock_timed) {
+        p = ngx_sprintf(p, "lock;dur=%uL.%03uL, ",
+                        ctx->lock_us / 1000, ctx->lock_us % 1000);
+    }
+
+    if (ctx->db_timed) {
+        p = ngx_sprintf(p, "db;dur=%uL.%03uL, ",
+                        ctx->db_us / 1000, ctx->db_us % 1000);
+    }
+
+    if (ctx->crypt_timed) {
+        p = ngx_sprintf(p, "crypt;dur=%uL.%03uL, ",
+                        ctx->crypt_us / 1000, ctx->crypt_us % 1000);
+    }
+
+    tp = ngx_timeofday();
+    us = ((uint64_t) (tp->sec - r->start_sec) * 1000
+          + (tp->msec - r->start_msec)) * 1000;
+
+    p = ngx_sprintf(p, "total;dur=%uL", us / 1000);
+
+    v.len = p - v.data;
+
+    return ngx_defarm_add_header(r, "Server-Timing", &v);
+}
+
+
+/*
  * Errors that nginx itself raises before a handler runs (a body over
  * client_max_body_size, a bad request line, a header too large, limit_req)
  * reach a "defarm_errors" location through error_page; they are answered

@@ -13,5 +13,6 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_service_routes,
     ngx_defarm_db_routes,
     ngx_defarm_cache_routes,
+    ngx_defarm_auth_routes,
     NULL
 };

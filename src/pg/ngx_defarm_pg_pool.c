@@ -83,7 +83,8 @@ struct ngx_defarm_pg_pool_s {
 
 
 struct ngx_defarm_pg_query_s {
-    ngx_http_request_t        *request;
+    ngx_http_request_t        *request;       /* NULL: in the background */
+    ngx_pool_t                *pool;          /* a background query's */
     ngx_defarm_pg_stmt_t      *stmt;
     const char                *values[NGX_DEFARM_PG_MAX_PARAMS];
     ngx_defarm_pg_done_pt      done;
@@ -1097,6 +1098,10 @@ ngx_defarm_pg_timing(ngx_defarm_pg_query_t *q)
 {
     ngx_defarm_ctx_t  *ctx;
 
+    if (q->request == NULL) {
+        return;
+    }
+
     ctx = ngx_defarm_get_ctx(q->request);
 
     if (ctx) {
@@ -1114,14 +1119,6 @@ ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = q->request;
-    c = r->connection;
-    sync = q->sync;
-
-    /* the request pool's cleanup frees the result */
-
-    q->res = res;
-
     if (res && (PQresultStatus(res) == PGRES_TUPLES_OK
                 || PQresultStatus(res) == PGRES_COMMAND_OK))
     {
@@ -1130,6 +1127,34 @@ ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
     } else {
         ngx_defarm_pg_pool->stats->errors++;
     }
+
+    if (q->request == NULL) {
+        if (res == NULL || (PQresultStatus(res) != PGRES_TUPLES_OK
+                            && PQresultStatus(res) != PGRES_COMMAND_OK))
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_defarm_pg_pool->log, 0,
+                          "defarm: background statement \"%s\" failed: %s",
+                          q->stmt->name,
+                          res ? ngx_defarm_pg_flatten(
+                                    PQresultErrorMessage(res))
+                              : "no result");
+        }
+
+        if (res) {
+            PQclear(res);
+        }
+
+        ngx_destroy_pool(q->pool);
+        return;
+    }
+
+    r = q->request;
+    c = r->connection;
+    sync = q->sync;
+
+    /* the request pool's cleanup frees the result */
+
+    q->res = res;
 
     ngx_defarm_pg_timing(q);
 
@@ -1161,10 +1186,6 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = q->request;
-    c = r->connection;
-    sync = q->sync;
-
     if (q->wait.timer_set) {
         ngx_del_timer(&q->wait);
     }
@@ -1175,6 +1196,18 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
         ngx_defarm_pg_pool->nwaiting--;
         ngx_defarm_pg_gauges(ngx_defarm_pg_pool);
     }
+
+    if (q->request == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_defarm_pg_pool->log, 0,
+                      "defarm: background statement \"%s\" dropped: %s",
+                      q->stmt->name, msg);
+        ngx_destroy_pool(q->pool);
+        return;
+    }
+
+    r = q->request;
+    c = r->connection;
+    sync = q->sync;
 
     ngx_defarm_pg_timing(q);
 
@@ -1378,6 +1411,83 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
     q->sync = 0;
 
     return NGX_DONE;
+}
+
+
+/*
+ * A statement nobody waits for (last_login, usage counters): it takes the
+ * same queue and connections, in a pool of its own that goes when the
+ * statement is done; failures are logged.  It never delays a response.
+ */
+
+void
+ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
+{
+    u_char                 *p;
+    ngx_int_t               i;
+    ngx_pool_t             *mp;
+    ngx_defarm_pg_pool_t   *pool;
+    ngx_defarm_pg_query_t  *q;
+
+    pool = ngx_defarm_pg_pool;
+
+    if (pool == NULL || pool->down || stmt->nparams > NGX_DEFARM_PG_MAX_PARAMS
+        || (ngx_queue_empty(&pool->idle)
+            && pool->nwaiting >= pool->conf->queue))
+    {
+        if (pool) {
+            ngx_log_error(NGX_LOG_WARN, pool->log, 0,
+                          "defarm: background statement \"%s\" dropped: "
+                          "the database is busy or unavailable", stmt->name);
+        }
+
+        return;
+    }
+
+    mp = ngx_create_pool(1024, pool->log);
+    if (mp == NULL) {
+        return;
+    }
+
+    q = ngx_pcalloc(mp, sizeof(ngx_defarm_pg_query_t));
+    if (q == NULL) {
+        ngx_destroy_pool(mp);
+        return;
+    }
+
+    for (i = 0; i < stmt->nparams; i++) {
+        if (params[i].data == NULL) {
+            continue;
+        }
+
+        p = ngx_pnalloc(mp, params[i].len + 1);
+        if (p == NULL) {
+            ngx_destroy_pool(mp);
+            return;
+        }
+
+        ngx_memcpy(p, params[i].data, params[i].len);
+        p[params[i].len] = '\0';
+        q->values[i] = (const char *) p;
+    }
+
+    if (stmt->index == 0) {
+        stmt->index = ++ngx_defarm_pg_nstmts;
+    }
+
+    q->pool = mp;
+    q->stmt = stmt;
+    q->timeout = 5000;
+    q->wait.handler = ngx_defarm_pg_wait_handler;
+    q->wait.data = q;
+    q->wait.log = pool->log;
+
+    ngx_queue_insert_tail(&pool->waiting, &q->queue);
+    q->queued = 1;
+    pool->nwaiting++;
+    ngx_add_timer(&q->wait, pool->conf->queue_timeout);
+
+    ngx_defarm_pg_dispatch(pool);
 }
 
 

@@ -1,0 +1,742 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "api/ngx_defarm_api.h"
+#include "pg/ngx_defarm_pg.h"
+#include "auth/ngx_defarm_auth.h"
+#include "auth/ngx_defarm_crypt.h"
+#include "auth/ngx_defarm_jwt.h"
+
+
+/*
+ * /api/auth: register, login, refresh, profile.
+ *
+ * Login follows the original's ADR 002: look the user up, verify bcrypt in
+ * the thread pool (the worker goes on serving), sign the token outside any
+ * lock, and record last_login in the background.  Registration hashes in
+ * the thread pool too, and lets the database's unique constraints decide
+ * duplicates, so two concurrent registrations cannot both win.
+ */
+
+
+typedef struct {
+    ngx_defarm_ctx_t          *ctx;
+    ngx_str_t                  username;
+    ngx_str_t                  email;
+    ngx_str_t                  password;
+    ngx_str_t                  workspace;
+    ngx_str_t                  user_id;
+    ngx_str_t                  status;
+    ngx_str_t                  tier;
+    ngx_str_t                  workspace_id;  /* data NULL: null */
+    ngx_uint_t                 found;
+} ngx_defarm_auth_req_t;
+
+
+static ngx_int_t ngx_defarm_auth_register(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_register_hashed(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *hash);
+static ngx_int_t ngx_defarm_auth_register_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_login(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_login_found(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_login_verified(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *hash);
+static ngx_int_t ngx_defarm_auth_profile(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_profile_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_refresh(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_refresh_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_token(ngx_http_request_t *r,
+    ngx_defarm_auth_req_t *ar);
+
+
+ngx_defarm_route_t  ngx_defarm_auth_routes[] = {
+
+    { NGX_HTTP_POST, ngx_string("/api/auth/register"),
+      ngx_defarm_auth_register, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_POST, ngx_string("/api/auth/login"),
+      ngx_defarm_auth_login, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_GET, ngx_string("/api/auth/profile"),
+      ngx_defarm_auth_profile, 0 },
+
+    { NGX_HTTP_POST, ngx_string("/api/auth/refresh"),
+      ngx_defarm_auth_refresh, 0 },
+
+    ngx_defarm_route_null
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_insert_user = {
+    "defarm_auth_insert_user",
+    "INSERT INTO users (id, username, email, password_hash, tier, status, "
+                       "credits, is_admin, workspace_id) "
+    "VALUES ('user-' || gen_random_uuid(), $1, $2, $3, 'Basic', 'Active', "
+            "100, false, $4) "
+    "RETURNING id, status, tier, workspace_id",
+    4, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_user_by_name = {
+    "defarm_auth_user_by_name",
+    "SELECT id, status, tier, workspace_id, password_hash "
+    "FROM users WHERE username = $1",
+    1, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_user_by_id = {
+    "defarm_auth_user_by_id",
+    "SELECT id, status, tier, workspace_id, username, email, "
+           "extract(epoch FROM created_at)::bigint "
+    "FROM users WHERE id = $1",
+    1, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_last_login = {
+    "defarm_auth_last_login",
+    "UPDATE users SET last_login = now() WHERE id = $1",
+    1, 0
+};
+
+
+/* validation */
+
+
+static ngx_int_t
+ngx_defarm_auth_string(ngx_http_request_t *r, ngx_defarm_json_t *body,
+    const char *name, ngx_uint_t required, ngx_str_t *out)
+{
+    ngx_defarm_json_t  *v;
+
+    v = ngx_defarm_json_get(body, name);
+
+    if (v == NULL || (v->type == NGX_DEFARM_JSON_NULL && !required)) {
+        if (required) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "\"%s\" is required", name);
+        }
+
+        ngx_str_null(out);
+        return NGX_DECLINED;
+    }
+
+    if (v->type != NGX_DEFARM_JSON_STRING) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"%s\" must be a string, not %s", name,
+                                ngx_defarm_json_type_name(v));
+    }
+
+    *out = v->str;
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_uint_t
+ngx_defarm_auth_printable(ngx_str_t *s)
+{
+    size_t  i;
+
+    /* no spaces, no control characters */
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] <= 0x20 || s->data[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_defarm_auth_email_ok(ngx_str_t *e)
+{
+    u_char  *at, *dot, *last;
+
+    last = e->data + e->len;
+
+    if (e->len > 254 || !ngx_defarm_auth_printable(e)) {
+        return 0;
+    }
+
+    at = ngx_strlchr(e->data, last, '@');
+
+    if (at == NULL || at == e->data || at + 1 == last
+        || ngx_strlchr(at + 1, last, '@'))
+    {
+        return 0;
+    }
+
+    dot = ngx_strlchr(at + 1, last, '.');
+
+    return dot && dot != at + 1 && last[-1] != '.';
+}
+
+
+static const char *
+ngx_defarm_auth_password_policy(ngx_str_t *pw)
+{
+    size_t      i;
+    ngx_uint_t  upper, lower, digit, symbol;
+
+    if (pw->len < 8) {
+        return "Password must be at least 8 characters long";
+    }
+
+    /* bcrypt reads 72 bytes; a longer password would be cut silently */
+
+    if (pw->len > 72) {
+        return "Password must be at most 72 bytes long";
+    }
+
+    upper = lower = digit = symbol = 0;
+
+    for (i = 0; i < pw->len; i++) {
+        if (pw->data[i] >= 'A' && pw->data[i] <= 'Z') {
+            upper = 1;
+
+        } else if (pw->data[i] >= 'a' && pw->data[i] <= 'z') {
+            lower = 1;
+
+        } else if (pw->data[i] >= '0' && pw->data[i] <= '9') {
+            digit = 1;
+
+        } else {
+            symbol = 1;
+        }
+    }
+
+    if (!upper) {
+        return "Password must contain an upper-case letter";
+    }
+
+    if (!lower) {
+        return "Password must contain a lower-case letter";
+    }
+
+    if (!digit) {
+        return "Password must contain a digit";
+    }
+
+    if (!symbol) {
+        return "Password must contain a character that is not a letter or "
+               "a digit";
+    }
+
+    return NULL;
+}
+
+
+static ngx_defarm_auth_req_t *
+ngx_defarm_auth_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_defarm_auth_req_t  *ar;
+
+    ar = ngx_pcalloc(r->pool, sizeof(ngx_defarm_auth_req_t));
+    if (ar) {
+        ar->ctx = ctx;
+    }
+
+    return ar;
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_body_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Body must be a JSON object");
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* a user row: id, status, tier, workspace_id in columns 0-3 */
+
+
+static ngx_int_t
+ngx_defarm_auth_row(ngx_http_request_t *r, PGresult *res,
+    ngx_defarm_auth_req_t *ar)
+{
+    ngx_uint_t   i;
+    ngx_str_t   *f[4];
+
+    f[0] = &ar->user_id;
+    f[1] = &ar->status;
+    f[2] = &ar->tier;
+    f[3] = &ar->workspace_id;
+
+    for (i = 0; i < 4; i++) {
+        if (PQgetisnull(res, 0, i)) {
+            ngx_str_null(f[i]);
+            continue;
+        }
+
+        f[i]->len = PQgetlength(res, 0, i);
+        f[i]->data = ngx_pnalloc(r->pool, f[i]->len + 1);
+        if (f[i]->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(f[i]->data, PQgetvalue(res, 0, i), f[i]->len);
+        f[i]->data[f[i]->len] = '\0';
+    }
+
+    ar->found = 1;
+
+    return NGX_OK;
+}
+
+
+/* POST /api/auth/register */
+
+
+static ngx_int_t
+ngx_defarm_auth_register(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    const char             *why;
+    ngx_defarm_auth_req_t  *ar;
+
+    rc = ngx_defarm_auth_body_object(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ar = ngx_defarm_auth_req(r, ctx);
+    if (ar == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "username", 1, &ar->username);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "password", 1, &ar->password);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "email", 1, &ar->email);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "workspace_name", 0,
+                                &ar->workspace);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ar->username.len == 0 || ar->username.len > 64
+        || !ngx_defarm_auth_printable(&ar->username))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Username must be 1 to 64 characters, "
+                                "without spaces or control characters");
+    }
+
+    if (!ngx_defarm_auth_email_ok(&ar->email)) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Email address is not valid");
+    }
+
+    if (ar->workspace.data
+        && (ar->workspace.len == 0 || ar->workspace.len > 64
+            || !ngx_defarm_auth_printable(&ar->workspace)))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Workspace name must be 1 to 64 characters, "
+                                "without spaces or control characters");
+    }
+
+    why = ngx_defarm_auth_password_policy(&ar->password);
+
+    if (why) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION, "%s", why);
+    }
+
+    return ngx_defarm_crypt_hash(r, &ar->password,
+                                 ngx_defarm_auth_register_hashed, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_register_hashed(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *hash)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    ngx_str_t  *params, *ws;
+
+    params = ngx_pcalloc(r->pool, 4 * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws = ar->workspace.data ? &ar->workspace : &ar->username;
+
+    params[0] = ar->username;
+    params[1] = ar->email;
+    params[2] = *hash;
+
+    params[3].len = ws->len + sizeof("-workspace") - 1;
+    params[3].data = ngx_pnalloc(r->pool, params[3].len);
+    if (params[3].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(params[3].data, "%V-workspace", ws);
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_insert_user, params,
+                               ngx_defarm_auth_register_done, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_register_done(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    char  *state, *constraint;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+
+        /* unique_violation: the database decided who was first */
+
+        if (state && ngx_strcmp(state, "23505") == 0 && constraint) {
+
+            if (ngx_strcmp(constraint, "users_username_key") == 0) {
+                return ngx_defarm_error(r, NGX_HTTP_CONFLICT,
+                                        NGX_DEFARM_ERR_CONFLICT,
+                                        "Username already exists");
+            }
+
+            if (ngx_strcmp(constraint, "users_email_key") == 0) {
+                return ngx_defarm_error(r, NGX_HTTP_CONFLICT,
+                                        NGX_DEFARM_ERR_CONFLICT,
+                                        "Email already exists");
+            }
+        }
+
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) != 1 || ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_auth_token(r, ar);
+}
+
+
+/* POST /api/auth/login */
+
+
+static ngx_int_t
+ngx_defarm_auth_login(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    ngx_defarm_auth_req_t  *ar;
+
+    rc = ngx_defarm_auth_body_object(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ar = ngx_defarm_auth_req(r, ctx);
+    if (ar == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "username", 1, &ar->username);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "password", 1, &ar->password);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ar->username.len == 0 || ar->password.len == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Username and password are required");
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_name,
+                               &ar->username, ngx_defarm_auth_login_found,
+                               ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    ngx_str_t  hash;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    /* an unknown user costs a hash too: the timing tells nothing */
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_crypt_verify(r, &ar->password, NULL,
+                                       ngx_defarm_auth_login_verified, ar);
+    }
+
+    if (ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    hash.data = (u_char *) PQgetvalue(res, 0, 4);
+    hash.len = PQgetlength(res, 0, 4);
+
+    return ngx_defarm_crypt_verify(r, &ar->password, &hash,
+                                   ngx_defarm_auth_login_verified, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_login_verified(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *hash)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    if (rc != NGX_OK || !ar->found) {
+        return ngx_defarm_error(r, NGX_HTTP_UNAUTHORIZED,
+                                NGX_DEFARM_ERR_AUTH, "Invalid credentials");
+    }
+
+    rc = ngx_defarm_auth_status(r, (char *) ar->status.data);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /* recorded in the background: the response does not wait for it */
+
+    ngx_defarm_pg_background(&ngx_defarm_auth_last_login, &ar->user_id);
+
+    return ngx_defarm_auth_token(r, ar);
+}
+
+
+/* GET /api/auth/profile */
+
+
+static ngx_int_t
+ngx_defarm_auth_profile(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_defarm_auth_require(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_id, &ctx->user_id,
+                               ngx_defarm_auth_profile_done, ctx);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_user_current(ngx_http_request_t *r, PGresult *res)
+{
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
+                                NGX_DEFARM_ERR_NOT_FOUND, "User not found");
+    }
+
+    /* a token outlives a suspension: the database has the last word */
+
+    return ngx_defarm_auth_status(r, PQgetvalue(res, 0, 1));
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_profile_done(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                  s;
+    ngx_uint_t                 i;
+    ngx_defarm_json_writer_t  *w;
+
+    static const char  *names[] = { "user_id", "username", "email" };
+    static int          cols[] = { 0, 4, 5 };
+
+    rc = ngx_defarm_auth_user_current(r, res);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+
+    for (i = 0; i < 3; i++) {
+        s.data = (u_char *) PQgetvalue(res, 0, cols[i]);
+        s.len = PQgetlength(res, 0, cols[i]);
+        ngx_defarm_jw_key(w, names[i]);
+        ngx_defarm_jw_str(w, &s);
+    }
+
+    ngx_defarm_jw_key(w, "created_at");
+    ngx_defarm_jw_int(w, ngx_atoi((u_char *) PQgetvalue(res, 0, 6),
+                                  PQgetlength(res, 0, 6)));
+
+    ngx_defarm_jw_key(w, "workspace_id");
+
+    if (PQgetisnull(res, 0, 3)) {
+        ngx_defarm_jw_null(w);
+
+    } else {
+        s.data = (u_char *) PQgetvalue(res, 0, 3);
+        s.len = PQgetlength(res, 0, 3);
+        ngx_defarm_jw_str(w, &s);
+    }
+
+    ngx_defarm_jw_map_close(w);
+
+    if (ngx_defarm_server_timing(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}
+
+
+/* POST /api/auth/refresh */
+
+
+static ngx_int_t
+ngx_defarm_auth_refresh(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    ngx_defarm_auth_req_t  *ar;
+
+    rc = ngx_defarm_auth_require(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ar = ngx_defarm_auth_req(r, ctx);
+    if (ar == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_id, &ctx->user_id,
+                               ngx_defarm_auth_refresh_done, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_refresh_done(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    ngx_int_t  rc;
+
+    rc = ngx_defarm_auth_user_current(r, res);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_auth_token(r, ar);
+}
+
+
+/* {token, user_id, workspace_id, expires_at}: login, register, refresh */
+
+
+static ngx_int_t
+ngx_defarm_auth_token(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar)
+{
+    ngx_str_t                  token;
+    ngx_defarm_claims_t        claims;
+    ngx_defarm_json_writer_t  *w;
+
+    ngx_memzero(&claims, sizeof(ngx_defarm_claims_t));
+
+    claims.user_id = ar->user_id;
+    claims.workspace_id = ar->workspace_id;
+    claims.tier = ar->tier;
+
+    if (ngx_defarm_jwt_sign(r, &claims, &token) != NGX_OK) {
+        return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                NGX_DEFARM_ERR_INTERNAL,
+                                "Cannot issue a token");
+    }
+
+    ar->ctx->user_id = ar->user_id;
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "token");
+    ngx_defarm_jw_str(w, &token);
+    ngx_defarm_jw_key(w, "user_id");
+    ngx_defarm_jw_str(w, &ar->user_id);
+    ngx_defarm_jw_key(w, "workspace_id");
+
+    if (ar->workspace_id.data) {
+        ngx_defarm_jw_str(w, &ar->workspace_id);
+
+    } else {
+        ngx_defarm_jw_null(w);
+    }
+
+    ngx_defarm_jw_key(w, "expires_at");
+    ngx_defarm_jw_int(w, claims.exp);
+    ngx_defarm_jw_map_close(w);
+
+    if (ngx_defarm_server_timing(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}
