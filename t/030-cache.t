@@ -77,15 +77,21 @@ X-Cache: MISS
 
 
 
-=== TEST 4: an entry expires after its ttl
---- request eval
-["PUT /api/echo/cache/short:1\n{\"value\":\"soon gone\",\"ttl_ms\":1}",
- "GET /api/echo/cache/short:1"]
+=== TEST 4: an entry stored with a 1 ms ttl
+--- request
+PUT /api/echo/cache/short:1
+{"value":"soon gone","ttl_ms":1}
+--- error_code: 200
+
+
+
+=== TEST 4b: is gone once its ttl has passed
 --- init
 select(undef, undef, undef, 0.05);
---- wait: 0.05
---- error_code eval
-[200, 404]
+--- request
+GET /api/echo/cache/short:1
+--- error_code: 404
+--- response_body_like: "error_kind":"not_found"
 
 
 

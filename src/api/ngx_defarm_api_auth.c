@@ -258,6 +258,19 @@ ngx_defarm_auth_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 static ngx_int_t
 ngx_defarm_auth_body_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
+    ngx_defarm_main_conf_t  *mcf;
+
+    /* no account is made, and no password checked, if no token can follow */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    if (mcf->jwt->secret.len == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                NGX_DEFARM_ERR_INTERNAL,
+                                "Tokens cannot be issued: "
+                                "defarm_jwt_secret is not configured");
+    }
+
     if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
