@@ -1,7 +1,7 @@
 # ngx_defarm_module: production image.
 #
 #   docker build --build-arg GIT_HASH=$(git rev-parse HEAD) -t defarm .
-#   docker run -p 8080:8080 defarm
+#   docker run -p 8080:8080 -e DEFARM_JWT_SECRET="$(head -c 48 /dev/urandom | base64)" defarm
 #
 # The build stage compiles the module against the nginx-dev source of the
 # very nginx the runtime stage installs (both bookworm), which is what a
@@ -42,14 +42,19 @@ COPY conf/ conf/
 COPY sql/ sql/
 COPY scripts/migrate.sh scripts/
 
+# The token secret comes from the environment at start (docker run -e
+# DEFARM_JWT_SECRET=...), read by the master before the workers start.
 RUN sed -i -e 's/listen 127\.0\.0\.1:8080;/listen 8080;/' \
         -e 's#^error_log .*#error_log /dev/stderr info;#' \
         -e 's#access_log var/log/access.log#access_log /dev/stdout#' \
+        -e 's#defarm_jwt_secret file=var/jwt.secret;#defarm_jwt_secret env=DEFARM_JWT_SECRET;#' \
         conf/defarm.conf \
+    && printf 'env DEFARM_JWT_SECRET;\n' >> conf/defarm.conf \
     && mkdir -p var/log var/tmp \
     && chown -R www-data:www-data var \
     && sed -i '1i user www-data;' conf/defarm.conf \
-    && nginx -p /opt/defarm/ -c conf/defarm.conf -t
+    && DEFARM_JWT_SECRET=configuration-check-only-not-a-secret-0123456789 \
+       nginx -p /opt/defarm/ -c conf/defarm.conf -t
 
 ARG GIT_HASH=unknown
 LABEL org.opencontainers.image.revision="$GIT_HASH"

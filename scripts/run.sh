@@ -9,6 +9,11 @@ cd "$top"
 
 mkdir -p var/log var/tmp
 
+# the token secret of this machine's runs: random, made once, never shared
+if [ ! -s var/jwt.secret ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 -w0 > var/jwt.secret)
+fi
+
 stop_all() {
     trap - INT TERM EXIT
     if [ -n "${nginx_pid:-}" ]; then

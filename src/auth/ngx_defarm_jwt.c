@@ -94,7 +94,9 @@ ngx_defarm_jwt_set_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         name.data = value[1].data + 5;
         name.len = value[1].len - 5;
 
-        if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        /* relative to nginx's prefix (-p), like load_module */
+
+        if (ngx_conf_full_name(cf->cycle, &name, 0) != NGX_OK) {
             return NGX_CONF_ERROR;
         }
 
