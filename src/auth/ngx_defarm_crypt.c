@@ -8,6 +8,18 @@
 #include "ngx_defarm_response.h"
 
 #include <crypt.h>
+#include <sys/resource.h>
+
+
+/*
+ * The crypt threads run at a lower priority than the workers: with as
+ * many threads as cores, a worker that has a request to serve preempts
+ * bcrypt instead of waiting for a time slice, and the CPU stays busy
+ * hashing whenever the workers are idle.  (Linux: setpriority() on a
+ * thread id applies to that thread alone.)
+ */
+
+#define NGX_DEFARM_CRYPT_NICE  10
 
 
 /*
@@ -238,6 +250,14 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
     char            setting[CRYPT_GENSALT_OUTPUT_SIZE];
     char           *p;
     struct timeval  t0, t1;
+
+    static __thread ngx_uint_t  niced;
+
+    if (!niced) {
+        (void) setpriority(PRIO_PROCESS, (id_t) gettid(),
+                           NGX_DEFARM_CRYPT_NICE);
+        niced = 1;
+    }
 
     ngx_gettimeofday(&t0);
 
