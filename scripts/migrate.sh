@@ -5,6 +5,7 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 psql=(psql -X -q -v ON_ERROR_STOP=1 ${DATABASE_URL:+"$DATABASE_URL"})
 
 "${psql[@]}" -c "CREATE TABLE IF NOT EXISTS schema_migrations (

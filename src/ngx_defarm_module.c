@@ -150,6 +150,20 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_jwt_conf_t, leeway),
       NULL },
 
+    { ngx_string("defarm_password_reset_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, reset_log),
+      NULL },
+
+    { ngx_string("defarm_password_reset_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, reset_limit),
+      NULL },
+
     { ngx_string("defarm_db_query_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -251,6 +265,8 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    mcf->reset_log = NGX_CONF_UNSET;
+    mcf->reset_limit = NGX_CONF_UNSET_UINT;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -264,6 +280,8 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_defarm_main_conf_t  *mcf = conf;
 
+    ngx_conf_init_value(mcf->reset_log, 0);
+    ngx_conf_init_uint_value(mcf->reset_limit, 3);
     ngx_conf_init_value(mcf->jwt->ttl, 86400);
     ngx_conf_init_value(mcf->jwt->leeway, 60);
 

@@ -40,6 +40,8 @@ typedef struct {
     ngx_defarm_crypt_conf_t   *crypt;
     ngx_defarm_jwt_conf_t     *jwt;
     ngx_uint_t                 api_used;      /* a defarm_api location */
+    ngx_flag_t                 reset_log;     /* defarm_password_reset_log */
+    ngx_uint_t                 reset_limit;   /* ..._reset_limit */
 } ngx_defarm_main_conf_t;
 
 

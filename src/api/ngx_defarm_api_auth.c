@@ -10,6 +10,8 @@
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
 
+#include <sys/random.h>
+
 
 /*
  * /api/auth: register, login, refresh, profile.
@@ -28,6 +30,7 @@ typedef struct {
     ngx_str_t                  email;
     ngx_str_t                  password;
     ngx_str_t                  workspace;
+    ngx_str_t                  token;         /* a password reset's, hex */
     ngx_str_t                  user_id;
     ngx_str_t                  status;
     ngx_str_t                  tier;
@@ -58,6 +61,20 @@ static ngx_int_t ngx_defarm_auth_refresh_done(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_auth_token(ngx_http_request_t *r,
     ngx_defarm_auth_req_t *ar);
+static ngx_int_t ngx_defarm_auth_forgot(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_forgot_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_reset(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_reset_checked(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_reset_hashed(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *hash);
+static ngx_int_t ngx_defarm_auth_reset_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_message(ngx_http_request_t *r,
+    const char *msg);
 
 
 ngx_defarm_route_t  ngx_defarm_auth_routes[] = {
@@ -73,6 +90,12 @@ ngx_defarm_route_t  ngx_defarm_auth_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/auth/refresh"),
       ngx_defarm_auth_refresh, 0 },
+
+    { NGX_HTTP_POST, ngx_string("/api/auth/forgot-password"),
+      ngx_defarm_auth_forgot, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_POST, ngx_string("/api/auth/reset-password"),
+      ngx_defarm_auth_reset, NGX_DEFARM_ROUTE_BODY },
 
     ngx_defarm_route_null
 };
@@ -110,7 +133,80 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_last_login = {
 };
 
 
+/*
+ * A reset token is 32 random bytes, shown once as 64 hex digits; only the
+ * SHA-256 of the raw bytes is stored (PostgreSQL computes it).  One
+ * statement finds the user, counts the last hour's tokens and inserts.
+ */
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_issue = {
+    "defarm_auth_reset_issue",
+    "WITH u AS ("
+        "SELECT id FROM users "
+        "WHERE ($1::text IS NOT NULL AND email = $1) "
+           "OR ($1::text IS NULL AND username = $2) "
+        "LIMIT 1), "
+    "recent AS ("
+        "SELECT count(*) AS n FROM password_reset_tokens t "
+        "JOIN u ON t.user_id = u.id "
+        "WHERE t.created_at > now() - interval '1 hour'), "
+    "ins AS ("
+        "INSERT INTO password_reset_tokens "
+            "(user_id, token_hash, expires_at, ip_address, user_agent) "
+        "SELECT u.id, encode(sha256(decode($3, 'hex')), 'hex'), "
+               "now() + interval '30 minutes', $4, $5 "
+        "FROM u, recent WHERE recent.n < $6::int "
+        "RETURNING user_id) "
+    "SELECT user_id FROM ins",
+    6, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_check = {
+    "defarm_auth_reset_check",
+    "SELECT user_id FROM password_reset_tokens "
+    "WHERE token_hash = encode(sha256(decode($1, 'hex')), 'hex') "
+      "AND used_at IS NULL AND expires_at > now()",
+    1, 0
+};
+
+/* checked again under the row lock: of two concurrent resets, one wins */
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_apply = {
+    "defarm_auth_reset_apply",
+    "WITH t AS ("
+        "UPDATE password_reset_tokens SET used_at = now() "
+        "WHERE token_hash = encode(sha256(decode($1, 'hex')), 'hex') "
+          "AND used_at IS NULL AND expires_at > now() "
+        "RETURNING user_id), "
+    "u AS ("
+        "UPDATE users SET password_hash = $2 FROM t "
+        "WHERE users.id = t.user_id RETURNING users.id) "
+    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u)",
+    2, 0
+};
+
+
 /* validation */
+
+
+static void
+ngx_defarm_auth_trim(ngx_str_t *s)
+{
+    while (s->len && (s->data[0] == ' ' || s->data[0] == '\t'
+                      || s->data[0] == '\n' || s->data[0] == '\r'))
+    {
+        s->data++;
+        s->len--;
+    }
+
+    while (s->len && (s->data[s->len - 1] == ' '
+                      || s->data[s->len - 1] == '\t'
+                      || s->data[s->len - 1] == '\n'
+                      || s->data[s->len - 1] == '\r'))
+    {
+        s->len--;
+    }
+}
 
 
 static ngx_int_t
@@ -752,4 +848,284 @@ ngx_defarm_auth_token(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar)
     }
 
     return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_message(ngx_http_request_t *r, const char *msg)
+{
+    ngx_defarm_json_writer_t  *w;
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+    ngx_defarm_jw_key(w, "message");
+    ngx_defarm_jw_cstr(w, msg);
+    ngx_defarm_jw_map_close(w);
+
+    return ngx_defarm_send(r, NGX_HTTP_OK, w);
+}
+
+
+/* POST /api/auth/forgot-password */
+
+
+static ngx_int_t
+ngx_defarm_auth_forgot(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    u_char                  *p, raw[32];
+    ngx_int_t                rc;
+    ngx_str_t               *params;
+    ngx_defarm_auth_req_t   *ar;
+    ngx_defarm_main_conf_t  *mcf;
+
+    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Body must be a JSON object");
+    }
+
+    ar = ngx_defarm_auth_req(r, ctx);
+    params = ngx_pcalloc(r->pool, 6 * sizeof(ngx_str_t));
+
+    if (ar == NULL || params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "email", 0, &ar->email);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "username", 0, &ar->username);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ngx_defarm_auth_trim(&ar->email);
+    ngx_defarm_auth_trim(&ar->username);
+
+    if (ar->email.len == 0 && ar->username.len == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Provide email or username to reset your "
+                                "password");
+    }
+
+    /* 32 bytes from the kernel's CSPRNG (initialised long since boot) */
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
+                      "defarm: getrandom() failed");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, 2 * sizeof(raw));
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ar->token.data = p;
+    ar->token.len = ngx_hex_dump(p, raw, sizeof(raw)) - p;
+    explicit_bzero(raw, sizeof(raw));
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    if (ar->email.len) {
+        params[0] = ar->email;
+
+    } else {
+        params[1] = ar->username;
+    }
+
+    params[2] = ar->token;
+    params[3] = r->connection->addr_text;
+
+    if (r->headers_in.user_agent) {
+        params[4] = r->headers_in.user_agent->value;
+    }
+
+    params[5].data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (params[5].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[5].len = ngx_sprintf(params[5].data, "%ui", mcf->reset_limit)
+                    - params[5].data;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_reset_issue, params,
+                               ngx_defarm_auth_forgot_done, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_forgot_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    ngx_defarm_main_conf_t  *mcf;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    /*
+     * No e-mail delivery yet: in development the token can be logged.
+     * The answer is the same whether the account exists, and whether
+     * its hourly limit was reached (a 429 would tell who has an account).
+     */
+
+    if (PQntuples(res) == 1 && mcf->reset_log) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "defarm: password reset token for user %s: %V",
+                      PQgetvalue(res, 0, 0), &ar->token);
+    }
+
+    return ngx_defarm_auth_message(r, "If the account exists, password "
+                                      "reset instructions have been sent.");
+}
+
+
+/* POST /api/auth/reset-password */
+
+
+static ngx_int_t
+ngx_defarm_auth_reset(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    size_t                  i;
+    ngx_int_t               rc;
+    const char             *why;
+    ngx_defarm_auth_req_t  *ar;
+
+    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Body must be a JSON object");
+    }
+
+    ar = ngx_defarm_auth_req(r, ctx);
+    if (ar == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "token", 0, &ar->token);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ar->token.len == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Password reset token is required");
+    }
+
+    rc = ngx_defarm_auth_string(r, ctx->body, "new_password", 1,
+                                &ar->password);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ngx_defarm_auth_trim(&ar->password);
+
+    why = ngx_defarm_auth_password_policy(&ar->password);
+
+    if (why) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION, "%s", why);
+    }
+
+    for (i = 0; i < ar->token.len; i++) {
+        if (ngx_hextoi(&ar->token.data[i], 1) == NGX_ERROR) {
+            break;
+        }
+    }
+
+    if (ar->token.len != 64 || i != 64) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Invalid password reset token");
+    }
+
+    /* a bad token costs a look-up, never a bcrypt hash */
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_reset_check,
+                               &ar->token,
+                               ngx_defarm_auth_reset_checked, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_reset_checked(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Invalid or expired password reset token");
+    }
+
+    return ngx_defarm_crypt_hash(r, &ar->password,
+                                 ngx_defarm_auth_reset_hashed, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_reset_hashed(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *hash)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    ngx_str_t  *params;
+
+    params = ngx_pcalloc(r->pool, 2 * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[0] = ar->token;
+    params[1] = *hash;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_reset_apply, params,
+                               ngx_defarm_auth_reset_done, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (ngx_atoi((u_char *) PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0))
+        == 0)
+    {
+        /* another reset with this token won meanwhile, or it expired */
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Invalid or expired password reset token");
+    }
+
+    if (ngx_atoi((u_char *) PQgetvalue(res, 0, 1), PQgetlength(res, 0, 1))
+        == 0)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Account associated with this token was not "
+                                "found");
+    }
+
+    return ngx_defarm_auth_message(r, "Password reset successful. You can "
+                                      "now log in with your new password.");
 }
