@@ -351,16 +351,62 @@ ngx_defarm_auth_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
-static ngx_int_t
-ngx_defarm_auth_body_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    ngx_defarm_main_conf_t  *mcf;
+/* the string fields a route reads from its JSON object body */
 
-    /* no account is made, and no password checked, if no token can follow */
+typedef struct {
+    const char                *name;
+    ngx_uint_t                 required;
+    size_t                     offset;        /* in ngx_defarm_auth_req_t */
+} ngx_defarm_auth_field_t;
+
+
+static ngx_defarm_auth_field_t  ngx_defarm_auth_register_fields[] = {
+    { "username", 1, offsetof(ngx_defarm_auth_req_t, username) },
+    { "password", 1, offsetof(ngx_defarm_auth_req_t, password) },
+    { "email", 1, offsetof(ngx_defarm_auth_req_t, email) },
+    { "workspace_name", 0, offsetof(ngx_defarm_auth_req_t, workspace) },
+    { NULL, 0, 0 }
+};
+
+static ngx_defarm_auth_field_t  ngx_defarm_auth_login_fields[] = {
+    { "username", 1, offsetof(ngx_defarm_auth_req_t, username) },
+    { "password", 1, offsetof(ngx_defarm_auth_req_t, password) },
+    { NULL, 0, 0 }
+};
+
+static ngx_defarm_auth_field_t  ngx_defarm_auth_forgot_fields[] = {
+    { "email", 0, offsetof(ngx_defarm_auth_req_t, email) },
+    { "username", 0, offsetof(ngx_defarm_auth_req_t, username) },
+    { NULL, 0, 0 }
+};
+
+/* new_password is read after the token is checked: its message comes first */
+
+static ngx_defarm_auth_field_t  ngx_defarm_auth_reset_fields[] = {
+    { "token", 0, offsetof(ngx_defarm_auth_req_t, token) },
+    { NULL, 0, 0 }
+};
+
+
+/*
+ * The request state of an auth route, with its fields read from the body;
+ * NGX_DECLINED means "go on" (*arp set), anything else was answered.
+ * Routes that end in a token refuse early when none could be signed, so
+ * no account is made and no password checked in vain.
+ */
+
+static ngx_int_t
+ngx_defarm_auth_parse(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_defarm_auth_field_t *fields, ngx_uint_t issues_token,
+    ngx_defarm_auth_req_t **arp)
+{
+    ngx_int_t                rc;
+    ngx_defarm_auth_req_t   *ar;
+    ngx_defarm_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
 
-    if (mcf->jwt->secret.len == 0) {
+    if (issues_token && mcf->jwt->secret.len == 0) {
         return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                 NGX_DEFARM_ERR_INTERNAL,
                                 "Tokens cannot be issued: "
@@ -372,6 +418,25 @@ ngx_defarm_auth_body_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Body must be a JSON object");
     }
+
+    ar = ngx_pcalloc(r->pool, sizeof(ngx_defarm_auth_req_t));
+    if (ar == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ar->ctx = ctx;
+
+    for ( /* void */ ; fields->name; fields++) {
+        rc = ngx_defarm_auth_string(r, ctx->body, fields->name,
+                                    fields->required,
+                                    (ngx_str_t *) ((u_char *) ar
+                                                   + fields->offset));
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    *arp = ar;
 
     return NGX_DECLINED;
 }
@@ -424,33 +489,8 @@ ngx_defarm_auth_register(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     const char             *why;
     ngx_defarm_auth_req_t  *ar;
 
-    rc = ngx_defarm_auth_body_object(r, ctx);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    ar = ngx_defarm_auth_req(r, ctx);
-    if (ar == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "username", 1, &ar->username);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "password", 1, &ar->password);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "email", 1, &ar->email);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "workspace_name", 0,
-                                &ar->workspace);
+    rc = ngx_defarm_auth_parse(r, ctx, ngx_defarm_auth_register_fields, 1,
+                               &ar);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -573,22 +613,7 @@ ngx_defarm_auth_login(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_int_t               rc;
     ngx_defarm_auth_req_t  *ar;
 
-    rc = ngx_defarm_auth_body_object(r, ctx);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    ar = ngx_defarm_auth_req(r, ctx);
-    if (ar == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "username", 1, &ar->username);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "password", 1, &ar->password);
+    rc = ngx_defarm_auth_parse(r, ctx, ngx_defarm_auth_login_fields, 1, &ar);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -882,27 +907,15 @@ ngx_defarm_auth_forgot(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_auth_req_t   *ar;
     ngx_defarm_main_conf_t  *mcf;
 
-    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "Body must be a JSON object");
+    rc = ngx_defarm_auth_parse(r, ctx, ngx_defarm_auth_forgot_fields, 0,
+                               &ar);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
-    ar = ngx_defarm_auth_req(r, ctx);
     params = ngx_pcalloc(r->pool, 6 * sizeof(ngx_str_t));
-
-    if (ar == NULL || params == NULL) {
+    if (params == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "email", 0, &ar->email);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "username", 0, &ar->username);
-    if (rc != NGX_DECLINED) {
-        return rc;
     }
 
     ngx_defarm_auth_trim(&ar->email);
@@ -1002,18 +1015,7 @@ ngx_defarm_auth_reset(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     const char             *why;
     ngx_defarm_auth_req_t  *ar;
 
-    if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "Body must be a JSON object");
-    }
-
-    ar = ngx_defarm_auth_req(r, ctx);
-    if (ar == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_defarm_auth_string(r, ctx->body, "token", 0, &ar->token);
+    rc = ngx_defarm_auth_parse(r, ctx, ngx_defarm_auth_reset_fields, 0, &ar);
     if (rc != NGX_DECLINED) {
         return rc;
     }

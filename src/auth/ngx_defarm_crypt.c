@@ -47,6 +47,9 @@ typedef struct {
 } ngx_defarm_crypt_task_t;
 
 
+static ngx_int_t ngx_defarm_crypt_start(ngx_http_request_t *r,
+    ngx_str_t *password, ngx_str_t *hash, ngx_uint_t verify,
+    ngx_defarm_crypt_done_pt done, void *data);
 static ngx_int_t ngx_defarm_crypt_post(ngx_http_request_t *r,
     ngx_defarm_crypt_task_t *ct);
 static void ngx_defarm_crypt_thread(void *data, ngx_log_t *log);
@@ -142,32 +145,22 @@ ngx_int_t
 ngx_defarm_crypt_hash(ngx_http_request_t *r, ngx_str_t *password,
     ngx_defarm_crypt_done_pt done, void *data)
 {
-    ngx_defarm_crypt_task_t  *ct;
-    ngx_defarm_main_conf_t   *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
-
-    ct = ngx_pcalloc(r->pool, sizeof(ngx_defarm_crypt_task_t));
-    if (ct == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ct->cost = mcf->crypt->cost;
-    ct->password = ngx_defarm_crypt_cstr(r, password);
-    ct->done = done;
-    ct->data = data;
-
-    if (ct->password == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_defarm_crypt_post(r, ct);
+    return ngx_defarm_crypt_start(r, password, NULL, 0, done, data);
 }
 
 
 ngx_int_t
 ngx_defarm_crypt_verify(ngx_http_request_t *r, ngx_str_t *password,
     ngx_str_t *hash, ngx_defarm_crypt_done_pt done, void *data)
+{
+    return ngx_defarm_crypt_start(r, password, hash, 1, done, data);
+}
+
+
+static ngx_int_t
+ngx_defarm_crypt_start(ngx_http_request_t *r, ngx_str_t *password,
+    ngx_str_t *hash, ngx_uint_t verify, ngx_defarm_crypt_done_pt done,
+    void *data)
 {
     ngx_defarm_crypt_task_t  *ct;
     ngx_defarm_main_conf_t   *mcf;
@@ -180,12 +173,13 @@ ngx_defarm_crypt_verify(ngx_http_request_t *r, ngx_str_t *password,
     }
 
     /*
-     * No stored hash (an unknown user): the thread hashes the password
-     * with a fresh salt at the configured cost instead, which costs what
-     * a verification costs, and the answer is "no match" either way.
+     * Verifying with no stored hash (an unknown user): the thread hashes
+     * the password with a fresh salt at the configured cost instead, which
+     * costs what a verification costs, and the answer is "no match".
      */
 
     ct->verify = (hash != NULL);
+    ct->rc = (verify && hash == NULL) ? NGX_DECLINED : NGX_OK;
     ct->cost = mcf->crypt->cost;
     ct->password = ngx_defarm_crypt_cstr(r, password);
     ct->hash = hash ? ngx_defarm_crypt_cstr(r, hash) : NULL;
@@ -194,10 +188,6 @@ ngx_defarm_crypt_verify(ngx_http_request_t *r, ngx_str_t *password,
 
     if (ct->password == NULL || (hash && ct->hash == NULL)) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (hash == NULL) {
-        ct->rc = NGX_DECLINED;
     }
 
     return ngx_defarm_crypt_post(r, ct);
