@@ -9,6 +9,7 @@
 #include "auth/ngx_defarm_auth.h"
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
+#include "cache/ngx_defarm_cache.h"
 
 #include <sys/random.h>
 
@@ -31,6 +32,8 @@ typedef struct {
     ngx_str_t                  password;
     ngx_str_t                  workspace;
     ngx_str_t                  token;         /* a password reset's, hex */
+    ngx_str_t                  hash;          /* the stored bcrypt hash */
+    ngx_str_t                  key;           /* "user:<username>" */
     ngx_str_t                  user_id;
     ngx_str_t                  status;
     ngx_str_t                  tier;
@@ -49,6 +52,12 @@ static ngx_int_t ngx_defarm_auth_login(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_auth_login_found(ngx_http_request_t *r,
     void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_login_cached(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_auth_login_verify(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_auth_reset_forget(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_login_verified(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *hash);
 static ngx_int_t ngx_defarm_auth_profile(ngx_http_request_t *r,
@@ -180,8 +189,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_apply = {
         "RETURNING user_id), "
     "u AS ("
         "UPDATE users SET password_hash = $2 FROM t "
-        "WHERE users.id = t.user_id RETURNING users.id) "
-    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u)",
+        "WHERE users.id = t.user_id RETURNING users.username) "
+    "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u), "
+           "(SELECT username FROM u)",
     2, 0
 };
 
@@ -624,6 +634,91 @@ ngx_defarm_auth_login(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "Username and password are required");
     }
 
+    /* the user's auth record: shared-memory cache first (ADR 002) */
+
+    ar->key.len = sizeof("user:") - 1 + ar->username.len;
+    ar->key.data = ngx_pnalloc(r->pool, ar->key.len);
+    if (ar->key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(ar->key.data, "user:%V", &ar->username);
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &ar->key, NULL, 0,
+                                ngx_defarm_auth_login_cached, ar);
+}
+
+
+/*
+ * A cached auth record is "id\nstatus\ntier\nworkspace\nhash", the
+ * workspace prefixed "=" (a null one is empty): lines, since none of the
+ * fields can hold a newline (usernames, ids and hashes are checked).
+ */
+
+static ngx_int_t
+ngx_defarm_auth_record_parse(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar,
+    ngx_str_t *v)
+{
+    u_char      *p, *last, *nl;
+    ngx_uint_t   i;
+    ngx_str_t   *f[5];
+
+    f[0] = &ar->user_id;
+    f[1] = &ar->status;
+    f[2] = &ar->tier;
+    f[3] = &ar->workspace_id;
+    f[4] = &ar->hash;
+
+    p = v->data;
+    last = v->data + v->len;
+
+    for (i = 0; i < 5; i++) {
+        nl = (i < 4) ? ngx_strlchr(p, last, '\n') : last;
+        if (nl == NULL) {
+            return NGX_ERROR;
+        }
+
+        f[i]->data = p;
+        f[i]->len = nl - p;
+        p = nl + 1;
+    }
+
+    if (ar->workspace_id.len == 0) {
+        ngx_str_null(&ar->workspace_id);
+
+    } else {
+        ar->workspace_id.data++;                        /* the "=" */
+        ar->workspace_id.len--;
+    }
+
+    /* the status is compared as a C string */
+
+    p = ngx_pnalloc(r->pool, ar->status.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, ar->status.data, ar->status.len);
+    p[ar->status.len] = '\0';
+    ar->status.data = p;
+
+    ar->found = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_login_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    if (rc == NGX_OK && ngx_defarm_auth_record_parse(r, ar, value) == NGX_OK)
+    {
+        return ngx_defarm_auth_login_verify(r, ar, NGX_OK, NULL);
+    }
+
     return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_name,
                                &ar->username, ngx_defarm_auth_login_found,
                                ar);
@@ -635,7 +730,7 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
 {
     ngx_defarm_auth_req_t  *ar = data;
 
-    ngx_str_t  hash;
+    ngx_str_t  record;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -652,10 +747,41 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    hash.data = (u_char *) PQgetvalue(res, 0, 4);
-    hash.len = PQgetlength(res, 0, 4);
+    ar->hash.len = PQgetlength(res, 0, 4);
+    ar->hash.data = ngx_pnalloc(r->pool, ar->hash.len);
+    if (ar->hash.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    return ngx_defarm_crypt_verify(r, &ar->password, &hash,
+    ngx_memcpy(ar->hash.data, PQgetvalue(res, 0, 4), ar->hash.len);
+
+    /* cached for the next login; bytes are copied, the lock is brief */
+
+    record.len = ar->user_id.len + ar->status.len + ar->tier.len
+                 + ar->workspace_id.len + ar->hash.len + 5;
+    record.data = ngx_pnalloc(r->pool, record.len);
+    if (record.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    record.len = ngx_sprintf(record.data, "%V\n%V\n%V\n%s%V\n%V",
+                             &ar->user_id, &ar->status, &ar->tier,
+                             ar->workspace_id.data ? "=" : "",
+                             &ar->workspace_id, &ar->hash)
+                 - record.data;
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET, &ar->key, &record,
+                                0, ngx_defarm_auth_login_verify, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_login_verify(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_auth_req_t  *ar = data;
+
+    return ngx_defarm_crypt_verify(r, &ar->password, &ar->hash,
                                    ngx_defarm_auth_login_verified, ar);
 }
 
@@ -1106,6 +1232,8 @@ ngx_defarm_auth_reset_hashed(ngx_http_request_t *r, void *data,
 static ngx_int_t
 ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
 {
+    ngx_defarm_auth_req_t  *ar = data;
+
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
     }
@@ -1128,6 +1256,25 @@ ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
                                 "found");
     }
 
+    /* the cached auth record holds the old hash: it goes */
+
+    ar->key.len = sizeof("user:") - 1 + PQgetlength(res, 0, 2);
+    ar->key.data = ngx_pnalloc(r->pool, ar->key.len);
+    if (ar->key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(ar->key.data, "user:%s", PQgetvalue(res, 0, 2));
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE, &ar->key, NULL, 0,
+                                ngx_defarm_auth_reset_forget, ar);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_reset_forget(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
     return ngx_defarm_auth_message(r, "Password reset successful. You can "
                                       "now log in with your new password.");
 }
