@@ -36,15 +36,7 @@ my $json = JSON::PP->new->utf8->canonical;
 
 # ------------------------------------------------------------ the secret
 
-my $Secret = join '', map { ('A' .. 'Z', 'a' .. 'z', '0' .. '9')[rand 62] } 1 .. 48;
-my $SecretFile = "/tmp/defarm-test-jwt-041-$$.secret";
-{
-    open my $fh, '>:raw', $SecretFile or die "$SecretFile: $!\n";
-    print $fh $Secret;
-    close $fh or die "$SecretFile: $!\n";
-}
-my $MainPid = $$;
-END { unlink $SecretFile if $$ == $MainPid }
+my ($Secret, $SecretFile) = jwt_secret();
 
 my $SERVER = <<'_EOC_';
         location / { defarm_api on; }

@@ -11,14 +11,7 @@ use DefarmTest;
 my $T = valgrind() ? 60 : 10;
 my $json = JSON::PP->new->utf8;
 
-my $secret_file = "/tmp/defarm-test-jwt-043-$$.secret";
-{
-    open my $fh, '>', $secret_file or die "$secret_file: $!\n";
-    print $fh join '', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 48;
-    close $fh;
-}
-my $main_pid = $$;
-END { unlink $secret_file if $$ == $main_pid }
+my (undef, $secret_file) = jwt_secret();
 
 my $ng = start_nginx(
     name   => 'auth-cache',

@@ -44,6 +44,28 @@ ngx_defarm_route_t  ngx_defarm_db_routes[] = {
 };
 
 
+/* this worker's pool figures, in /health/db's "pool" */
+
+typedef struct {
+    const char                *name;
+    size_t                     offset;        /* in ngx_defarm_pg_stats_t */
+} ngx_defarm_db_field_t;
+
+
+static ngx_defarm_db_field_t  ngx_defarm_db_pool_fields[] = {
+    { "connections", offsetof(ngx_defarm_pg_stats_t, connections) },
+    { "idle", offsetof(ngx_defarm_pg_stats_t, idle) },
+    { "busy", offsetof(ngx_defarm_pg_stats_t, busy) },
+    { "waiting", offsetof(ngx_defarm_pg_stats_t, waiting) },
+    { "served", offsetof(ngx_defarm_pg_stats_t, served) },
+    { "errors", offsetof(ngx_defarm_pg_stats_t, errors) },
+    { "timeouts", offsetof(ngx_defarm_pg_stats_t, timeouts) },
+    { "exhausted", offsetof(ngx_defarm_pg_stats_t, exhausted) },
+    { "unavailable", offsetof(ngx_defarm_pg_stats_t, unavailable) },
+    { NULL, 0 }
+};
+
+
 static ngx_defarm_pg_stmt_t  ngx_defarm_db_ping = {
     "defarm_ping", "SELECT 1", 0, 0
 };
@@ -75,6 +97,7 @@ ngx_defarm_db_health_done(ngx_http_request_t *r, void *data, PGresult *res)
 {
     ngx_defarm_ctx_t  *ctx = data;
 
+    ngx_defarm_db_field_t     *f;
     ngx_defarm_pg_stats_t     *st;
     ngx_defarm_json_writer_t  *w;
 
@@ -113,24 +136,13 @@ ngx_defarm_db_health_done(ngx_http_request_t *r, void *data, PGresult *res)
     ngx_defarm_jw_int(w, ngx_pid);
     ngx_defarm_jw_key(w, "size");
     ngx_defarm_jw_int(w, ngx_defarm_pg_pool_size());
-    ngx_defarm_jw_key(w, "connections");
-    ngx_defarm_jw_int(w, st->connections);
-    ngx_defarm_jw_key(w, "idle");
-    ngx_defarm_jw_int(w, st->idle);
-    ngx_defarm_jw_key(w, "busy");
-    ngx_defarm_jw_int(w, st->busy);
-    ngx_defarm_jw_key(w, "waiting");
-    ngx_defarm_jw_int(w, st->waiting);
-    ngx_defarm_jw_key(w, "served");
-    ngx_defarm_jw_int(w, st->served);
-    ngx_defarm_jw_key(w, "errors");
-    ngx_defarm_jw_int(w, st->errors);
-    ngx_defarm_jw_key(w, "timeouts");
-    ngx_defarm_jw_int(w, st->timeouts);
-    ngx_defarm_jw_key(w, "exhausted");
-    ngx_defarm_jw_int(w, st->exhausted);
-    ngx_defarm_jw_key(w, "unavailable");
-    ngx_defarm_jw_int(w, st->unavailable);
+
+    for (f = ngx_defarm_db_pool_fields; f->name; f++) {
+        ngx_defarm_jw_key(w, f->name);
+        ngx_defarm_jw_int(w, *(ngx_atomic_uint_t *) ((u_char *) st
+                                                    + f->offset));
+    }
+
     ngx_defarm_jw_map_close(w);
 
     ngx_defarm_jw_map_close(w);

@@ -42,7 +42,7 @@ use Time::HiRes ();
 
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
-    wait_until pg_stop pg_start db_config valgrind
+    wait_until pg_stop pg_start db_config valgrind jwt_secret
 );
 
 BEGIN {
@@ -60,6 +60,26 @@ my $Nginx    = $ENV{TEST_NGINX_BINARY} || 'nginx';
 my $MainPid  = $$;      # forked children never clean up
 my %Running;            # servroot => handle, for the END block
 my $PgStopped = 0;      # pg_stop() was called without a pg_start() yet
+
+# jwt_secret() -> ($secret, $path): a random 48-character HS256 secret in
+# a file for defarm_jwt_secret, made once per test file and removed when
+# that file ends (not by the children it forks).
+my ($JwtSecret, $JwtSecretFile, $JwtSecretOwner);
+
+sub jwt_secret {
+    unless ($JwtSecretFile) {
+        $JwtSecret = join '', map { ('A' .. 'Z', 'a' .. 'z', 0 .. 9)[rand 62] }
+                     1 .. 48;
+        $JwtSecretFile = "/tmp/defarm-test-jwt-$$.secret";
+        $JwtSecretOwner = $$;
+        open my $fh, '>:raw', $JwtSecretFile or die "$JwtSecretFile: $!\n";
+        print $fh $JwtSecret;
+        close $fh or die "$JwtSecretFile: $!\n";
+    }
+    return ($JwtSecret, $JwtSecretFile);
+}
+
+END { unlink $JwtSecretFile if $JwtSecretFile && $$ == $JwtSecretOwner }
 
 # Is nginx running under valgrind?  Tests use it to stretch their waits.
 sub valgrind { $Valgrind }
