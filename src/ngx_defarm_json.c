@@ -565,6 +565,20 @@ ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st)
 
 
 void
+ngx_defarm_jw_str_or_null(ngx_defarm_json_writer_t *w, ngx_str_t *s)
+{
+    /* data NULL is the convention for an absent value throughout */
+
+    if (s->data == NULL) {
+        ngx_defarm_jw_null(w);
+
+    } else {
+        ngx_defarm_jw_str(w, s);
+    }
+}
+
+
+void
 ngx_defarm_jw_cstr(ngx_defarm_json_writer_t *w, const char *s)
 {
     ngx_defarm_jw_check(w, yajl_gen_string(w->gen,

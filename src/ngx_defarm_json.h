@@ -72,6 +72,7 @@ ngx_int_t ngx_defarm_json_finish(ngx_defarm_json_writer_t *w,
     ngx_chain_t **out, off_t *len);
 void ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st);
 void ngx_defarm_jw_str(ngx_defarm_json_writer_t *w, ngx_str_t *s);
+void ngx_defarm_jw_str_or_null(ngx_defarm_json_writer_t *w, ngx_str_t *s);
 void ngx_defarm_jw_cstr(ngx_defarm_json_writer_t *w, const char *s);
 void ngx_defarm_jw_int(ngx_defarm_json_writer_t *w, int64_t n);
 void ngx_defarm_jw_time(ngx_defarm_json_writer_t *w, time_t t);

@@ -36,20 +36,12 @@ my $json = JSON::PP->new->utf8->canonical;
 
 # ------------------------------------------------------------ the secret
 
-my ($Secret, $SecretFile) = jwt_secret();
+my ($Secret) = jwt_secret();
 
 my $SERVER = <<'_EOC_';
         location / { defarm_api on; }
 _EOC_
 
-# the http{} directives: auth_http(cost => 10)
-sub auth_http {
-    my (%o) = @_;
-    my $http = db_config(size => 4) . "\n";
-    $http .= "    defarm_bcrypt_cost " . ($o{cost} // 4) . ";\n";
-    $http .= "    defarm_jwt_secret file=$SecretFile;\n";
-    return $http;
-}
 
 # ------------------------------------------------------------- helpers
 
@@ -174,7 +166,7 @@ sub is_401 {
 {
     my $tag = 'flow';
     my $ng = start_nginx(name => 'auth-flow', server => $SERVER,
-                         http => auth_http());
+                         http => auth_config());
 
     my $user = uname('flow');
     my $t0 = time;
@@ -301,7 +293,7 @@ sub is_401 {
 {
     my $tag = 'status';
     my $ng = start_nginx(name => 'auth-status', server => $SERVER,
-                         http => auth_http());
+                         http => auth_config());
 
     my $user = uname('status');
     my $reg = decoded(register($ng, $user));
@@ -350,7 +342,7 @@ sub is_401 {
 {
     my $tag = 'race';
     my $ng = start_nginx(name => 'auth-race', server => $SERVER,
-                         http => auth_http(cost => 10));
+                         http => auth_config(cost => 10));
 
     for my $round (1 .. 3) {
         my $user = uname('race');
@@ -407,7 +399,7 @@ sub is_401 {
     my $tag = 'off the event loop';
     my $cost = valgrind() ? 12 : 15;
     my $ng = start_nginx(name => 'auth-slow', server => $SERVER,
-                         http => auth_http(cost => $cost));
+                         http => auth_config(cost => $cost));
 
     my $user = uname('slow');
     my $bg = http_bg($ng, POST => '/api/auth/register', timeout => 120,
@@ -440,7 +432,7 @@ sub is_401 {
     my $tag = 'queue full';
     my $cost = valgrind() ? 10 : 14;        # a hash of ~1 s holds the thread
     my $ng = start_nginx(name => 'auth-queue', master => 1, server => $SERVER,
-                         http => auth_http(cost => $cost));
+                         http => auth_config(cost => $cost));
 
     # a registered user to log in with, before the pool shrinks
     my $user = uname('busy');

@@ -31,22 +31,11 @@ my $json = JSON::PP->new->utf8->canonical;
 
 # ------------------------------------------------------------ the secret
 
-my ($Secret, $SecretFile) = jwt_secret();
 
 my $SERVER = <<'_EOC_';
         location / { defarm_api on; }
 _EOC_
 
-# the http{} directives: reset_http(cost => 10, log => 'on', limit => 1)
-sub reset_http {
-    my (%o) = @_;
-    my $http = db_config(size => 4) . "\n";
-    $http .= "    defarm_bcrypt_cost " . ($o{cost} // 4) . ";\n";
-    $http .= "    defarm_jwt_secret file=$SecretFile;\n";
-    $http .= "    defarm_password_reset_log $o{log};\n" if defined $o{log};
-    $http .= "    defarm_password_reset_limit $o{limit};\n" if defined $o{limit};
-    return $http;
-}
 
 # ------------------------------------------------------------- helpers
 
@@ -203,7 +192,7 @@ sub random_hex { join '', map { sprintf '%02x', int rand 256 } 1 .. $_[0] }
 # a. forgot-password
 
 my $ng = start_nginx(name => 'pwreset', server => $SERVER,
-                     http => reset_http(log => 'on'));
+                     http => auth_config(log => 'on'));
 
 {
     my $tag = 'forgot: neither';
@@ -464,7 +453,7 @@ stop_nginx($ng);
 {
     my $tag = 'limit 1';
     my $ng = start_nginx(name => 'pwreset-limit1', server => $SERVER,
-                         http => reset_http(limit => 1));
+                         http => auth_config(limit => 1));
     my ($user, $uid) = new_user($ng, 'limit1');
     my $mark = $ng->log_mark;
 
@@ -492,7 +481,7 @@ stop_nginx($ng);
 {
     my $tag = 'race';
     my $ng = start_nginx(name => 'pwreset-race', server => $SERVER,
-                         http => reset_http(cost => 10, log => 'on'));
+                         http => auth_config(cost => 10, log => 'on'));
 
     for my $round (1 .. 3) {
         my ($user, $uid) = new_user($ng, 'race');

@@ -455,37 +455,15 @@ ngx_defarm_auth_parse(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 /* a user row: id, status, tier, workspace_id in columns 0-3 */
 
 
-static ngx_int_t
-ngx_defarm_auth_row(ngx_http_request_t *r, PGresult *res,
-    ngx_defarm_auth_req_t *ar)
+static void
+ngx_defarm_auth_row(PGresult *res, ngx_defarm_auth_req_t *ar)
 {
-    ngx_uint_t   i;
-    ngx_str_t   *f[4];
-
-    f[0] = &ar->user_id;
-    f[1] = &ar->status;
-    f[2] = &ar->tier;
-    f[3] = &ar->workspace_id;
-
-    for (i = 0; i < 4; i++) {
-        if (PQgetisnull(res, 0, i)) {
-            ngx_str_null(f[i]);
-            continue;
-        }
-
-        f[i]->len = PQgetlength(res, 0, i);
-        f[i]->data = ngx_pnalloc(r->pool, f[i]->len + 1);
-        if (f[i]->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(f[i]->data, PQgetvalue(res, 0, i), f[i]->len);
-        f[i]->data[f[i]->len] = '\0';
-    }
+    (void) ngx_defarm_pg_text(res, 0, 0, &ar->user_id);
+    (void) ngx_defarm_pg_text(res, 0, 1, &ar->status);
+    (void) ngx_defarm_pg_text(res, 0, 2, &ar->tier);
+    (void) ngx_defarm_pg_text(res, 0, 3, &ar->workspace_id);
 
     ar->found = 1;
-
-    return NGX_OK;
 }
 
 
@@ -606,9 +584,11 @@ ngx_defarm_auth_register_done(ngx_http_request_t *r, void *data,
         return ngx_defarm_pg_sql_error(r, res);
     }
 
-    if (PQntuples(res) != 1 || ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
+    if (PQntuples(res) != 1) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_defarm_auth_row(res, ar);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -743,17 +723,8 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
                                        ngx_defarm_auth_login_verified, ar);
     }
 
-    if (ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ar->hash.len = PQgetlength(res, 0, 4);
-    ar->hash.data = ngx_pnalloc(r->pool, ar->hash.len);
-    if (ar->hash.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(ar->hash.data, PQgetvalue(res, 0, 4), ar->hash.len);
+    ngx_defarm_auth_row(res, ar);
+    (void) ngx_defarm_pg_text(res, 0, 4, &ar->hash);
 
     /* cached for the next login; bytes are copied, the lock is brief */
 
@@ -871,26 +842,18 @@ ngx_defarm_auth_profile_done(ngx_http_request_t *r, void *data,
     ngx_defarm_jw_map_open(w);
 
     for (i = 0; i < 3; i++) {
-        s.data = (u_char *) PQgetvalue(res, 0, cols[i]);
-        s.len = PQgetlength(res, 0, cols[i]);
+        (void) ngx_defarm_pg_text(res, 0, cols[i], &s);
         ngx_defarm_jw_key(w, names[i]);
         ngx_defarm_jw_str(w, &s);
     }
 
+    (void) ngx_defarm_pg_text(res, 0, 6, &s);
     ngx_defarm_jw_key(w, "created_at");
-    ngx_defarm_jw_int(w, ngx_atoi((u_char *) PQgetvalue(res, 0, 6),
-                                  PQgetlength(res, 0, 6)));
+    ngx_defarm_jw_int(w, ngx_atoi(s.data, s.len));
 
+    (void) ngx_defarm_pg_text(res, 0, 3, &s);
     ngx_defarm_jw_key(w, "workspace_id");
-
-    if (PQgetisnull(res, 0, 3)) {
-        ngx_defarm_jw_null(w);
-
-    } else {
-        s.data = (u_char *) PQgetvalue(res, 0, 3);
-        s.len = PQgetlength(res, 0, 3);
-        ngx_defarm_jw_str(w, &s);
-    }
+    ngx_defarm_jw_str_or_null(w, &s);
 
     ngx_defarm_jw_map_close(w);
 
@@ -939,9 +902,7 @@ ngx_defarm_auth_refresh_done(ngx_http_request_t *r, void *data,
         return rc;
     }
 
-    if (ngx_defarm_auth_row(r, res, ar) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_defarm_auth_row(res, ar);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -982,13 +943,7 @@ ngx_defarm_auth_token(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar)
     ngx_defarm_jw_key(w, "user_id");
     ngx_defarm_jw_str(w, &ar->user_id);
     ngx_defarm_jw_key(w, "workspace_id");
-
-    if (ar->workspace_id.data) {
-        ngx_defarm_jw_str(w, &ar->workspace_id);
-
-    } else {
-        ngx_defarm_jw_null(w);
-    }
+    ngx_defarm_jw_str_or_null(w, &ar->workspace_id);
 
     ngx_defarm_jw_key(w, "expires_at");
     ngx_defarm_jw_int(w, claims.exp);

@@ -237,19 +237,16 @@ ngx_defarm_db_echo_done(ngx_http_request_t *r, void *data, PGresult *res)
     ngx_defarm_jw_map_open(w);
     ngx_defarm_jw_key(w, "value");
 
-    if (PQgetisnull(res, 0, 0)) {
-        ngx_defarm_jw_null(w);
+    if (ngx_defarm_pg_text(res, 0, 0, &s) == NGX_OK) {
+        ngx_defarm_jw_str(w, &s);
         ngx_defarm_jw_key(w, "length");
-        ngx_defarm_jw_null(w);
+        (void) ngx_defarm_pg_text(res, 0, 1, &s);
+        ngx_defarm_jw_int(w, ngx_atoi(s.data, s.len));
 
     } else {
-        s.data = (u_char *) PQgetvalue(res, 0, 0);
-        s.len = PQgetlength(res, 0, 0);
-        ngx_defarm_jw_str(w, &s);
-
+        ngx_defarm_jw_null(w);
         ngx_defarm_jw_key(w, "length");
-        ngx_defarm_jw_int(w, ngx_atoi((u_char *) PQgetvalue(res, 0, 1),
-                                      PQgetlength(res, 0, 1)));
+        ngx_defarm_jw_null(w);
     }
 
     ngx_defarm_jw_map_close(w);

@@ -1491,6 +1491,27 @@ ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
 }
 
 
+/*
+ * A column's text, in place: a result lives as long as its request (the
+ * request pool frees it), and libpq ends every value with a NUL.  NULL is
+ * NGX_DECLINED, with out->data NULL.
+ */
+
+ngx_int_t
+ngx_defarm_pg_text(PGresult *res, int row, int col, ngx_str_t *out)
+{
+    if (PQgetisnull(res, row, col)) {
+        ngx_str_null(out);
+        return NGX_DECLINED;
+    }
+
+    out->data = (u_char *) PQgetvalue(res, row, col);
+    out->len = PQgetlength(res, row, col);
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
 {

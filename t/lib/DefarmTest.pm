@@ -42,7 +42,7 @@ use Time::HiRes ();
 
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
-    wait_until pg_stop pg_start db_config valgrind jwt_secret
+    wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
 );
 
 BEGIN {
@@ -80,6 +80,21 @@ sub jwt_secret {
 }
 
 END { unlink $JwtSecretFile if $JwtSecretFile && $$ == $JwtSecretOwner }
+
+# auth_config(cost => 4, log => 'on', limit => 3) -> the http{} text of an
+# auth test: the database, bcrypt's cost (default 4, for speed), the
+# secret of jwt_secret(), and the password reset directives when given.
+sub auth_config {
+    my (%o) = @_;
+    my (undef, $file) = jwt_secret();
+    my $http = db_config(size => 4) . "\n";
+    $http .= "    defarm_bcrypt_cost " . ($o{cost} // 4) . ";\n";
+    $http .= "    defarm_jwt_secret file=$file;\n";
+    $http .= "    defarm_password_reset_log $o{log};\n" if defined $o{log};
+    $http .= "    defarm_password_reset_limit $o{limit};\n"
+        if defined $o{limit};
+    return $http;
+}
 
 # Is nginx running under valgrind?  Tests use it to stretch their waits.
 sub valgrind { $Valgrind }
