@@ -43,7 +43,7 @@ struct ngx_defarm_json_s {
 };
 
 
-typedef struct {
+struct ngx_defarm_json_writer_s {
     ngx_http_request_t        *request;
     yajl_gen                   gen;
     ngx_chain_t               *out;
@@ -51,7 +51,7 @@ typedef struct {
     ngx_buf_t                 *buf;
     size_t                     size;
     ngx_uint_t                 failed;        /* unsigned  failed:1; */
-} ngx_defarm_json_writer_t;
+};
 
 
 /* parsing */

@@ -12,6 +12,7 @@
 #include "cache/ngx_defarm_cache.h"
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
+#include "auth/ngx_defarm_usage.h"
 #include "api/ngx_defarm_api.h"
 
 
@@ -164,6 +165,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, reset_limit),
       NULL },
 
+    { ngx_string("defarm_api_key_usage_flush"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, usage_flush),
+      NULL },
+
     { ngx_string("defarm_db_query_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -267,6 +275,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
 
     mcf->reset_log = NGX_CONF_UNSET;
     mcf->reset_limit = NGX_CONF_UNSET_UINT;
+    mcf->usage_flush = NGX_CONF_UNSET_MSEC;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -282,6 +291,14 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_value(mcf->reset_log, 0);
     ngx_conf_init_uint_value(mcf->reset_limit, 3);
+    ngx_conf_init_msec_value(mcf->usage_flush, 10000);
+
+    if (mcf->usage_flush == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_api_key_usage_flush\" must be more "
+                           "than 0");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(mcf->jwt->ttl, 86400);
     ngx_conf_init_value(mcf->jwt->leeway, 60);
 
@@ -446,6 +463,10 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_defarm_metrics_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_defarm_usage_init_process(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

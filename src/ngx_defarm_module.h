@@ -22,6 +22,13 @@ typedef struct ngx_defarm_pg_conf_s  ngx_defarm_pg_conf_t;
 typedef struct ngx_defarm_cache_s    ngx_defarm_cache_t;
 typedef struct ngx_defarm_crypt_conf_s  ngx_defarm_crypt_conf_t;
 typedef struct ngx_defarm_jwt_conf_s    ngx_defarm_jwt_conf_t;
+typedef struct ngx_defarm_json_writer_s ngx_defarm_json_writer_t;
+
+
+/* fields an error adds to its JSON body (a rate limit's figures) */
+
+typedef void (*ngx_defarm_error_fields_pt)(ngx_http_request_t *r,
+    ngx_defarm_json_writer_t *w, void *data);
 
 
 typedef enum {
@@ -42,6 +49,7 @@ typedef struct {
     ngx_uint_t                 api_used;      /* a defarm_api location */
     ngx_flag_t                 reset_log;     /* defarm_password_reset_log */
     ngx_uint_t                 reset_limit;   /* ..._reset_limit */
+    ngx_msec_t                 usage_flush;   /* ..._api_key_usage_flush */
 } ngx_defarm_main_conf_t;
 
 
@@ -75,7 +83,12 @@ typedef struct {
     ngx_str_t                  user_id;
     ngx_str_t                  workspace_id;  /* data NULL: none */
     ngx_str_t                  tier;
+    ngx_str_t                  key_id;        /* by API key: its id */
+    ngx_uint_t                 key_perms;     /* NGX_DEFARM_PERM_* */
     ngx_defarm_cache_status_e  cache_status;
+
+    ngx_defarm_error_fields_pt error_fields;
+    void                      *error_data;
 
     /* microseconds spent waiting for the cache lock, PostgreSQL, crypt */
     uint64_t                   lock_us;
@@ -85,6 +98,10 @@ typedef struct {
     unsigned                   lock_timed:1;
     unsigned                   db_timed:1;
     unsigned                   crypt_timed:1;
+
+    unsigned                   via_key:1;     /* the principal: a key's */
+    unsigned                   admin_known:1; /* is_admin was looked up */
+    unsigned                   is_admin:1;
 } ngx_defarm_ctx_t;
 
 

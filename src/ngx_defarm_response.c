@@ -6,6 +6,7 @@
 
 #include "ngx_defarm_router.h"
 #include "ngx_defarm_response.h"
+#include "auth/ngx_defarm_usage.h"
 
 
 #define NGX_DEFARM_ERR_MAX_MESSAGE  512
@@ -225,6 +226,11 @@ ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_jw_str(w, trace);
     ngx_defarm_jw_key(w, "status");
     ngx_defarm_jw_int(w, status);
+
+    if (ctx && ctx->error_fields) {
+        ctx->error_fields(r, w, ctx->error_data);
+    }
+
     ngx_defarm_jw_map_close(w);
 
     return ngx_defarm_send(r, status, w);
@@ -375,6 +381,7 @@ static ngx_int_t
 ngx_defarm_header_filter(ngx_http_request_t *r)
 {
     ngx_str_t                   id;
+    ngx_defarm_ctx_t           *ctx;
     ngx_defarm_loc_conf_t      *lcf;
     ngx_defarm_main_conf_t     *mcf;
     ngx_http_variable_value_t  *vv;
@@ -401,6 +408,14 @@ ngx_defarm_header_filter(ngx_http_request_t *r)
         if (ngx_defarm_add_header(r, "X-Request-Id", &id) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    /* a response to an API key counts in its usage, errors included */
+
+    ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
+
+    if (ctx && ctx->key_id.len) {
+        ngx_defarm_usage_record(r, ctx);
     }
 
     return ngx_http_next_header_filter(r);

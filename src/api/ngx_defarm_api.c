@@ -14,5 +14,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_db_routes,
     ngx_defarm_cache_routes,
     ngx_defarm_auth_routes,
+    ngx_defarm_keys_routes,
+    ngx_defarm_principal_routes,
     NULL
 };

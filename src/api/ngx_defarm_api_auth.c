@@ -62,6 +62,10 @@ static ngx_int_t ngx_defarm_auth_login_verified(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *hash);
 static ngx_int_t ngx_defarm_auth_profile(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_profile_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_auth_refresh_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_auth_profile_done(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_auth_refresh(ngx_http_request_t *r,
@@ -775,7 +779,8 @@ ngx_defarm_auth_login_verified(ngx_http_request_t *r, void *data,
 
     /* recorded in the background: the response does not wait for it */
 
-    ngx_defarm_pg_background(&ngx_defarm_auth_last_login, &ar->user_id);
+    (void) ngx_defarm_pg_background(&ngx_defarm_auth_last_login,
+                                    &ar->user_id);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -787,13 +792,13 @@ ngx_defarm_auth_login_verified(ngx_http_request_t *r, void *data,
 static ngx_int_t
 ngx_defarm_auth_profile(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    return ngx_defarm_auth_require(r, ctx, 0, ngx_defarm_auth_profile_user);
+}
 
-    rc = ngx_defarm_auth_require(r, ctx);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
 
+static ngx_int_t
+ngx_defarm_auth_profile_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
     return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_id, &ctx->user_id,
                                ngx_defarm_auth_profile_done, ctx);
 }
@@ -871,13 +876,17 @@ ngx_defarm_auth_profile_done(ngx_http_request_t *r, void *data,
 static ngx_int_t
 ngx_defarm_auth_refresh(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    ngx_int_t               rc;
-    ngx_defarm_auth_req_t  *ar;
+    /* a key cannot mint tokens */
 
-    rc = ngx_defarm_auth_require(r, ctx);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
+    return ngx_defarm_auth_require(r, ctx, NGX_DEFARM_AUTH_JWT_ONLY,
+                                   ngx_defarm_auth_refresh_user);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_refresh_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_defarm_auth_req_t  *ar;
 
     ar = ngx_defarm_auth_req(r, ctx);
     if (ar == NULL) {

@@ -5,68 +5,179 @@
 
 
 #include "auth/ngx_defarm_auth.h"
+#include "auth/ngx_defarm_apikey.h"
 #include "auth/ngx_defarm_jwt.h"
+#include "pg/ngx_defarm_pg.h"
 #include "ngx_defarm_response.h"
 
 
 /*
- * The one place that turns credentials into a principal: every route that
- * needs a caller calls ngx_defarm_auth_require() and gets either
- * NGX_DECLINED, as an nginx access handler would ("go on": ctx->user_id,
- * workspace_id and tier are set), or the 401 already answered, to return.
+ * The one place that turns credentials into a principal.  A route calls
+ * ngx_defarm_auth_require() with what it requires and the handler to go on
+ * with; that handler runs once the caller is known (at once for a JWT,
+ * after a look-up for an API key or an admin route), and every refusal is
+ * answered here: 401 auth_error (with WWW-Authenticate) for missing or bad
+ * credentials, 403 for a principal that may not do this.
  */
+
+
+typedef struct {
+    ngx_defarm_ctx_t          *ctx;
+    ngx_defarm_handler_pt      next;
+} ngx_defarm_auth_next_t;
+
+
+static ngx_int_t ngx_defarm_auth_admin_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static void ngx_defarm_auth_code(ngx_http_request_t *r,
+    ngx_defarm_json_writer_t *w, void *data);
 
 
 static ngx_str_t  ngx_defarm_www_authenticate = ngx_string("Bearer");
 
 
-static ngx_int_t
-ngx_defarm_auth_fail(ngx_http_request_t *r, const char *why)
+static ngx_defarm_pg_stmt_t  ngx_defarm_auth_admin_stmt = {
+    "defarm_auth_admin",
+    "SELECT status, is_admin FROM users WHERE id = $1",
+    1, 0
+};
+
+
+static void
+ngx_defarm_auth_code(ngx_http_request_t *r, ngx_defarm_json_writer_t *w,
+    void *data)
 {
-    if (ngx_defarm_add_header(r, "WWW-Authenticate",
-                              &ngx_defarm_www_authenticate)
-        != NGX_OK)
+    ngx_defarm_jw_key(w, "code");
+    ngx_defarm_jw_cstr(w, data);
+}
+
+
+/* a refusal; "code" is the original service's name for it, if any */
+
+ngx_int_t
+ngx_defarm_auth_fail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *why)
+{
+    ngx_defarm_ctx_t  *ctx;
+
+    if (status == NGX_HTTP_UNAUTHORIZED
+        && ngx_defarm_add_header(r, "WWW-Authenticate",
+                                 &ngx_defarm_www_authenticate)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_defarm_error(r, NGX_HTTP_UNAUTHORIZED, NGX_DEFARM_ERR_AUTH,
-                            "%s", why);
+    ctx = ngx_defarm_get_ctx(r);
+
+    if (ctx && code) {
+        ctx->error_fields = ngx_defarm_auth_code;
+        ctx->error_data = (void *) code;
+    }
+
+    return ngx_defarm_error(r, status, NGX_DEFARM_ERR_AUTH, "%s", why);
+}
+
+
+static ngx_table_elt_t *
+ngx_defarm_auth_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+static void
+ngx_defarm_auth_trim(ngx_str_t *s)
+{
+    while (s->len && s->data[0] == ' ') {
+        s->data++;
+        s->len--;
+    }
+
+    while (s->len && s->data[s->len - 1] == ' ') {
+        s->len--;
+    }
 }
 
 
 ngx_int_t
-ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_uint_t flags, ngx_defarm_handler_pt next)
 {
-    u_char               *p, *last;
-    ngx_int_t             rc;
-    ngx_str_t             token;
-    const char           *why;
-    ngx_defarm_claims_t   claims;
+    ngx_int_t                rc;
+    ngx_str_t                token;
+    const char              *why;
+    ngx_table_elt_t         *h;
+    ngx_defarm_claims_t      claims;
+    ngx_defarm_auth_next_t  *an;
 
-    if (r->headers_in.authorization == NULL) {
-        return ngx_defarm_auth_fail(r, "Authentication required");
+    h = r->headers_in.authorization;
+
+    if (h != NULL) {
+        if (h->value.len < 7
+            || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) != 0)
+        {
+            return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                        "Authorization must be "
+                                        "\"Bearer <token>\"");
+        }
+
+        token.data = h->value.data + 7;
+        token.len = h->value.len - 7;
+
+    } else {
+        h = ngx_defarm_auth_header(r, "X-API-Key", sizeof("X-API-Key") - 1);
+
+        if (h == NULL) {
+            return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                        "Authentication required");
+        }
+
+        token = h->value;
     }
 
-    p = r->headers_in.authorization->value.data;
-    last = p + r->headers_in.authorization->value.len;
-
-    if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0) {
-        return ngx_defarm_auth_fail(r, "Authorization must be "
-                                       "\"Bearer <token>\"");
-    }
-
-    for (p += 7; p < last && *p == ' '; p++) { /* void */ }
-
-    while (last > p && last[-1] == ' ') {
-        last--;
-    }
-
-    token.data = p;
-    token.len = last - p;
+    ngx_defarm_auth_trim(&token);
 
     if (token.len == 0) {
-        return ngx_defarm_auth_fail(r, "Authentication required");
+        return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                    "Authentication required");
+    }
+
+    if (h != r->headers_in.authorization
+        || ngx_defarm_apikey_looks_like(&token))
+    {
+        if (flags & NGX_DEFARM_AUTH_JWT_ONLY) {
+            return ngx_defarm_auth_fail(r, NGX_HTTP_FORBIDDEN,
+                                        "jwt_required",
+                                        "This endpoint needs a user's "
+                                        "token; API keys are not accepted");
+        }
+
+        return ngx_defarm_apikey_auth(r, ctx, &token, flags, next);
     }
 
     ngx_memzero(&claims, sizeof(ngx_defarm_claims_t));
@@ -78,20 +189,69 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     if (rc != NGX_OK) {
-        return ngx_defarm_auth_fail(r, why);
+        return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL, why);
     }
 
     ctx->user_id = claims.user_id;
     ctx->workspace_id = claims.workspace_id;
     ctx->tier = claims.tier;
 
-    return NGX_DECLINED;
+    if (!(flags & NGX_DEFARM_AUTH_ADMIN)) {
+        return next(r, ctx);
+    }
+
+    /* a token says nothing of admin rights: the database does, now */
+
+    an = ngx_palloc(r->pool, sizeof(ngx_defarm_auth_next_t));
+    if (an == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    an->ctx = ctx;
+    an->next = next;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_admin_stmt, &ctx->user_id,
+                               ngx_defarm_auth_admin_done, an);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_admin_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_auth_next_t  *an = data;
+
+    ngx_int_t  rc;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                    "The token's user no longer exists");
+    }
+
+    rc = ngx_defarm_auth_status(r, PQgetvalue(res, 0, 0));
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    an->ctx->admin_known = 1;
+    an->ctx->is_admin = (PQgetvalue(res, 0, 1)[0] == 't');
+
+    if (!an->ctx->is_admin) {
+        return ngx_defarm_auth_fail(r, NGX_HTTP_FORBIDDEN,
+                                    "admin_required",
+                                    "Administrator access required");
+    }
+
+    return an->next(r, an->ctx);
 }
 
 
 /*
- * A user who is not Active: 403, with the original API's messages.  Like
- * ngx_defarm_auth_require(), NGX_DECLINED means "go on".
+ * A user who is not Active: 403, with the original API's messages.
+ * NGX_DECLINED means "go on".
  */
 
 ngx_int_t

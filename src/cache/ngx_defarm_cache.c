@@ -80,6 +80,8 @@ static void ngx_defarm_cache_delete_locked(ngx_defarm_cache_t *cache,
     ngx_defarm_cache_node_t *cn);
 static ngx_int_t ngx_defarm_cache_get_locked(ngx_defarm_cache_t *cache,
     ngx_defarm_cache_req_t *cr, size_t *len);
+static ngx_int_t ngx_defarm_cache_incr_locked(ngx_defarm_cache_t *cache,
+    ngx_defarm_cache_req_t *cr);
 static ngx_int_t ngx_defarm_cache_set_locked(ngx_defarm_cache_t *cache,
     ngx_defarm_cache_req_t *cr);
 static void ngx_defarm_cache_retry_handler(ngx_event_t *ev);
@@ -466,6 +468,43 @@ ngx_defarm_cache_set_locked(ngx_defarm_cache_t *cache,
 }
 
 
+/*
+ * A counter: 8 bytes of value, added to in place; a missing or stale one
+ * starts again at 1 with the request's ttl (a rate-limit window).
+ */
+
+static ngx_int_t
+ngx_defarm_cache_incr_locked(ngx_defarm_cache_t *cache,
+    ngx_defarm_cache_req_t *cr)
+{
+    uint64_t                  n;
+    ngx_defarm_cache_node_t  *cn;
+
+    cn = ngx_defarm_cache_lookup_locked(cache, &cr->key, cr->hash);
+
+    if (cn
+        && cn->expires > ngx_current_msec
+        && cn->generation == cache->sh->generation[cr->family]
+        && cn->value_len == sizeof(uint64_t))
+    {
+        ngx_memcpy(&n, cn->data + cn->key_len, sizeof(uint64_t));
+        n++;
+        ngx_memcpy(cn->data + cn->key_len, &n, sizeof(uint64_t));
+        ngx_memcpy(cr->value.data, &n, sizeof(uint64_t));
+
+        ngx_queue_remove(&cn->queue);
+        ngx_queue_insert_head(&cache->sh->lru, &cn->queue);
+
+        return NGX_OK;
+    }
+
+    n = 1;
+    ngx_memcpy(cr->value.data, &n, sizeof(uint64_t));
+
+    return ngx_defarm_cache_set_locked(cache, cr);
+}
+
+
 /* one try of the operation: NGX_AGAIN when the lock is busy */
 
 
@@ -483,15 +522,20 @@ ngx_defarm_cache_attempt(ngx_defarm_cache_req_t *cr)
             return NGX_AGAIN;
         }
 
+        len = 0;
+
         switch (cr->op) {
 
         case NGX_DEFARM_CACHE_GET:
-            len = 0;
             rc = ngx_defarm_cache_get_locked(cache, cr, &len);
             break;
 
         case NGX_DEFARM_CACHE_SET:
             rc = ngx_defarm_cache_set_locked(cache, cr);
+            break;
+
+        case NGX_DEFARM_CACHE_INCR:
+            rc = ngx_defarm_cache_incr_locked(cache, cr);
             break;
 
         case NGX_DEFARM_CACHE_DELETE:
@@ -557,8 +601,9 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
     {
         /* no cache configured, or a key it cannot hold: go without */
         ctx->cache_status = NGX_DEFARM_CACHE_BYPASS;
-        return done(r, data, op == NGX_DEFARM_CACHE_GET ? NGX_DECLINED
-                                                        : NGX_OK, NULL);
+        return done(r, data, (op == NGX_DEFARM_CACHE_GET
+                              || op == NGX_DEFARM_CACHE_INCR)
+                             ? NGX_DECLINED : NGX_OK, NULL);
     }
 
     cr = ngx_pcalloc(r->pool, sizeof(ngx_defarm_cache_req_t));
@@ -602,6 +647,13 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
         }
 
         ngx_memcpy(cr->value.data, value->data, value->len);
+
+    } else if (op == NGX_DEFARM_CACHE_INCR) {
+        cr->value.len = sizeof(uint64_t);
+        cr->value.data = ngx_pnalloc(r->pool, sizeof(uint64_t));
+        if (cr->value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
     } else if (op == NGX_DEFARM_CACHE_GET) {
         cr->size = NGX_DEFARM_CACHE_BUF;

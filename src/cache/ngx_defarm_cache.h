@@ -19,7 +19,8 @@ typedef enum {
     NGX_DEFARM_CACHE_GET = 0,
     NGX_DEFARM_CACHE_SET,
     NGX_DEFARM_CACHE_DELETE,
-    NGX_DEFARM_CACHE_DELETE_PREFIX
+    NGX_DEFARM_CACHE_DELETE_PREFIX,
+    NGX_DEFARM_CACHE_INCR
 } ngx_defarm_cache_op_e;
 
 
@@ -61,10 +62,13 @@ struct ngx_defarm_cache_s {
 
 /*
  * Called once the operation ran (rc NGX_OK; for a get, NGX_DECLINED on a
- * miss, with the value in request memory on a hit).  When the lock stayed
- * busy for the whole budget the request has already been answered with
- * 503 storage_lock_timeout and the callback is not called.  Its return
- * value finalizes the request when the operation had to wait.
+ * miss, with the value in request memory on a hit; for an increment, the
+ * counter after it as a uint64_t in the value, or NGX_DECLINED when the
+ * zone has no room for a new counter, or with no zone configured).
+ * When the lock stayed busy for the whole budget the request has already
+ * been answered with 503 storage_lock_timeout and the callback is not
+ * called.  Its return value finalizes the request when the operation had
+ * to wait.
  */
 
 typedef ngx_int_t (*ngx_defarm_cache_done_pt)(ngx_http_request_t *r,

@@ -87,7 +87,8 @@ void ngx_defarm_pg_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_defarm_pg_query(ngx_http_request_t *r,
     ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
     ngx_defarm_pg_done_pt done, void *data);
-void ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params);
+ngx_int_t ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt,
+    ngx_str_t *params);
 ngx_int_t ngx_defarm_pg_text(PGresult *res, int row, int col,
     ngx_str_t *out);
 ngx_int_t ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res);

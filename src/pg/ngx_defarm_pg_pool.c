@@ -1420,7 +1420,7 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
  * statement is done; failures are logged.  It never delays a response.
  */
 
-void
+ngx_int_t
 ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
 {
     u_char                 *p;
@@ -1441,18 +1441,18 @@ ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
                           "the database is busy or unavailable", stmt->name);
         }
 
-        return;
+        return NGX_DECLINED;
     }
 
     mp = ngx_create_pool(1024, pool->log);
     if (mp == NULL) {
-        return;
+        return NGX_ERROR;
     }
 
     q = ngx_pcalloc(mp, sizeof(ngx_defarm_pg_query_t));
     if (q == NULL) {
         ngx_destroy_pool(mp);
-        return;
+        return NGX_ERROR;
     }
 
     for (i = 0; i < stmt->nparams; i++) {
@@ -1463,7 +1463,7 @@ ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
         p = ngx_pnalloc(mp, params[i].len + 1);
         if (p == NULL) {
             ngx_destroy_pool(mp);
-            return;
+            return NGX_ERROR;
         }
 
         ngx_memcpy(p, params[i].data, params[i].len);
@@ -1488,6 +1488,8 @@ ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
     ngx_add_timer(&q->wait, pool->conf->queue_timeout);
 
     ngx_defarm_pg_dispatch(pool);
+
+    return NGX_OK;
 }
 
 

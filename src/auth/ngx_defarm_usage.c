@@ -1,0 +1,265 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "auth/ngx_defarm_usage.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * API-key usage, counted without delaying a request: each worker adds a
+ * response's figures (by key and UTC day) to a table in its own memory,
+ * and writes the table to PostgreSQL in one statement every
+ * defarm_api_key_usage_flush.  While figures wait, the flush timer is not
+ * cancelable, so a worker that is told to stop (reload, quit) writes them
+ * before it exits.  A batch the database cannot take is kept and tried
+ * again; a full table is written at once.
+ */
+
+
+#define NGX_DEFARM_USAGE_SLOTS    256
+#define NGX_DEFARM_USAGE_KEY_LEN  36                    /* a UUID */
+
+
+typedef struct {
+    u_char                     key_id[NGX_DEFARM_USAGE_KEY_LEN];
+    time_t                     day;                     /* days since 1970 */
+    uint64_t                   requests;
+    uint64_t                   errors;
+    uint64_t                   total_ms;
+    time_t                     last_used;
+} ngx_defarm_usage_slot_t;
+
+
+typedef struct {
+    ngx_defarm_usage_slot_t    slots[NGX_DEFARM_USAGE_SLOTS];
+    ngx_uint_t                 nslots;
+    ngx_event_t                flush;
+    ngx_msec_t                 interval;
+    ngx_log_t                 *log;
+} ngx_defarm_usage_t;
+
+
+static void ngx_defarm_usage_flush_handler(ngx_event_t *ev);
+static ngx_int_t ngx_defarm_usage_flush(ngx_defarm_usage_t *u);
+
+
+static ngx_defarm_usage_t  *ngx_defarm_usage;
+
+
+/*
+ * One batch: parallel arrays, one element per (key, day).  A key deleted
+ * since its requests is skipped by the join.
+ */
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_usage_stmt = {
+    "defarm_usage_flush",
+    "WITH b AS ("
+        "SELECT * FROM unnest($1::uuid[], $2::date[], $3::bigint[], "
+                             "$4::bigint[], $5::bigint[], $6::bigint[]) "
+        "AS b(key_id, day, requests, errors, total_ms, last_used) "
+        "WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = b.key_id)), "
+    "d AS ("
+        "INSERT INTO api_key_usage_daily AS d "
+            "(key_id, day, requests, errors, total_ms) "
+        "SELECT key_id, day, requests, errors, total_ms FROM b "
+        "ON CONFLICT (key_id, day) DO UPDATE "
+        "SET requests = d.requests + EXCLUDED.requests, "
+            "errors = d.errors + EXCLUDED.errors, "
+            "total_ms = d.total_ms + EXCLUDED.total_ms) "
+    "UPDATE api_keys k "
+    "SET usage_count = k.usage_count + s.requests, "
+        "last_used_at = greatest(k.last_used_at, to_timestamp(s.last_used)) "
+    "FROM (SELECT key_id, sum(requests) AS requests, "
+                 "max(last_used) AS last_used "
+          "FROM b GROUP BY key_id) s "
+    "WHERE k.id = s.key_id",
+    6, 0
+};
+
+
+ngx_int_t
+ngx_defarm_usage_init_process(ngx_cycle_t *cycle, ngx_defarm_main_conf_t *mcf)
+{
+    ngx_defarm_usage_t  *u;
+
+    if (mcf->db == NULL) {
+        return NGX_OK;
+    }
+
+    u = ngx_pcalloc(cycle->pool, sizeof(ngx_defarm_usage_t));
+    if (u == NULL) {
+        return NGX_ERROR;
+    }
+
+    u->interval = mcf->usage_flush;
+    u->log = cycle->log;
+    u->flush.handler = ngx_defarm_usage_flush_handler;
+    u->flush.data = u;
+    u->flush.log = cycle->log;
+
+    ngx_defarm_usage = u;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_defarm_usage_record(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    time_t                    now, day;
+    ngx_uint_t                i;
+    ngx_time_t               *tp;
+    ngx_msec_int_t            ms;
+    ngx_defarm_usage_t       *u;
+    ngx_defarm_usage_slot_t  *s;
+
+    u = ngx_defarm_usage;
+
+    if (u == NULL || ctx->key_id.len != NGX_DEFARM_USAGE_KEY_LEN) {
+        return;
+    }
+
+    tp = ngx_timeofday();
+    now = tp->sec;
+    day = now / 86400;
+
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    for (i = 0; i < u->nslots; i++) {
+        s = &u->slots[i];
+
+        if (s->day == day
+            && ngx_memcmp(s->key_id, ctx->key_id.data,
+                          NGX_DEFARM_USAGE_KEY_LEN) == 0)
+        {
+            goto found;
+        }
+    }
+
+    if (u->nslots == NGX_DEFARM_USAGE_SLOTS
+        && ngx_defarm_usage_flush(u) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "defarm: API-key usage table full and the database "
+                      "busy: one request not counted");
+        return;
+    }
+
+    s = &u->slots[u->nslots++];
+    ngx_memzero(s, sizeof(ngx_defarm_usage_slot_t));
+    ngx_memcpy(s->key_id, ctx->key_id.data, NGX_DEFARM_USAGE_KEY_LEN);
+    s->day = day;
+
+found:
+
+    s->requests++;
+    s->errors += (r->headers_out.status >= NGX_HTTP_BAD_REQUEST);
+    s->total_ms += ngx_max(ms, 0);
+    s->last_used = now;
+
+    if (!u->flush.timer_set) {
+        /* figures wait: a stopping worker writes them first */
+        u->flush.cancelable = 0;
+        ngx_add_timer(&u->flush, u->interval);
+    }
+}
+
+
+static void
+ngx_defarm_usage_flush_handler(ngx_event_t *ev)
+{
+    ngx_defarm_usage_t  *u = ev->data;
+
+    if (u->nslots == 0) {
+        return;
+    }
+
+    if (ngx_defarm_usage_flush(u) != NGX_OK) {
+        /* kept for the next try; a stopping worker gives up after one */
+        if (!ngx_exiting && !ngx_quit) {
+            ngx_add_timer(&u->flush, u->interval);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, u->log, 0,
+                          "defarm: API-key usage of %ui keys not written: "
+                          "the database is busy or unavailable",
+                          u->nslots);
+        }
+    }
+}
+
+
+/* one "{a,b,c}" array literal per column; all values are plain tokens */
+
+static ngx_int_t
+ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
+{
+    u_char                   *p[6];
+    ngx_tm_t                  tm;
+    ngx_str_t                 params[6];
+    ngx_uint_t                i, k;
+    ngx_pool_t               *pool;
+    ngx_defarm_usage_slot_t  *s;
+
+    pool = ngx_create_pool(1024, u->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < 6; k++) {
+        params[k].data = ngx_pnalloc(pool, u->nslots
+                                           * (NGX_DEFARM_USAGE_KEY_LEN
+                                              + NGX_INT64_LEN + 1) + 2);
+        if (params[k].data == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_ERROR;
+        }
+
+        p[k] = params[k].data;
+        *p[k]++ = '{';
+    }
+
+    for (i = 0; i < u->nslots; i++) {
+        s = &u->slots[i];
+
+        if (i) {
+            for (k = 0; k < 6; k++) {
+                *p[k]++ = ',';
+            }
+        }
+
+        ngx_gmtime(s->day * 86400, &tm);
+
+        p[0] = ngx_cpymem(p[0], s->key_id, NGX_DEFARM_USAGE_KEY_LEN);
+        p[1] = ngx_sprintf(p[1], "%4d-%02d-%02d", tm.ngx_tm_year,
+                           tm.ngx_tm_mon, tm.ngx_tm_mday);
+        p[2] = ngx_sprintf(p[2], "%uL", s->requests);
+        p[3] = ngx_sprintf(p[3], "%uL", s->errors);
+        p[4] = ngx_sprintf(p[4], "%uL", s->total_ms);
+        p[5] = ngx_sprintf(p[5], "%T", s->last_used);
+    }
+
+    for (k = 0; k < 6; k++) {
+        *p[k]++ = '}';
+        params[k].len = p[k] - params[k].data;
+    }
+
+    if (ngx_defarm_pg_background(&ngx_defarm_usage_stmt, params) != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    ngx_destroy_pool(pool);
+
+    u->nslots = 0;
+
+    if (u->flush.timer_set) {
+        ngx_del_timer(&u->flush);
+    }
+
+    return NGX_OK;
+}
