@@ -278,8 +278,7 @@ END { kill 'CONT', $held_backend if $held_backend }
     pool_ready($ng, $tag);
 
     my $sql = "SELECT pid FROM pg_stat_activity WHERE application_name = '$app'";
-    my @backend = grep { /^\d+$/ } split /\n/,
-        `psql -X -qAt -h $ENV{TEST_NGINX_PG_HOST} -p $ENV{TEST_NGINX_PG_PORT} -U $ENV{TEST_NGINX_PG_USER} -d $ENV{TEST_NGINX_PG_DATABASE} -c "$sql"`;
+    my @backend = grep { /^\d+$/ } split /\n/, sql($sql);
     is(scalar @backend, 1, "$tag: found the pool's one backend");
 
     SKIP: {

@@ -26,6 +26,7 @@ use Digest::SHA qw(hmac_sha256 hmac_sha512);
 use MIME::Base64 qw(encode_base64url);
 use JSON::PP ();
 use Time::HiRes ();
+use DefarmTest qw(sql);     # psql against the test database
 
 repeat_each(1);
 no_shuffle();
@@ -147,29 +148,15 @@ sub login {
 
 sub bearer { "Authorization: Bearer $_[0]" }
 
-sub psql {
-    my ($sql) = @_;
-    my @cmd = ('psql', '-h', $ENV{TEST_NGINX_PG_HOST},
-               '-p', $ENV{TEST_NGINX_PG_PORT}, '-U', $ENV{TEST_NGINX_PG_USER},
-               '-d', $ENV{TEST_NGINX_PG_DATABASE}, '-qAt',
-               '-v', 'ON_ERROR_STOP=1', '-c', $sql);
-    open my $fh, '-|', @cmd or die "cannot run psql: $!\n";
-    my $out = do { local $/; <$fh> } // '';
-    close $fh;
-    Test::More::diag("psql failed (exit " . ($? >> 8) . "): $sql") if $?;
-    chomp $out;
-    return $out;
-}
-
 # the row of U($name): {id, email, workspace_id, created, password_hash,
 # tier, status, credits, is_admin, last_login}, or {} when there is none
 sub user {
     my ($name) = @_;
-    my $row = psql("SELECT id, email, coalesce(workspace_id, ''),"
-                 . " floor(extract(epoch FROM created_at))::bigint,"
-                 . " password_hash, tier, status, credits, is_admin,"
-                 . " coalesce(last_login::text, '')"
-                 . " FROM users WHERE username = '" . U($name) . "'");
+    my $row = sql("SELECT id, email, coalesce(workspace_id, ''),"
+                . " floor(extract(epoch FROM created_at))::bigint,"
+                . " password_hash, tier, status, credits, is_admin,"
+                . " coalesce(last_login::text, '')"
+                . " FROM users WHERE username = '" . U($name) . "'");
     return {} unless length $row;
     my %u;
     @u{qw(id email workspace_id created password_hash tier status credits
@@ -441,9 +428,9 @@ GET /health
 
 === TEST 9: none of the refused registrations created a user
 --- init
-my $n = psql("SELECT count(*) FROM users WHERE username LIKE '" . $::P . "\\_%' AND username NOT LIKE '" . $::P . "\\_mb64%' AND username NOT IN ("
-             . join(',', map { "'" . U($_) . "'" } qw(alice ws pw8 e254 pwmb))
-             . ", '" . name_of_len('n64', 64) . "')");
+my $n = sql("SELECT count(*) FROM users WHERE username LIKE '" . $::P . "\\_%' AND username NOT LIKE '" . $::P . "\\_mb64%' AND username NOT IN ("
+            . join(',', map { "'" . U($_) . "'" } qw(alice ws pw8 e254 pwmb))
+            . ", '" . name_of_len('n64', 64) . "')");
 Test::More::is($n, 0, 'TEST 9 - no user from TEST 5 to TEST 8 in the database');
 --- request
 GET /health
@@ -478,14 +465,14 @@ GET /health
 [::auth_ok(user_id => ::user('dup')->{id}, workspace_id => ::U('dup') . '-workspace'),
  ::err(401, 'auth_error', 'Invalid credentials')]
 --- init
-Test::More::is(psql("SELECT count(*) FROM users WHERE email = '" . E('dup-other') . "'"), 0,
+Test::More::is(sql("SELECT count(*) FROM users WHERE email = '" . E('dup-other') . "'"), 0,
                'TEST 11 - the refused duplicate left no row');
 
 
 
 === TEST 12: login answers the same shape as register, for the same user
 --- init
-psql("UPDATE users SET last_login = NULL WHERE username = '" . U('alice') . "'");
+sql("UPDATE users SET last_login = NULL WHERE username = '" . U('alice') . "'");
 --- request eval
 ::login('alice')
 --- error_code: 200
@@ -565,7 +552,7 @@ GET /health
 
 === TEST 18: an account that is not Active gets 403 with the right password, 401 with a wrong one
 --- init
-psql("UPDATE users SET status = '$_->[1]' WHERE username = '" . U($_->[0]) . "'")
+sql("UPDATE users SET status = '$_->[1]' WHERE username = '" . U($_->[0]) . "'")
     for ['suspended', 'Suspended'], ['banned', 'Banned'],
         ['pending', 'PendingVerification'], ['trial', 'TrialExpired'];
 --- request eval
@@ -711,7 +698,7 @@ WWW-Authenticate: ^Bearer\b
 
 === TEST 27: ... and answer 404 once the user is gone
 --- init
-psql("DELETE FROM users WHERE username = '" . U('gone') . "'");
+sql("DELETE FROM users WHERE username = '" . U('gone') . "'");
 --- request eval
 ["GET /api/auth/profile", "POST /api/auth/refresh"]
 --- more_headers eval
@@ -725,7 +712,7 @@ psql("DELETE FROM users WHERE username = '" . U('gone') . "'");
 
 === TEST 28: a token of a user suspended after it was signed: 403 on profile and refresh
 --- init
-psql("UPDATE users SET status = 'Suspended' WHERE username = '" . U('late') . "'");
+sql("UPDATE users SET status = 'Suspended' WHERE username = '" . U('late') . "'");
 --- request eval
 ["GET /api/auth/profile", "POST /api/auth/refresh"]
 --- more_headers eval
@@ -808,7 +795,7 @@ my $salt = join '', map { ('.', '/', 'A' .. 'Z', 'a' .. 'z', '0' .. '9')[rand 64
 $salt .= 'e';        # the 22nd character carries 4 bits: pick one that is canonical
 my $hash = crypt($::Pw, '$2b$04$' . $salt);
 Test::More::like($hash, qr/^\$2b\$04\$/, 'TEST 34 - this libc crypt() makes $2b$ hashes');
-psql("INSERT INTO users (id, username, email, password_hash, workspace_id, credits)"
+sql("INSERT INTO users (id, username, email, password_hash, workspace_id, credits)"
      . " VALUES ('user-11111111-2222-4333-8444-$$', '" . U('seeded') . "', '"
      . E('seeded') . "', '$hash', 'seeded-workspace', 100)");
 --- request eval

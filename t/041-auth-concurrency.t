@@ -64,20 +64,6 @@ sub decoded {
     return ref $data eq 'HASH' ? $data : {};
 }
 
-sub psql {
-    my ($sql) = @_;
-    my @cmd = ('psql', '-h', $ENV{TEST_NGINX_PG_HOST},
-               '-p', $ENV{TEST_NGINX_PG_PORT}, '-U', $ENV{TEST_NGINX_PG_USER},
-               '-d', $ENV{TEST_NGINX_PG_DATABASE}, '-qAt',
-               '-v', 'ON_ERROR_STOP=1', '-c', $sql);
-    open my $fh, '-|', @cmd or die "cannot run psql: $!\n";
-    my $out = do { local $/; <$fh> } // '';
-    close $fh;
-    diag("psql failed (exit " . ($? >> 8) . "): $sql") if $?;
-    chomp $out;
-    return $out;
-}
-
 sub register {
     my ($ng, $user, %f) = @_;
     return http($ng, POST => '/api/auth/register', timeout => $T,
@@ -189,14 +175,14 @@ sub is_401 {
         or diag("created_at " . ($prof->{created_at} // 'none') . ", t0 $t0");
 
     # whether register sets it is not said: start from none
-    psql("UPDATE users SET last_login = NULL WHERE id = '$uid'");
+    sql("UPDATE users SET last_login = NULL WHERE id = '$uid'");
 
     my $log = is_auth_ok(login($ng, $user), "$tag: login",
                          user_id => $uid, workspace_id => "$user-workspace");
-    ok(wait_until(sub { psql("SELECT last_login IS NOT NULL FROM users WHERE id = '$uid'") eq 't' },
+    ok(wait_until(sub { sql("SELECT last_login IS NOT NULL FROM users WHERE id = '$uid'") eq 't' },
                   $T, 'last_login'),
        "$tag: login set last_login");
-    my $ll = psql("SELECT extract(epoch FROM last_login)::bigint FROM users WHERE id = '$uid'");
+    my $ll = sql("SELECT extract(epoch FROM last_login)::bigint FROM users WHERE id = '$uid'");
     ok($ll >= $t0 - 2 && $ll <= time + 2, "$tag: last_login is the login time")
         or diag("last_login $ll, t0 $t0");
 
@@ -268,7 +254,7 @@ sub is_401 {
     $r = with_token($ng, GET => '/api/auth/profile', decoded($r)->{token} // 'none');
     is(decoded($r)->{username}, $odd, "$tag: profile answers it unchanged");
     (my $sql_odd = $odd) =~ s/'/''/g;
-    is(psql("SELECT count(*) FROM users WHERE username = '$sql_odd'"), 1,
+    is(sql("SELECT count(*) FROM users WHERE username = '$sql_odd'"), 1,
        "$tag: stored unchanged");
 
     $tag = 'privileges';
@@ -278,7 +264,7 @@ sub is_401 {
                   user_id => 'user-00000000-0000-4000-8000-00000000beef');
     like($r->{status} // '', qr/^(200|400)$/, "$tag: extra fields: 200 or 400");
     if (($r->{status} // 0) == 200) {
-        is(psql("SELECT tier || ' ' || credits || ' ' || is_admin || ' ' || (id = 'user-00000000-0000-4000-8000-00000000beef')"
+        is(sql("SELECT tier || ' ' || credits || ' ' || is_admin || ' ' || (id = 'user-00000000-0000-4000-8000-00000000beef')"
                 . " FROM users WHERE username = '$sneaky'"),
            'Basic 100 false false', "$tag: Basic, 100 credits, not admin, id chosen by the server");
     }
@@ -302,7 +288,7 @@ sub is_401 {
     is(with_token($ng, GET => '/api/auth/profile', $token)->{status}, 200,
        "$tag: the token works while the user is Active");
 
-    psql("UPDATE users SET status = 'Suspended' WHERE id = '$uid'");
+    sql("UPDATE users SET status = 'Suspended' WHERE id = '$uid'");
     is_error(with_token($ng, GET => '/api/auth/profile', $token), 403, 'auth_error',
              "$tag: profile of a suspended user");
     is_error(with_token($ng, POST => '/api/auth/refresh', $token), 403, 'auth_error',
@@ -310,18 +296,18 @@ sub is_401 {
     is_error(login($ng, $user), 403, 'auth_error', "$tag: login of a suspended user",
              'Your account has been suspended. Please contact an administrator.');
 
-    psql("UPDATE users SET status = 'Banned' WHERE id = '$uid'");
+    sql("UPDATE users SET status = 'Banned' WHERE id = '$uid'");
     is_error(with_token($ng, GET => '/api/auth/profile', $token), 403, 'auth_error',
              "$tag: profile of a banned user");
     is_error(login($ng, $user), 403, 'auth_error', "$tag: login of a banned user",
              'Your account has been banned.');
 
-    psql("UPDATE users SET status = 'Active' WHERE id = '$uid'");
+    sql("UPDATE users SET status = 'Active' WHERE id = '$uid'");
     is(with_token($ng, GET => '/api/auth/profile', $token)->{status}, 200,
        "$tag: the same token works again once the user is Active");
     is(login($ng, $user)->{status}, 200, "$tag: so does login");
 
-    psql("DELETE FROM users WHERE id = '$uid'");
+    sql("DELETE FROM users WHERE id = '$uid'");
     is_error(with_token($ng, GET => '/api/auth/profile', $token), 404, 'not_found',
              "$tag: profile of a deleted user", 'User not found');
     is_error(with_token($ng, POST => '/api/auth/refresh', $token), 404, 'not_found',
@@ -358,7 +344,7 @@ sub is_401 {
             is($b->{error}, 'Username already exists', "$tag $round: the 409 says why");
             is($b->{error_kind}, 'conflict', "$tag $round: error_kind conflict");
         }
-        is(psql("SELECT count(*) FROM users WHERE username = '$user'"), 1,
+        is(sql("SELECT count(*) FROM users WHERE username = '$user'"), 1,
            "$tag $round: one row");
     }
 
@@ -373,7 +359,7 @@ sub is_401 {
         my ($lost) = grep { ($_->{status} // 0) == 409 } @res;
         is(decoded($lost)->{error}, 'Email already exists', "$tag $round: the 409 says why")
             if $lost;
-        is(psql("SELECT count(*) FROM users WHERE email = '$email'"), 1,
+        is(sql("SELECT count(*) FROM users WHERE email = '$email'"), 1,
            "$tag $round: one row");
     }
 
@@ -416,7 +402,7 @@ sub is_401 {
     my $res = http_wait($bg);
     is($res->{status}, 200, "$tag: the registration then completes")
         or diag($res->{error} // $res->{body});
-    like(psql("SELECT password_hash FROM users WHERE username = '$user'"),
+    like(sql("SELECT password_hash FROM users WHERE username = '$user'"),
          qr/^\$2b\$$cost\$/, "$tag: with cost $cost");
 
     stop_nginx($ng);
@@ -469,7 +455,7 @@ sub is_401 {
     for my $i (grep { ($res[$_]{status} // 0) == 503 } 0 .. $#res) {
         is_error($res[$i], 503, 'crypt_busy', "$tag: registration $i refused");
         is($res[$i]{headers}{'retry-after'}, 1, "$tag: registration $i: Retry-After: 1");
-        is(psql("SELECT count(*) FROM users WHERE username = '$users[$i]'"), 0,
+        is(sql("SELECT count(*) FROM users WHERE username = '$users[$i]'"), 0,
            "$tag: registration $i: no row");
     }
 

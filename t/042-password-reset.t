@@ -60,20 +60,6 @@ sub decoded {
     return ref $data eq 'HASH' ? $data : {};
 }
 
-sub psql {
-    my ($sql) = @_;
-    my @cmd = ('psql', '-X', '-h', $ENV{TEST_NGINX_PG_HOST},
-               '-p', $ENV{TEST_NGINX_PG_PORT}, '-U', $ENV{TEST_NGINX_PG_USER},
-               '-d', $ENV{TEST_NGINX_PG_DATABASE}, '-qAt',
-               '-v', 'ON_ERROR_STOP=1', '-c', $sql);
-    open my $fh, '-|', @cmd or die "cannot run psql: $!\n";
-    my $out = do { local $/; <$fh> } // '';
-    close $fh;
-    diag("psql failed (exit " . ($? >> 8) . "): $sql") if $?;
-    chomp $out;
-    return $out;
-}
-
 # register a new user; returns (username, user_id)
 sub new_user {
     my ($ng, $tag) = @_;
@@ -152,8 +138,8 @@ sub is_message {
 
 sub is_sent { my ($res, $tag) = @_; is_message($res, $SENT, $tag) }
 
-sub rows      { my ($uid) = @_; psql("SELECT count(*) FROM password_reset_tokens WHERE user_id = '$uid'") }
-sub all_rows  { psql("SELECT count(*) FROM password_reset_tokens") }
+sub rows      { my ($uid) = @_; sql("SELECT count(*) FROM password_reset_tokens WHERE user_id = '$uid'") }
+sub all_rows  { sql("SELECT count(*) FROM password_reset_tokens") }
 
 # the tokens logged since $mark: ([user_id, token], ...)
 sub logged {
@@ -253,7 +239,7 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     my @all = logged($ng, $mark);
     is(scalar @all, 1, "$tag: one token logged");
 
-    my ($hash, $life, $age, $used) = split /\|/, psql(
+    my ($hash, $life, $age, $used) = split /\|/, sql(
         "SELECT token_hash, extract(epoch FROM expires_at - created_at)::int,"
       . " extract(epoch FROM now() - created_at)::int, used_at IS NULL"
       . " FROM password_reset_tokens WHERE user_id = '$uid'"), -1;
@@ -262,7 +248,7 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
         is(lc($hash // ''), hash_of($token),
            "$tag: token_hash is the SHA-256 of the logged token's bytes");
         isnt(lc($hash // ''), lc $token, "$tag: the stored hash is not the token");
-        is(psql("SELECT count(*) FROM password_reset_tokens WHERE token_hash = '"
+        is(sql("SELECT count(*) FROM password_reset_tokens WHERE token_hash = '"
                 . lc($token) . "' OR token_hash = '" . uc($token) . "'"), 0,
            "$tag: the token itself is stored nowhere in the table");
     }
@@ -280,7 +266,7 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     is_sent(forgot($ng, { username => $user }), $tag);
     is(rows($uid), 1, "$tag: one row for the user");
     my $token = logged_token($ng, $mark, $uid, $tag);
-    is(psql("SELECT lower(token_hash) FROM password_reset_tokens WHERE user_id = '$uid'"),
+    is(sql("SELECT lower(token_hash) FROM password_reset_tokens WHERE user_id = '$uid'"),
        hash_of($token // ''), "$tag: token_hash matches the logged token");
 }
 
@@ -341,7 +327,7 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     is(rows($other_uid), 1, "$tag: another user still gets a row");
 
     # tokens older than an hour no longer count
-    psql("UPDATE password_reset_tokens SET created_at = created_at - interval '61 minutes',"
+    sql("UPDATE password_reset_tokens SET created_at = created_at - interval '61 minutes',"
          . " expires_at = expires_at - interval '61 minutes' WHERE user_id = '$uid'");
     $mark = $ng->log_mark;
     is_sent(forgot($ng, { email => email($user) }), "$tag: an hour later");
@@ -393,15 +379,15 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     my ($user, $uid) = new_user($ng, 'reset');
     my $token = token_for($ng, $user, $uid, $tag);
     my $hash = hash_of($token);
-    my $old_hash = psql("SELECT password_hash FROM users WHERE id = '$uid'");
+    my $old_hash = sql("SELECT password_hash FROM users WHERE id = '$uid'");
 
     # trimmed, "  Ab1!xyz  " is 7 bytes: the policy refuses it, and the
     # token is not spent
     is_400(reset_pw($ng, { token => $token, new_password => '  Ab1!xyz  ' }),
            "$tag: a password too short once trimmed", qr/^Password must/);
-    is(psql("SELECT used_at IS NULL FROM password_reset_tokens WHERE lower(token_hash) = '$hash'"),
+    is(sql("SELECT used_at IS NULL FROM password_reset_tokens WHERE lower(token_hash) = '$hash'"),
        't', "$tag: the refused password did not spend the token");
-    is(psql("SELECT password_hash FROM users WHERE id = '$uid'"), $old_hash,
+    is(sql("SELECT password_hash FROM users WHERE id = '$uid'"), $old_hash,
        "$tag: ... nor change the password");
     is(login($ng, $user, $Pw)->{status}, 200, "$tag: the old password still logs in");
 
@@ -412,9 +398,9 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     # the reset itself, with spaces around the new password
     my $res = reset_pw($ng, { token => $token, new_password => "  $NewPw  " });
     is_message($res, $DONE, "$tag: success");
-    is(psql("SELECT used_at IS NOT NULL FROM password_reset_tokens WHERE lower(token_hash) = '$hash'"),
+    is(sql("SELECT used_at IS NOT NULL FROM password_reset_tokens WHERE lower(token_hash) = '$hash'"),
        't', "$tag: used_at is set");
-    like(psql("SELECT password_hash FROM users WHERE id = '$uid'"), qr/^\$2b\$04\$/,
+    like(sql("SELECT password_hash FROM users WHERE id = '$uid'"), qr/^\$2b\$04\$/,
          "$tag: a new bcrypt hash at the configured cost");
     is(login($ng, $user, $NewPw)->{status}, 200, "$tag: the new (trimmed) password logs in");
     is_error(login($ng, $user, $Pw), 401, 'auth_error', "$tag: the old password",
@@ -430,7 +416,7 @@ my $ng = start_nginx(name => 'pwreset', server => $SERVER,
     my $expiring = token_for($ng, $user, $uid, $tag);
     my $exp_hash = hash_of($expiring);
     isnt($exp_hash, $hash, "$tag: a new token");
-    psql("UPDATE password_reset_tokens SET expires_at = now() - interval '1 minute'"
+    sql("UPDATE password_reset_tokens SET expires_at = now() - interval '1 minute'"
          . " WHERE lower(token_hash) = '$exp_hash'");
     is_400(reset_pw($ng, { token => $expiring, new_password => 'Expir3d-Passw0rd!' }),
            "$tag: an expired token", $INVALID);
@@ -504,7 +490,7 @@ stop_nginx($ng);
                "$tag $round: the loser's does not");
         }
         is(login($ng, $user, $Pw)->{status}, 401, "$tag $round: the old one does not");
-        is(psql("SELECT count(*) FROM password_reset_tokens WHERE user_id = '$uid'"
+        is(sql("SELECT count(*) FROM password_reset_tokens WHERE user_id = '$uid'"
                 . " AND used_at IS NOT NULL"), 1, "$tag $round: the token is spent");
     }
 

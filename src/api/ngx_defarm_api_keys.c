@@ -205,7 +205,8 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_keys_select_one = {
 };
 
 /*
- * An absent field keeps its value.  The first columns tell a missing key
+ * An absent field keeps its value ($13: whether "notes" was given, since a
+ * null clears them).  The first columns tell a missing key
  * (exists false) from a refused admin permission (no row updated).
  */
 
@@ -223,7 +224,7 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_keys_patch = {
             "allowed_ips = coalesce($9::text[], k.allowed_ips), "
             "rate_limit_per_hour = coalesce($10::int, "
                                            "k.rate_limit_per_hour), "
-            "notes = coalesce($11, k.notes), "
+            "notes = CASE WHEN $13::bool THEN $11 ELSE k.notes END, "
             "is_active = coalesce($12::bool, k.is_active) "
         "FROM u WHERE k.id = $2::uuid AND k.user_id = $1 "
           "AND (u.is_admin OR $6::bool IS NOT TRUE) "
@@ -232,7 +233,7 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_keys_patch = {
                    "WHERE id = $2::uuid AND user_id = $1), "
            "k.key_hash, " NGX_DEFARM_KEYS_COLUMNS " "
     "FROM (SELECT 1) one LEFT JOIN k ON true",
-    12, 0
+    13, 0
 };
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_keys_revoke_stmt = {
@@ -1203,6 +1204,11 @@ ngx_defarm_keys_update_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     p[9] = fields[NGX_DEFARM_KEYS_RATE];
     p[10] = fields[NGX_DEFARM_KEYS_NOTES];
     p[11] = fields[NGX_DEFARM_KEYS_ACTIVE];
+
+    /* "notes": null clears them; absent, they stay */
+
+    p[12] = ngx_defarm_json_get(ctx->body, "notes") ? ngx_defarm_keys_true
+                                                     : ngx_defarm_keys_false;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_keys_patch, p,
                                ngx_defarm_keys_updated, kr);

@@ -514,7 +514,7 @@ ngx_defarm_apikey_check(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak)
     if (ak->flags & NGX_DEFARM_AUTH_ADMIN) {
         if (!ak->is_admin) {
             return ngx_defarm_auth_fail(r, NGX_HTTP_FORBIDDEN,
-                                        "admin_required",
+                                        "insufficient_permissions",
                                         "Administrator access required");
         }
 

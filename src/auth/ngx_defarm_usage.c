@@ -12,15 +12,17 @@
  * API-key usage, counted without delaying a request: each worker adds a
  * response's figures (by key and UTC day) to a table in its own memory,
  * and writes the table to PostgreSQL in one statement every
- * defarm_api_key_usage_flush.  While figures wait, the flush timer is not
- * cancelable, so a worker that is told to stop (reload, quit) writes them
- * before it exits.  A batch the database cannot take is kept and tried
- * again; a full table is written at once.
+ * defarm_api_key_usage_flush.  While figures wait, a timer that is not
+ * cancelable ticks every second (at most): it keeps a worker that is told
+ * to stop (reload, quit) alive, and writes the figures on its next tick.
+ * A batch the database cannot take is kept and tried again; a full table
+ * is written at once.
  */
 
 
 #define NGX_DEFARM_USAGE_SLOTS    256
 #define NGX_DEFARM_USAGE_KEY_LEN  36                    /* a UUID */
+#define NGX_DEFARM_USAGE_TICK     1000
 
 
 typedef struct {
@@ -38,6 +40,8 @@ typedef struct {
     ngx_uint_t                 nslots;
     ngx_event_t                flush;
     ngx_msec_t                 interval;
+    ngx_msec_t                 tick;
+    ngx_msec_t                 flushed;       /* when, last */
     ngx_log_t                 *log;
 } ngx_defarm_usage_t;
 
@@ -95,6 +99,8 @@ ngx_defarm_usage_init_process(ngx_cycle_t *cycle, ngx_defarm_main_conf_t *mcf)
     }
 
     u->interval = mcf->usage_flush;
+    u->tick = ngx_min(mcf->usage_flush, NGX_DEFARM_USAGE_TICK);
+    u->flushed = ngx_current_msec;
     u->log = cycle->log;
     u->flush.handler = ngx_defarm_usage_flush_handler;
     u->flush.data = u;
@@ -162,9 +168,7 @@ found:
     s->last_used = now;
 
     if (!u->flush.timer_set) {
-        /* figures wait: a stopping worker writes them first */
-        u->flush.cancelable = 0;
-        ngx_add_timer(&u->flush, u->interval);
+        ngx_add_timer(&u->flush, u->tick);
     }
 }
 
@@ -178,18 +182,28 @@ ngx_defarm_usage_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_defarm_usage_flush(u) != NGX_OK) {
-        /* kept for the next try; a stopping worker gives up after one */
-        if (!ngx_exiting && !ngx_quit) {
-            ngx_add_timer(&u->flush, u->interval);
-
-        } else {
-            ngx_log_error(NGX_LOG_WARN, u->log, 0,
-                          "defarm: API-key usage of %ui keys not written: "
-                          "the database is busy or unavailable",
-                          u->nslots);
-        }
+    if (!ngx_exiting && ngx_current_msec - u->flushed < u->interval) {
+        ngx_add_timer(&u->flush, u->tick);
+        return;
     }
+
+    if (ngx_defarm_usage_flush(u) == NGX_OK) {
+        return;
+    }
+
+    if (ngx_exiting) {
+        /* a stopping worker tries once */
+        ngx_log_error(NGX_LOG_WARN, u->log, 0,
+                      "defarm: API-key usage of %ui keys not written: the "
+                      "database is busy or unavailable", u->nslots);
+        u->nslots = 0;
+        return;
+    }
+
+    /* kept for the next try */
+
+    u->flushed = ngx_current_msec;
+    ngx_add_timer(&u->flush, u->tick);
 }
 
 
@@ -256,6 +270,7 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
     ngx_destroy_pool(pool);
 
     u->nslots = 0;
+    u->flushed = ngx_current_msec;
 
     if (u->flush.timer_set) {
         ngx_del_timer(&u->flush);

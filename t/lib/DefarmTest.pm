@@ -12,6 +12,7 @@ package DefarmTest;
 #   my $ng = start_nginx(name => 'pool', http => db_config(size => 1),
 #                        server => 'location / { defarm_api on; }');
 #   my $res = http($ng, GET => '/health/db');      # {status, headers, body}
+#   is(sql("SELECT count(*) FROM users"), 0, 'no users');
 #   ok(wait_until(sub { metric($ng, 'defarm_db_busy') == 0 }, 10, 'idle'));
 #   stop_nginx($ng);
 #   done_testing();
@@ -43,6 +44,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
     wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
+    sql
 );
 
 BEGIN {
@@ -519,6 +521,25 @@ sub pg_script {
 # Stop and restart the test PostgreSQL (the same port again).
 sub pg_stop  { $PgStopped = 1; pg_script('stop') }
 sub pg_start { pg_script('start'); $PgStopped = 0 }
+
+# sql($statement) -> what psql -X -qAt printed for it against the test
+# database (rows on lines, columns split by "|"), trimmed; a failing
+# statement (ON_ERROR_STOP) is reported with diag().  Test::Nginx block
+# files can take it alone: use DefarmTest qw(sql);
+sub sql {
+    my ($statement) = @_;
+    my @cmd = ('psql', '-X', '-qAt', '-v', 'ON_ERROR_STOP=1',
+               '-h', $ENV{TEST_NGINX_PG_HOST}, '-p', $ENV{TEST_NGINX_PG_PORT},
+               '-U', $ENV{TEST_NGINX_PG_USER},
+               '-d', $ENV{TEST_NGINX_PG_DATABASE}, '-c', $statement);
+    open my $fh, '-|', @cmd or die "cannot run psql: $!\n";
+    my $out = do { local $/; <$fh> } // '';
+    close $fh;
+    Test::More::diag("psql failed (exit " . ($? >> 8) . "): $statement")
+        if $?;
+    $out =~ s/\A\s+|\s+\z//g;
+    return $out;
+}
 
 # db_config(size => 1, queue => 0, ...) -> the defarm_db directive for the
 # test PostgreSQL, with the parameters given (the others left out);

@@ -1,0 +1,194 @@
+# API keys when what they depend on fails: PostgreSQL down (a cached key
+# goes on working, an uncached one is a fast 503, counted usage waits and
+# is written after the outage), the cache lock held (503, not a wait), no
+# defarm_cache at all (refused, not unlimited), and a reload (the old
+# worker writes the usage it counted before it leaves).
+
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP ();
+use DefarmTest;
+
+my $T = valgrind() ? 60 : 15;
+my $json = JSON::PP->new->utf8;
+
+my (undef, $secret_file) = jwt_secret();
+
+my %j = (headers => { 'Content-Type' => 'application/json' });
+
+sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+
+# a user and a key on $ng: (token, key, key id)
+sub user_with_key {
+    my ($ng, $name, %key) = @_;
+    my $user = "t045_${name}_$$";
+
+    my $res = http($ng, POST => '/api/auth/register', %j,
+                   body => $json->encode({ username => $user,
+                                           password => 'Str0ng!pass',
+                                           email => "$user\@example.com" }));
+    my $token = body($res)->{token} // '';
+
+    $res = http($ng, POST => '/api/api-keys',
+                headers => { 'Content-Type' => 'application/json',
+                             Authorization => "Bearer $token" },
+                body => $json->encode({ name => $name,
+                                        organization_type => 'External',
+                                        %key }));
+    is($res->{status}, 201, "$name: key created");
+
+    return ($token, body($res)->{api_key} // '',
+            body($res)->{metadata}{id} // '');
+}
+
+sub by_key {
+    my ($ng, $key, $method) = @_;
+    return http($ng, $method // 'GET', '/api/echo/auth',
+                headers => { 'X-API-Key' => $key });
+}
+
+sub usage_count {
+    my ($id) = @_;
+    return sql("SELECT usage_count FROM api_keys WHERE id = '$id'");
+}
+
+# 1. PostgreSQL down
+
+my $ng = start_nginx(
+    name   => 'key-outage',
+    http   => db_config(size => 2, connect_timeout => '1s',
+                        retry_max => '1s') . "
+    defarm_cache zone=key_outage:1m ttl=1h;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;
+    defarm_api_key_usage_flush 1s;",
+    server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+
+my (undef, $cached, $cached_id) = user_with_key($ng, 'cached');
+my (undef, $cold) = user_with_key($ng, 'cold');
+
+is(by_key($ng, $cached)->{status}, 200, 'a key is used once (now cached)');
+ok(wait_until(sub { usage_count($cached_id) == 1 }, $T, 'first flush'),
+   'its first request is written');
+
+pg_stop();
+
+my $res = by_key($ng, $cached);
+is($res->{status}, 200, 'database down: a cached key still authenticates');
+is(body($res)->{via}, 'api_key', '(as the key)');
+is(by_key($ng, $cached)->{status}, 200, 'and again');
+
+$res = by_key($ng, $cold);
+like($res->{status}, qr/^50[34]$/, 'an uncached key: 503/504, no hang');
+like(body($res)->{error_kind} // '',
+     qr/^(database_unavailable|db_pool_exhausted|database_timeout)$/,
+     'named as a database failure');
+
+sleep 2;                                    # flushes fail while it is down
+
+pg_start();
+
+ok(wait_until(sub { usage_count($cached_id) == 3 }, $T, 'after outage'),
+   'the usage counted during the outage is written after it');
+
+ok(wait_until(sub { by_key($ng, $cold)->{status} == 200 }, $T, 'cold key'),
+   'the uncached key works again once the database is back');
+
+unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in the outage');
+stop_nginx($ng);
+
+# 2. the cache lock held by another worker's critical section
+
+$ng = start_nginx(
+    name   => 'key-lock',
+    http   => db_config(size => 2) . "
+    defarm_cache zone=key_lock:1m ttl=1h lock_timeout=50ms lock_step=5ms;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;",
+    server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+
+my (undef, $key) = user_with_key($ng, 'locked');
+is(by_key($ng, $key)->{status}, 200, 'the key works with the lock free');
+
+$res = http($ng, POST => '/api/echo/cache-lock/hold', %j,
+            body => '{"ms": 2000}');
+is($res->{status}, 200, 'the lock is held for 2 s');
+
+$res = by_key($ng, $key);
+is($res->{status}, 503, 'lock held: 503, not a wait');
+is(body($res)->{error_kind}, 'storage_lock_timeout', 'storage_lock_timeout');
+is($res->{headers}{'retry-after'}, '1', 'with Retry-After');
+
+http($ng, POST => '/api/echo/cache-lock/release');
+is(by_key($ng, $key)->{status}, 200, 'released: the key works again');
+stop_nginx($ng);
+
+# 3. no defarm_cache: the hourly counters have nowhere to live
+
+$ng = start_nginx(
+    name   => 'key-nocache',
+    http   => db_config(size => 2) . "
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;",
+    server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+
+(undef, $key) = user_with_key($ng, 'nocache');
+my $mark = $ng->log_mark;
+$res = by_key($ng, $key);
+is($res->{status}, 500, 'no defarm_cache: a key request is refused');
+is(body($res)->{error}, 'Rate limiting is not configured', 'saying why');
+like($ng->log($mark), qr/API-key rate limits need "defarm_cache"/,
+     'and the error log names the directive');
+stop_nginx($ng);
+
+# 4. a reload: the old worker writes what it counted before it leaves
+
+$ng = start_nginx(
+    name   => 'key-reload',
+    master => 1,
+    http   => db_config(size => 2) . "
+    defarm_cache zone=key_reload:1m ttl=1h;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;
+    defarm_api_key_usage_flush 1h;",
+    server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+
+my $id;
+(undef, $key, $id) = user_with_key($ng, 'reload');
+
+is(by_key($ng, $key)->{status}, 200, "request $_ by key") for 1 .. 3;
+is(by_key($ng, $key, 'POST')->{status}, 403, 'and one refused (no write)');
+
+sleep 1;
+is(usage_count($id), 0, 'nothing written yet (flush every hour)');
+
+$mark = $ng->log_mark;
+kill 'HUP', $ng->{pid};
+
+ok(wait_until(sub { usage_count($id) == 4 }, $T, 'written at reload'),
+   'the reload made the old worker write its 4 requests');
+is(sql("SELECT requests || '/' || errors FROM api_key_usage_daily "
+       . "WHERE key_id = '$id'"), '4/1', 'with the error counted');
+
+is(by_key($ng, $key)->{status}, 200, 'the new worker serves the key');
+unlike($ng->log($mark), qr/\[(alert|crit|emerg)\]/, 'no alert on reload');
+stop_nginx($ng);
+
+done_testing();
