@@ -478,6 +478,7 @@ static void
 ngx_defarm_exit_process(ngx_cycle_t *cycle)
 {
     ngx_defarm_cache_exit_process(cycle);
+    ngx_defarm_usage_exit_process(cycle);
     ngx_defarm_pg_exit_process(cycle);
 }
 

@@ -86,6 +86,7 @@ typedef struct {
     ngx_str_t                  key_id;        /* by API key: its id */
     ngx_uint_t                 key_perms;     /* NGX_DEFARM_PERM_* */
     ngx_defarm_cache_status_e  cache_status;
+    uint32_t                   cache_generation;  /* at the last miss */
 
     ngx_defarm_error_fields_pt error_fields;
     void                      *error_data;

@@ -50,6 +50,7 @@ sub by_key {
 
 sub usage_count {
     my ($id) = @_;
+    return -1 unless $id =~ /^[0-9a-f-]{36}$/;
     return sql("SELECT usage_count FROM api_keys WHERE id = '$id'");
 }
 
@@ -57,7 +58,8 @@ sub usage_count {
 
 my $ng = start_nginx(
     name   => 'key-outage',
-    http   => db_config(size => 2, connect_timeout => '1s',
+    http   => db_config(size => 2,
+                        connect_timeout => valgrind() ? '10s' : '1s',
                         retry_max => '1s') . "
     defarm_cache zone=key_outage:1m ttl=1h;
     defarm_bcrypt_cost 4;
@@ -118,6 +120,19 @@ $ng = start_nginx(
 
 my (undef, $key) = user_with_key($ng, 'locked');
 is(by_key($ng, $key)->{status}, 200, 'the key works with the lock free');
+
+# a made-up key costs one database query, then the cache answers
+
+my $made_up = 'dfm_' . ('Zq' x 16);
+my $queries = metric($ng, 'defarm_db_queries_total');
+$res = by_key($ng, $made_up);
+is($res->{status}, 401, 'an unknown key: 401');
+is(body($res)->{code}, 'invalid_api_key', 'invalid_api_key');
+is(metric($ng, 'defarm_db_queries_total'), $queries + 1,
+   'it was looked up in the database once');
+is(by_key($ng, $made_up)->{status}, 401, 'again: 401');
+is(metric($ng, 'defarm_db_queries_total'), $queries + 1,
+   'and the second time answered from the cache');
 
 $res = http($ng, POST => '/api/echo/cache-lock/hold', %j,
             body => '{"ms": 2000}');

@@ -33,7 +33,7 @@ typedef struct {
     ngx_str_t                  workspace;
     ngx_str_t                  token;         /* a password reset's, hex */
     ngx_str_t                  hash;          /* the stored bcrypt hash */
-    ngx_str_t                  key;           /* "user:<username>" */
+    ngx_str_t                  key;           /* "user:<username>:auth" */
     ngx_str_t                  user_id;
     ngx_str_t                  status;
     ngx_str_t                  tier;
@@ -620,13 +620,13 @@ ngx_defarm_auth_login(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     /* the user's auth record: shared-memory cache first (ADR 002) */
 
-    ar->key.len = sizeof("user:") - 1 + ar->username.len;
+    ar->key.len = sizeof("user::auth") - 1 + ar->username.len;
     ar->key.data = ngx_pnalloc(r->pool, ar->key.len);
     if (ar->key.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(ar->key.data, "user:%V", &ar->username);
+    ngx_sprintf(ar->key.data, "user:%V:auth", &ar->username);
 
     return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &ar->key, NULL, 0,
                                 ngx_defarm_auth_login_cached, ar);
@@ -745,7 +745,7 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
                              &ar->workspace_id, &ar->hash)
                  - record.data;
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET, &ar->key, &record,
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &ar->key, &record,
                                 0, ngx_defarm_auth_login_verify, ar);
 }
 
@@ -780,7 +780,7 @@ ngx_defarm_auth_login_verified(ngx_http_request_t *r, void *data,
     /* recorded in the background: the response does not wait for it */
 
     (void) ngx_defarm_pg_background(&ngx_defarm_auth_last_login,
-                                    &ar->user_id);
+                                    &ar->user_id, NULL, NULL);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -1018,9 +1018,10 @@ ngx_defarm_auth_forgot(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "password");
     }
 
-    /* 32 bytes from the kernel's CSPRNG (initialised long since boot) */
+    /* 32 bytes from the kernel's CSPRNG; never blocks (seeded at boot) */
 
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+    if (getrandom(raw, sizeof(raw), GRND_NONBLOCK) != (ssize_t) sizeof(raw))
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                       "defarm: getrandom() failed");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1222,15 +1223,16 @@ ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
 
     /* the cached auth record holds the old hash: it goes */
 
-    ar->key.len = sizeof("user:") - 1 + PQgetlength(res, 0, 2);
+    ar->key.len = sizeof("user::auth") - 1 + PQgetlength(res, 0, 2);
     ar->key.data = ngx_pnalloc(r->pool, ar->key.len);
     if (ar->key.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(ar->key.data, "user:%s", PQgetvalue(res, 0, 2));
+    ngx_sprintf(ar->key.data, "user:%s:auth", PQgetvalue(res, 0, 2));
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE, &ar->key, NULL, 0,
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX, &ar->key,
+                                NULL, 0,
                                 ngx_defarm_auth_reset_forget, ar);
 }
 

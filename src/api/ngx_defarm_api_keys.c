@@ -417,7 +417,7 @@ ngx_defarm_keys_list_param(ngx_http_request_t *r, ngx_defarm_json_t *v,
     const char *name, ngx_uint_t ips, ngx_str_t *out)
 {
     u_char             *p;
-    size_t              len;
+    size_t              len, i;
     ngx_cidr_t          cidr;
     ngx_defarm_json_t  *e;
 
@@ -474,7 +474,6 @@ ngx_defarm_keys_list_param(ngx_http_request_t *r, ngx_defarm_json_t *v,
     *p++ = '{';
 
     for (e = v->child; e; e = e->next) {
-        size_t  i;
 
         if (e != v->child) {
             *p++ = ',';
@@ -1265,7 +1264,8 @@ ngx_defarm_keys_changed(ngx_http_request_t *r, void *data, PGresult *res)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE, &kr->cache_key,
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &kr->cache_key,
                                 NULL, 0, ngx_defarm_keys_forgotten, kr);
 }
 

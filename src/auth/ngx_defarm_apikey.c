@@ -26,7 +26,8 @@
  */
 
 
-#define NGX_DEFARM_APIKEY_FIELDS  12
+#define NGX_DEFARM_APIKEY_FIELDS       12
+#define NGX_DEFARM_APIKEY_UNKNOWN_TTL  30000
 
 
 typedef struct {
@@ -59,6 +60,8 @@ static ngx_int_t ngx_defarm_apikey_cached(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_apikey_found(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_apikey_stored(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_apikey_unknown(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_apikey_parse(ngx_http_request_t *r,
     ngx_defarm_apikey_req_t *ak, ngx_str_t *v);
@@ -167,7 +170,11 @@ ngx_defarm_apikey_generate(ngx_http_request_t *r, ngx_str_t *key,
 
     while (n < NGX_DEFARM_APIKEY_LEN - 4) {
 
-        if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+        /* never blocks a worker: before the kernel is seeded, a 500 */
+
+        if (getrandom(raw, sizeof(raw), GRND_NONBLOCK)
+            != (ssize_t) sizeof(raw))
+        {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                           "defarm: getrandom() failed");
             return NGX_ERROR;
@@ -193,13 +200,15 @@ ngx_int_t
 ngx_defarm_apikey_cache_key(ngx_http_request_t *r, ngx_str_t *hash,
     ngx_str_t *out)
 {
-    out->len = sizeof("apikey:") - 1 + hash->len;
+    /* a family per key: a change invalidates it (see SET_IF) */
+
+    out->len = sizeof("apikey::record") - 1 + hash->len;
     out->data = ngx_pnalloc(r->pool, out->len);
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(out->data, "apikey:%V", hash);
+    ngx_sprintf(out->data, "apikey:%V:record", hash);
 
     return NGX_OK;
 }
@@ -212,10 +221,7 @@ ngx_defarm_apikey_auth(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     ngx_defarm_apikey_req_t  *ak;
 
     if (!ngx_defarm_apikey_well_formed(key)) {
-        return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED,
-                                    "invalid_api_key",
-                                    "The provided API key is invalid or "
-                                    "has been revoked");
+        return ngx_defarm_apikey_unknown(r, NULL, NGX_OK, NULL);
     }
 
     ak = ngx_pcalloc(r->pool, sizeof(ngx_defarm_apikey_req_t));
@@ -245,6 +251,10 @@ ngx_defarm_apikey_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
 {
     ngx_defarm_apikey_req_t  *ak = data;
 
+    if (rc == NGX_OK && value->len == 1 && value->data[0] == '-') {
+        return ngx_defarm_apikey_unknown(r, NULL, NGX_OK, NULL);
+    }
+
     if (rc == NGX_OK && ngx_defarm_apikey_parse(r, ak, value) == NGX_OK) {
         return ngx_defarm_apikey_check(r, ak);
     }
@@ -266,10 +276,18 @@ ngx_defarm_apikey_found(ngx_http_request_t *r, void *data, PGresult *res)
     }
 
     if (PQntuples(res) == 0) {
-        return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED,
-                                    "invalid_api_key",
-                                    "The provided API key is invalid or "
-                                    "has been revoked");
+        /*
+         * Remembered for a while, so that a flood of made-up keys costs
+         * cache look-ups, not database queries (a new key cannot have
+         * this hash: keys are random).
+         */
+
+        ngx_str_set(&record, "-");
+
+        return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF,
+                                    &ak->cache_key, &record,
+                                    NGX_DEFARM_APIKEY_UNKNOWN_TTL,
+                                    ngx_defarm_apikey_unknown, ak);
     }
 
     (void) ngx_defarm_pg_text(res, 0, 0, &record);
@@ -282,8 +300,18 @@ ngx_defarm_apikey_found(ngx_http_request_t *r, void *data, PGresult *res)
 
     /* the next request by this key reads the cache (bytes are copied) */
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET, &ak->cache_key,
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &ak->cache_key,
                                 &record, 0, ngx_defarm_apikey_stored, ak);
+}
+
+
+static ngx_int_t
+ngx_defarm_apikey_unknown(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, "invalid_api_key",
+                                "The provided API key is invalid or has "
+                                "been revoked");
 }
 
 

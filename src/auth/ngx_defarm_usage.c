@@ -36,6 +36,12 @@ typedef struct {
 
 
 typedef struct {
+    ngx_uint_t                 nslots;
+    ngx_defarm_usage_slot_t    slots[1];
+} ngx_defarm_usage_batch_t;
+
+
+typedef struct {
     ngx_defarm_usage_slot_t    slots[NGX_DEFARM_USAGE_SLOTS];
     ngx_uint_t                 nslots;
     ngx_event_t                flush;
@@ -48,6 +54,9 @@ typedef struct {
 
 static void ngx_defarm_usage_flush_handler(ngx_event_t *ev);
 static ngx_int_t ngx_defarm_usage_flush(ngx_defarm_usage_t *u);
+static void ngx_defarm_usage_finished(void *data, ngx_int_t rc);
+static ngx_int_t ngx_defarm_usage_cmp(const void *one,
+    const void *two);
 
 
 static ngx_defarm_usage_t  *ngx_defarm_usage;
@@ -112,11 +121,69 @@ ngx_defarm_usage_init_process(ngx_cycle_t *cycle, ngx_defarm_main_conf_t *mcf)
 }
 
 
+/* a worker stopped at once (TERM, or quit without a master) */
+
+void
+ngx_defarm_usage_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t           i, n;
+    ngx_defarm_usage_t  *u;
+
+    u = ngx_defarm_usage;
+
+    if (u == NULL) {
+        return;
+    }
+
+    for (n = 0, i = 0; i < u->nslots; i++) {
+        n += u->slots[i].requests;
+    }
+
+    if (n) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "defarm: API-key usage of %ui requests not written: "
+                      "the worker stopped without a graceful shutdown", n);
+    }
+
+    ngx_defarm_usage = NULL;
+}
+
+
+/* the slot of (key, day), a new one if need be; NULL when full */
+
+static ngx_defarm_usage_slot_t *
+ngx_defarm_usage_slot(ngx_defarm_usage_t *u, u_char *key_id, time_t day)
+{
+    ngx_uint_t                i;
+    ngx_defarm_usage_slot_t  *s;
+
+    for (i = 0; i < u->nslots; i++) {
+        s = &u->slots[i];
+
+        if (s->day == day
+            && ngx_memcmp(s->key_id, key_id, NGX_DEFARM_USAGE_KEY_LEN) == 0)
+        {
+            return s;
+        }
+    }
+
+    if (u->nslots == NGX_DEFARM_USAGE_SLOTS) {
+        return NULL;
+    }
+
+    s = &u->slots[u->nslots++];
+    ngx_memzero(s, sizeof(ngx_defarm_usage_slot_t));
+    ngx_memcpy(s->key_id, key_id, NGX_DEFARM_USAGE_KEY_LEN);
+    s->day = day;
+
+    return s;
+}
+
+
 void
 ngx_defarm_usage_record(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     time_t                    now, day;
-    ngx_uint_t                i;
     ngx_time_t               *tp;
     ngx_msec_int_t            ms;
     ngx_defarm_usage_t       *u;
@@ -135,32 +202,22 @@ ngx_defarm_usage_record(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
 
-    for (i = 0; i < u->nslots; i++) {
-        s = &u->slots[i];
+    s = ngx_defarm_usage_slot(u, ctx->key_id.data, day);
 
-        if (s->day == day
-            && ngx_memcmp(s->key_id, ctx->key_id.data,
-                          NGX_DEFARM_USAGE_KEY_LEN) == 0)
-        {
-            goto found;
+    if (s == NULL) {
+        /* full: write the table now and start a new one */
+
+        if (ngx_defarm_usage_flush(u) == NGX_OK) {
+            s = ngx_defarm_usage_slot(u, ctx->key_id.data, day);
+        }
+
+        if (s == NULL) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "defarm: API-key usage table full and the "
+                          "database busy: one request not counted");
+            return;
         }
     }
-
-    if (u->nslots == NGX_DEFARM_USAGE_SLOTS
-        && ngx_defarm_usage_flush(u) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "defarm: API-key usage table full and the database "
-                      "busy: one request not counted");
-        return;
-    }
-
-    s = &u->slots[u->nslots++];
-    ngx_memzero(s, sizeof(ngx_defarm_usage_slot_t));
-    ngx_memcpy(s->key_id, ctx->key_id.data, NGX_DEFARM_USAGE_KEY_LEN);
-    s->day = day;
-
-found:
 
     s->requests++;
     s->errors += (r->headers_out.status >= NGX_HTTP_BAD_REQUEST);
@@ -212,12 +269,18 @@ ngx_defarm_usage_flush_handler(ngx_event_t *ev)
 static ngx_int_t
 ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
 {
-    u_char                   *p[6];
-    ngx_tm_t                  tm;
-    ngx_str_t                 params[6];
-    ngx_uint_t                i, k;
-    ngx_pool_t               *pool;
-    ngx_defarm_usage_slot_t  *s;
+    u_char                    *p[6];
+    ngx_tm_t                   tm;
+    ngx_str_t                  params[6];
+    ngx_uint_t                 i, k;
+    ngx_pool_t                *pool;
+    ngx_defarm_usage_slot_t   *s;
+    ngx_defarm_usage_batch_t  *batch;
+
+    /* in one order everywhere, so that two workers' batches lock alike */
+
+    ngx_sort(u->slots, u->nslots, sizeof(ngx_defarm_usage_slot_t),
+             ngx_defarm_usage_cmp);
 
     pool = ngx_create_pool(1024, u->log);
     if (pool == NULL) {
@@ -262,7 +325,24 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
         params[k].len = p[k] - params[k].data;
     }
 
-    if (ngx_defarm_pg_background(&ngx_defarm_usage_stmt, params) != NGX_OK) {
+    /* the batch is kept until PostgreSQL took it, to be counted again */
+
+    batch = ngx_alloc(offsetof(ngx_defarm_usage_batch_t, slots)
+                      + u->nslots * sizeof(ngx_defarm_usage_slot_t), u->log);
+    if (batch == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    batch->nslots = u->nslots;
+    ngx_memcpy(batch->slots, u->slots,
+               u->nslots * sizeof(ngx_defarm_usage_slot_t));
+
+    if (ngx_defarm_pg_background(&ngx_defarm_usage_stmt, params,
+                                 ngx_defarm_usage_finished, batch)
+        != NGX_OK)
+    {
+        ngx_free(batch);
         ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
@@ -277,4 +357,73 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_usage_cmp(const void *one, const void *two)
+{
+    const ngx_defarm_usage_slot_t  *a = one, *b = two;
+
+    int  rc;
+
+    rc = ngx_memcmp(a->key_id, b->key_id, NGX_DEFARM_USAGE_KEY_LEN);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (a->day > b->day) - (a->day < b->day);
+}
+
+
+/*
+ * A batch is over.  One that failed (a deadlock with another worker's
+ * batch, a timeout, the database gone) is added back to the table for the
+ * next flush, except in a stopping worker, which says what it lost.
+ */
+
+static void
+ngx_defarm_usage_finished(void *data, ngx_int_t rc)
+{
+    ngx_defarm_usage_batch_t  *batch = data;
+
+    ngx_uint_t                i, lost;
+    ngx_defarm_usage_t       *u;
+    ngx_defarm_usage_slot_t  *s, *b;
+
+    u = ngx_defarm_usage;
+    lost = 0;
+
+    if (rc != NGX_OK) {
+
+        for (i = 0; i < batch->nslots; i++) {
+            b = &batch->slots[i];
+
+            s = (u && rc == NGX_ERROR && !ngx_exiting)
+                ? ngx_defarm_usage_slot(u, b->key_id, b->day) : NULL;
+
+            if (s == NULL) {
+                lost += b->requests;
+                continue;
+            }
+
+            s->requests += b->requests;
+            s->errors += b->errors;
+            s->total_ms += b->total_ms;
+            s->last_used = ngx_max(s->last_used, b->last_used);
+        }
+
+        if (u && u->nslots && !u->flush.timer_set) {
+            ngx_add_timer(&u->flush, u->tick);
+        }
+
+        if (lost) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "defarm: API-key usage of %ui requests not "
+                          "written", lost);
+        }
+    }
+
+    ngx_free(batch);
 }

@@ -59,6 +59,7 @@ typedef struct {
     size_t                     size;
     ngx_msec_t                 ttl;
     uint32_t                   hash;
+    uint32_t                   generation;    /* GET: at a miss */
     ngx_uint_t                 family;
     ngx_int_t                  result;
     ngx_defarm_cache_done_pt   done;
@@ -484,7 +485,6 @@ ngx_defarm_cache_incr_locked(ngx_defarm_cache_t *cache,
 
     if (cn
         && cn->expires > ngx_current_msec
-        && cn->generation == cache->sh->generation[cr->family]
         && cn->value_len == sizeof(uint64_t))
     {
         ngx_memcpy(&n, cn->data + cn->key_len, sizeof(uint64_t));
@@ -528,10 +528,16 @@ ngx_defarm_cache_attempt(ngx_defarm_cache_req_t *cr)
 
         case NGX_DEFARM_CACHE_GET:
             rc = ngx_defarm_cache_get_locked(cache, cr, &len);
+            cr->generation = cache->sh->generation[cr->family];
             break;
 
         case NGX_DEFARM_CACHE_SET:
             rc = ngx_defarm_cache_set_locked(cache, cr);
+            break;
+
+        case NGX_DEFARM_CACHE_SET_IF:
+            rc = (cr->generation == cache->sh->generation[cr->family])
+                 ? ngx_defarm_cache_set_locked(cache, cr) : NGX_DECLINED;
             break;
 
         case NGX_DEFARM_CACHE_INCR:
@@ -639,7 +645,9 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
     cr->family = ngx_crc32_short(family.data, family.len)
                  % NGX_DEFARM_CACHE_GENERATIONS;
 
-    if (op == NGX_DEFARM_CACHE_SET) {
+    cr->generation = ctx->cache_generation;
+
+    if (op == NGX_DEFARM_CACHE_SET || op == NGX_DEFARM_CACHE_SET_IF) {
         cr->value.len = value->len;
         cr->value.data = ngx_pnalloc(r->pool, value->len ? value->len : 1);
         if (cr->value.data == NULL) {
@@ -682,6 +690,7 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
         if (op == NGX_DEFARM_CACHE_GET) {
             ctx->cache_status = (cr->result == NGX_OK) ? NGX_DEFARM_CACHE_HIT
                                                        : NGX_DEFARM_CACHE_MISS;
+            ctx->cache_generation = cr->generation;
         }
 
         return done(r, data, cr->result,
@@ -782,6 +791,7 @@ ngx_defarm_cache_retry_handler(ngx_event_t *ev)
         ctx = ngx_defarm_get_ctx(r);
 
         if (ctx && cr->op == NGX_DEFARM_CACHE_GET) {
+            ctx->cache_generation = cr->generation;
             ctx->cache_status = (cr->result == NGX_OK) ? NGX_DEFARM_CACHE_HIT
                                                        : NGX_DEFARM_CACHE_MISS;
         }

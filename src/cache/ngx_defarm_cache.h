@@ -20,7 +20,8 @@ typedef enum {
     NGX_DEFARM_CACHE_SET,
     NGX_DEFARM_CACHE_DELETE,
     NGX_DEFARM_CACHE_DELETE_PREFIX,
-    NGX_DEFARM_CACHE_INCR
+    NGX_DEFARM_CACHE_INCR,
+    NGX_DEFARM_CACHE_SET_IF
 } ngx_defarm_cache_op_e;
 
 
@@ -65,6 +66,12 @@ struct ngx_defarm_cache_s {
  * miss, with the value in request memory on a hit; for an increment, the
  * counter after it as a uint64_t in the value, or NGX_DECLINED when the
  * zone has no room for a new counter, or with no zone configured).
+ *
+ * A get that misses notes its family's generation in the request; a later
+ * SET_IF of that request stores its value only if the family was not
+ * invalidated since (NGX_DECLINED otherwise).  So a value read from the
+ * database before a change and stored after its invalidation is dropped,
+ * not served stale.  Counters (INCR) ignore invalidation.
  * When the lock stayed busy for the whole budget the request has already
  * been answered with 503 storage_lock_timeout and the callback is not
  * called.  Its return value finalizes the request when the operation had

@@ -46,6 +46,15 @@ typedef ngx_int_t (*ngx_defarm_pg_done_pt)(ngx_http_request_t *r,
     void *data, PGresult *res);
 
 
+/*
+ * Called when a background statement is over: NGX_OK when it ran,
+ * NGX_ERROR when it failed or was dropped, NGX_ABORT when the worker exits
+ * with it unfinished.
+ */
+
+typedef void (*ngx_defarm_pg_finished_pt)(void *data, ngx_int_t rc);
+
+
 /* "defarm_db" configuration, in the main configuration */
 
 struct ngx_defarm_pg_conf_s {
@@ -88,7 +97,7 @@ ngx_int_t ngx_defarm_pg_query(ngx_http_request_t *r,
     ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
     ngx_defarm_pg_done_pt done, void *data);
 ngx_int_t ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt,
-    ngx_str_t *params);
+    ngx_str_t *params, ngx_defarm_pg_finished_pt finished, void *data);
 ngx_int_t ngx_defarm_pg_text(PGresult *res, int row, int col,
     ngx_str_t *out);
 ngx_int_t ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res);

@@ -88,6 +88,7 @@ struct ngx_defarm_pg_query_s {
     ngx_defarm_pg_stmt_t      *stmt;
     const char                *values[NGX_DEFARM_PG_MAX_PARAMS];
     ngx_defarm_pg_done_pt      done;
+    ngx_defarm_pg_finished_pt  finished;      /* a background query's */
     void                      *data;
     ngx_event_t                wait;
     ngx_queue_t                queue;
@@ -107,6 +108,7 @@ static void ngx_defarm_pg_connected(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc,
     const char *why);
 static void ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc);
 static void ngx_defarm_pg_free_connection(ngx_connection_t *c);
 static ngx_int_t ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
@@ -206,8 +208,10 @@ ngx_defarm_pg_init_process(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf)
 void
 ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t             i;
-    ngx_defarm_pg_pool_t  *pool;
+    ngx_uint_t              i;
+    ngx_queue_t            *qu;
+    ngx_defarm_pg_pool_t   *pool;
+    ngx_defarm_pg_query_t  *q;
 
     pool = ngx_defarm_pg_pool;
     if (pool == NULL) {
@@ -218,13 +222,51 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
 
     pool->stats = &ngx_defarm_pg_exiting_stats;
 
+    /* background statements still waiting or running end here */
+
+    while (!ngx_queue_empty(&pool->waiting)) {
+        qu = ngx_queue_head(&pool->waiting);
+        q = ngx_queue_data(qu, ngx_defarm_pg_query_t, queue);
+
+        ngx_queue_remove(qu);
+        q->queued = 0;
+
+        if (q->request == NULL) {
+            ngx_defarm_pg_finish(q, NGX_ABORT);
+        }
+    }
+
     for (i = 0; i < pool->conf->size; i++) {
+        q = pool->conns[i].query;
+
+        if (q && q->request == NULL) {
+            pool->conns[i].query = NULL;
+            ngx_defarm_pg_finish(q, NGX_ABORT);
+        }
+
         if (pool->conns[i].pg) {
             ngx_defarm_pg_close(&pool->conns[i]);
         }
     }
 
     ngx_defarm_pg_pool = NULL;
+}
+
+
+/* a background statement is over: its owner hears, its pool goes */
+
+static void
+ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc)
+{
+    if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
+    }
+
+    if (q->finished) {
+        q->finished(q->data, rc);
+    }
+
+    ngx_destroy_pool(q->pool);
 }
 
 
@@ -1140,11 +1182,16 @@ ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
                               : "no result");
         }
 
+        ngx_defarm_pg_finish(q, (res && (PQresultStatus(res)
+                                          == PGRES_TUPLES_OK
+                                          || PQresultStatus(res)
+                                             == PGRES_COMMAND_OK))
+                                ? NGX_OK : NGX_ERROR);
+
         if (res) {
             PQclear(res);
         }
 
-        ngx_destroy_pool(q->pool);
         return;
     }
 
@@ -1201,7 +1248,7 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
         ngx_log_error(NGX_LOG_WARN, ngx_defarm_pg_pool->log, 0,
                       "defarm: background statement \"%s\" dropped: %s",
                       q->stmt->name, msg);
-        ngx_destroy_pool(q->pool);
+        ngx_defarm_pg_finish(q, NGX_ERROR);
         return;
     }
 
@@ -1421,7 +1468,8 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
  */
 
 ngx_int_t
-ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
+ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
+    ngx_defarm_pg_finished_pt finished, void *data)
 {
     u_char                 *p;
     ngx_int_t               i;
@@ -1476,6 +1524,8 @@ ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params)
     }
 
     q->pool = mp;
+    q->finished = finished;
+    q->data = data;
     q->stmt = stmt;
     q->timeout = 5000;
     q->wait.handler = ngx_defarm_pg_wait_handler;
