@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway Redis on a free loopback port, for tests and "make run".
 #
-#   scripts/redis.sh start DIR   prints REDIS_PORT=...
+#   scripts/redis.sh start DIR   prints REDIS_PORT=... (the same port again
+#                                after a stop: DIR/port remembers it)
 #   scripts/redis.sh stop DIR
 set -euo pipefail
 
@@ -11,12 +12,18 @@ dir=$(realpath -m "$2")
 case "$cmd" in
 start)
     mkdir -p "$dir"
-    for _ in $(seq 1 50); do
-        port=$((40000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            break
-        fi
-    done
+    # a restart keeps its port, so clients can reconnect to it
+    if [ -f "$dir/port" ]; then
+        port=$(cat "$dir/port")
+    else
+        for _ in $(seq 1 50); do
+            port=$((40000 + RANDOM % 20000))
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+                break
+            fi
+        done
+        echo "$port" > "$dir/port"
+    fi
 
     redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
         --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
@@ -37,7 +44,12 @@ start)
 
 stop)
     if [ -f "$dir/redis.pid" ]; then
-        kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+        pid=$(cat "$dir/redis.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
         rm -f "$dir/redis.pid"
     fi
     ;;

@@ -46,6 +46,10 @@ static ngx_defarm_stats_slot_t  *ngx_defarm_metrics_mine;
     offsetof(ngx_defarm_stats_slot_t, pg) + offsetof(ngx_defarm_pg_stats_t,   \
                                                      field)
 
+#define ngx_defarm_redis_metric(field)                                       \
+    offsetof(ngx_defarm_stats_slot_t, redis)                                 \
+    + offsetof(ngx_defarm_redis_stats_t, field)
+
 static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
 
     { "defarm_db_connections", "gauge",
@@ -89,6 +93,34 @@ static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
     { "defarm_db_aborted_total", "counter",
       "queries whose client went away before the answer",
       ngx_defarm_pg_metric(aborted) },
+
+    { "defarm_redis_connected", "gauge",
+      "workers connected to Redis", ngx_defarm_redis_metric(connected) },
+
+    { "defarm_redis_commands_total", "counter",
+      "commands sent to Redis", ngx_defarm_redis_metric(commands) },
+
+    { "defarm_redis_errors_total", "counter",
+      "Redis commands that failed", ngx_defarm_redis_metric(errors) },
+
+    { "defarm_redis_timeouts_total", "counter",
+      "Redis commands past their budget (the request went on without)",
+      ngx_defarm_redis_metric(timeouts) },
+
+    { "defarm_redis_reconnects_total", "counter",
+      "reconnection attempts to Redis", ngx_defarm_redis_metric(reconnects) },
+
+    { "defarm_redis_fallbacks_total", "counter",
+      "rate-limit counts kept in shared memory because Redis was away",
+      ngx_defarm_redis_metric(fallbacks) },
+
+    { "defarm_redis_invalidations_published_total", "counter",
+      "cache invalidations sent to the other nodes",
+      ngx_defarm_redis_metric(published) },
+
+    { "defarm_redis_invalidations_applied_total", "counter",
+      "cache invalidations received and applied",
+      ngx_defarm_redis_metric(applied) },
 
     { NULL, NULL, NULL, 0 }
 };

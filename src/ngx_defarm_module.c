@@ -13,6 +13,7 @@
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
 #include "auth/ngx_defarm_usage.h"
+#include "redis/ngx_defarm_redis.h"
 #include "api/ngx_defarm_api.h"
 
 
@@ -170,6 +171,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_defarm_main_conf_t, usage_flush),
+      NULL },
+
+    { ngx_string("defarm_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_defarm_redis_set,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, redis),
       NULL },
 
     { ngx_string("defarm_db_query_timeout"),
@@ -470,6 +478,10 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_defarm_redis_init_process(cycle, mcf->redis) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_defarm_pg_init_process(cycle, mcf->db);
 }
 
@@ -479,6 +491,7 @@ ngx_defarm_exit_process(ngx_cycle_t *cycle)
 {
     ngx_defarm_cache_exit_process(cycle);
     ngx_defarm_usage_exit_process(cycle);
+    ngx_defarm_redis_exit_process(cycle);
     ngx_defarm_pg_exit_process(cycle);
 }
 
@@ -544,4 +557,35 @@ ngx_defarm_now_us(void)
     ngx_gettimeofday(&tv);
 
     return (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+
+/*
+ * Forgets a connection whose socket a library owns (libpq, hiredis): its
+ * timers and posted events go, the fd is left for the library to close.
+ */
+
+void
+ngx_defarm_free_connection(ngx_connection_t *c)
+{
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    /* the kernel drops a closed socket from epoll by itself */
+
+    c->read->active = 0;
+    c->write->active = 0;
+
+    ngx_free_connection(c);
+
+    c->fd = (ngx_socket_t) -1;
 }

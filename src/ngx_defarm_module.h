@@ -23,6 +23,7 @@ typedef struct ngx_defarm_cache_s    ngx_defarm_cache_t;
 typedef struct ngx_defarm_crypt_conf_s  ngx_defarm_crypt_conf_t;
 typedef struct ngx_defarm_jwt_conf_s    ngx_defarm_jwt_conf_t;
 typedef struct ngx_defarm_json_writer_s ngx_defarm_json_writer_t;
+typedef struct ngx_defarm_redis_conf_s  ngx_defarm_redis_conf_t;
 
 
 /* fields an error adds to its JSON body (a rate limit's figures) */
@@ -44,6 +45,7 @@ typedef struct {
     ngx_array_t               *routes;        /* ngx_defarm_croute_t */
     ngx_defarm_pg_conf_t      *db;            /* defarm_db */
     ngx_defarm_cache_t        *cache;         /* defarm_cache */
+    ngx_defarm_redis_conf_t   *redis;         /* defarm_redis */
     ngx_defarm_crypt_conf_t   *crypt;
     ngx_defarm_jwt_conf_t     *jwt;
     ngx_uint_t                 api_used;      /* a defarm_api location */
@@ -86,7 +88,7 @@ typedef struct {
     ngx_str_t                  key_id;        /* by API key: its id */
     ngx_uint_t                 key_perms;     /* NGX_DEFARM_PERM_* */
     ngx_defarm_cache_status_e  cache_status;
-    uint32_t                   cache_generation;  /* at the last miss */
+    ngx_atomic_uint_t          cache_generation;  /* at the last miss */
 
     ngx_defarm_error_fields_pt error_fields;
     void                      *error_data;
@@ -120,6 +122,7 @@ ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);
+void ngx_defarm_free_connection(ngx_connection_t *c);
 uint64_t ngx_defarm_now_us(void);
 
 

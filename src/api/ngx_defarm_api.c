@@ -16,5 +16,6 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_auth_routes,
     ngx_defarm_keys_routes,
     ngx_defarm_principal_routes,
+    ngx_defarm_redis_routes,
     NULL
 };

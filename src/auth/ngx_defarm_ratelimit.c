@@ -6,13 +6,17 @@
 
 #include "auth/ngx_defarm_ratelimit.h"
 #include "cache/ngx_defarm_cache.h"
+#include "redis/ngx_defarm_redis.h"
 #include "ngx_defarm_response.h"
 
 
 /*
- * Per-hour request limits: a counter per id and clock hour, incremented
- * in the shared-memory zone of defarm_cache (so every worker of this
- * nginx counts together), under the zone's trylock discipline.  Every
+ * Per-hour request limits: a counter per id and clock hour.  With
+ * defarm_redis it is counted in Redis (one script: INCR, and EXPIRE on
+ * the first), so every node counts together; without it, or while Redis
+ * is unreachable or slower than its budget, in the shared-memory zone of
+ * defarm_cache (this nginx's workers count together), under the zone's
+ * trylock discipline, with a warning in the log.  Every
  * answer carries X-RateLimit-Limit, -Remaining and -Reset (the Unix time
  * the window ends); past the limit, 429 with the original service's
  * fields and Retry-After.  Fixed windows: a client can spend a limit at
@@ -25,13 +29,29 @@ typedef struct {
     void                      *data;
     ngx_uint_t                 limit;
     time_t                     reset;
+    time_t                     now;
+    ngx_str_t                  key;
 } ngx_defarm_ratelimit_t;
 
 
+static ngx_int_t ngx_defarm_ratelimit_shared(ngx_http_request_t *r,
+    void *data, redisReply *reply);
+static ngx_int_t ngx_defarm_ratelimit_local(ngx_http_request_t *r,
+    ngx_defarm_ratelimit_t *rl);
 static ngx_int_t ngx_defarm_ratelimit_counted(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_ratelimit_apply(ngx_http_request_t *r,
+    ngx_defarm_ratelimit_t *rl, uint64_t n);
 static void ngx_defarm_ratelimit_fields(ngx_http_request_t *r,
     ngx_defarm_json_writer_t *w, void *data);
+
+
+/* atomic in Redis: the first request of a window sets its expiry */
+
+static const char  ngx_defarm_ratelimit_script[] =
+    "local n = redis.call('INCR', KEYS[1]) "
+    "if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end "
+    "return n";
 
 
 ngx_int_t
@@ -39,7 +59,9 @@ ngx_defarm_ratelimit_hourly(ngx_http_request_t *r, ngx_str_t *id,
     ngx_uint_t limit, ngx_defarm_ratelimit_pt pass, void *data)
 {
     time_t                   now, hour;
-    ngx_str_t                key;
+    size_t                   argvlen[5];
+    ngx_str_t                key, ttl;
+    const char              *argv[5];
     ngx_defarm_ratelimit_t  *rl;
     ngx_defarm_main_conf_t  *mcf;
 
@@ -64,20 +86,81 @@ ngx_defarm_ratelimit_hourly(ngx_http_request_t *r, ngx_str_t *id,
     rl->pass = pass;
     rl->data = data;
     rl->limit = limit;
+    rl->now = now;
     rl->reset = (hour + 1) * 3600;
 
-    key.len = sizeof("ratelimit::") - 1 + id->len + NGX_TIME_T_LEN;
+    key.len = sizeof("defarm:ratelimit::") - 1 + id->len + NGX_TIME_T_LEN;
     key.data = ngx_pnalloc(r->pool, key.len);
     if (key.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    key.len = ngx_sprintf(key.data, "ratelimit:%V:%T", id, hour) - key.data;
+    key.len = ngx_sprintf(key.data, "defarm:ratelimit:%V:%T", id, hour)
+              - key.data;
+    rl->key = key;
+
+    if (mcf->redis == NULL) {
+        return ngx_defarm_ratelimit_local(r, rl);
+    }
+
+    ttl.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (ttl.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     /* the counter outlives its window by a second, then goes */
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_INCR, &key, NULL,
-                                (ngx_msec_t) (rl->reset - now + 1) * 1000,
+    ttl.len = ngx_sprintf(ttl.data, "%T", rl->reset - now + 1) - ttl.data;
+
+    argv[0] = "EVAL";
+    argv[1] = ngx_defarm_ratelimit_script;
+    argv[2] = "1";
+    argv[3] = (const char *) key.data;
+    argv[4] = (const char *) ttl.data;
+
+    argvlen[0] = 4;
+    argvlen[1] = sizeof(ngx_defarm_ratelimit_script) - 1;
+    argvlen[2] = 1;
+    argvlen[3] = key.len;
+    argvlen[4] = ttl.len;
+
+    return ngx_defarm_redis_command(r, ngx_defarm_ratelimit_shared, rl, 5,
+                                    argv, argvlen);
+}
+
+
+static ngx_int_t
+ngx_defarm_ratelimit_shared(ngx_http_request_t *r, void *data,
+    redisReply *reply)
+{
+    ngx_defarm_ratelimit_t  *rl = data;
+
+    static time_t  warned;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        return ngx_defarm_ratelimit_apply(r, rl, (uint64_t) reply->integer);
+    }
+
+    /* Redis is away or slow: this node counts alone meanwhile */
+
+    ngx_defarm_redis_stats()->fallbacks++;
+
+    if (ngx_time() - warned >= 10) {
+        warned = ngx_time();
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "defarm: Redis unavailable for rate limits: counting "
+                      "in this node's shared memory meanwhile");
+    }
+
+    return ngx_defarm_ratelimit_local(r, rl);
+}
+
+
+static ngx_int_t
+ngx_defarm_ratelimit_local(ngx_http_request_t *r, ngx_defarm_ratelimit_t *rl)
+{
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_INCR, &rl->key, NULL,
+                                (ngx_msec_t) (rl->reset - rl->now + 1) * 1000,
                                 ngx_defarm_ratelimit_counted, rl);
 }
 
@@ -105,9 +188,7 @@ ngx_defarm_ratelimit_counted(ngx_http_request_t *r, void *data,
 {
     ngx_defarm_ratelimit_t  *rl = data;
 
-    time_t             wait;
-    uint64_t           n;
-    ngx_defarm_ctx_t  *ctx;
+    uint64_t  n;
 
     if (rc != NGX_OK || value == NULL || value->len != sizeof(uint64_t)) {
         /* no room for the counter: refuse rather than go unlimited */
@@ -118,6 +199,17 @@ ngx_defarm_ratelimit_counted(ngx_http_request_t *r, void *data,
     }
 
     ngx_memcpy(&n, value->data, sizeof(uint64_t));
+
+    return ngx_defarm_ratelimit_apply(r, rl, n);
+}
+
+
+static ngx_int_t
+ngx_defarm_ratelimit_apply(ngx_http_request_t *r, ngx_defarm_ratelimit_t *rl,
+    uint64_t n)
+{
+    time_t             wait;
+    ngx_defarm_ctx_t  *ctx;
 
     if (ngx_defarm_ratelimit_header(r, "X-RateLimit-Limit", rl->limit)
            != NGX_OK

@@ -5,6 +5,7 @@
 
 
 #include "cache/ngx_defarm_cache.h"
+#include "redis/ngx_defarm_redis.h"
 #include "ngx_defarm_response.h"
 
 
@@ -42,7 +43,7 @@ typedef struct {
     u_char                     color;
     u_char                     dummy;
     u_short                    key_len;
-    uint32_t                   generation;
+    ngx_atomic_uint_t          generation;
     ngx_queue_t                queue;
     ngx_msec_t                 expires;
     size_t                     value_len;
@@ -59,7 +60,7 @@ typedef struct {
     size_t                     size;
     ngx_msec_t                 ttl;
     uint32_t                   hash;
-    uint32_t                   generation;    /* GET: at a miss */
+    ngx_atomic_uint_t          generation;    /* GET: at a miss */
     ngx_uint_t                 family;
     ngx_int_t                  result;
     ngx_defarm_cache_done_pt   done;
@@ -540,10 +541,6 @@ ngx_defarm_cache_attempt(ngx_defarm_cache_req_t *cr)
                  ? ngx_defarm_cache_set_locked(cache, cr) : NGX_DECLINED;
             break;
 
-        case NGX_DEFARM_CACHE_INCR:
-            rc = ngx_defarm_cache_incr_locked(cache, cr);
-            break;
-
         case NGX_DEFARM_CACHE_DELETE:
             cn = ngx_defarm_cache_lookup_locked(cache, &cr->key, cr->hash);
             if (cn) {
@@ -553,9 +550,8 @@ ngx_defarm_cache_attempt(ngx_defarm_cache_req_t *cr)
             rc = cn ? NGX_OK : NGX_DECLINED;
             break;
 
-        default: /* NGX_DEFARM_CACHE_DELETE_PREFIX */
-            cache->sh->generation[cr->family]++;
-            rc = NGX_OK;
+        default: /* NGX_DEFARM_CACHE_INCR */
+            rc = ngx_defarm_cache_incr_locked(cache, cr);
             break;
         }
 
@@ -578,6 +574,38 @@ ngx_defarm_cache_attempt(ngx_defarm_cache_req_t *cr)
 }
 
 
+/* a key's family: its text up to the last ':', as a generation slot */
+
+static ngx_uint_t
+ngx_defarm_cache_family(ngx_str_t *key)
+{
+    u_char  *p;
+
+    p = key->data + key->len;
+
+    while (p > key->data && p[-1] != ':') {
+        p--;
+    }
+
+    return ngx_crc32_short(key->data, p - key->data)
+           % NGX_DEFARM_CACHE_GENERATIONS;
+}
+
+
+/*
+ * Invalidating a family is one atomic increment, outside the lock: it
+ * can neither wait nor fail, whoever asks (a request, or the Redis
+ * subscriber relaying another node's change).
+ */
+
+void
+ngx_defarm_cache_invalidate(ngx_defarm_cache_t *cache, ngx_str_t *key)
+{
+    (void) ngx_atomic_fetch_add(
+                &cache->sh->generation[ngx_defarm_cache_family(key)], 1);
+}
+
+
 /* the API */
 
 
@@ -586,9 +614,7 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
     ngx_str_t *key, ngx_str_t *value, ngx_msec_t ttl,
     ngx_defarm_cache_done_pt done, void *data)
 {
-    u_char                  *p;
     ngx_int_t                rc;
-    ngx_str_t                family;
     ngx_defarm_ctx_t        *ctx;
     ngx_pool_cleanup_t      *cln;
     ngx_defarm_cache_t      *cache;
@@ -601,6 +627,19 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
 
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (op == NGX_DEFARM_CACHE_DELETE_PREFIX) {
+
+        /* every node forgets the family: this one now, the others on Redis */
+
+        if (cache) {
+            ngx_defarm_cache_invalidate(cache, key);
+        }
+
+        ngx_defarm_redis_publish(key);
+
+        return done(r, data, NGX_OK, NULL);
     }
 
     if (cache == NULL || key->len == 0 || key->len > NGX_DEFARM_CACHE_MAX_KEY)
@@ -634,16 +673,7 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
 
     cr->hash = ngx_crc32_short(cr->key.data, cr->key.len);
 
-    family.data = cr->key.data;
-    p = cr->key.data + cr->key.len;
-
-    while (p > cr->key.data && p[-1] != ':') {
-        p--;
-    }
-
-    family.len = p - cr->key.data;
-    cr->family = ngx_crc32_short(family.data, family.len)
-                 % NGX_DEFARM_CACHE_GENERATIONS;
+    cr->family = ngx_defarm_cache_family(key);
 
     cr->generation = ctx->cache_generation;
 

@@ -46,7 +46,7 @@ typedef struct {
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                lru;
-    uint32_t                   generation[NGX_DEFARM_CACHE_GENERATIONS];
+    ngx_atomic_t               generation[NGX_DEFARM_CACHE_GENERATIONS];
     ngx_defarm_cache_stats_t   stats;
 } ngx_defarm_cache_sh_t;
 
@@ -83,6 +83,7 @@ typedef ngx_int_t (*ngx_defarm_cache_done_pt)(ngx_http_request_t *r,
 
 
 char *ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_defarm_cache_invalidate(ngx_defarm_cache_t *cache, ngx_str_t *key);
 ngx_int_t ngx_defarm_cache_run(ngx_http_request_t *r,
     ngx_defarm_cache_op_e op, ngx_str_t *key, ngx_str_t *value,
     ngx_msec_t ttl, ngx_defarm_cache_done_pt done, void *data);

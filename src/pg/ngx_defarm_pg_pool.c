@@ -109,7 +109,6 @@ static void ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc,
     const char *why);
 static void ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc);
-static void ngx_defarm_pg_free_connection(ngx_connection_t *c);
 static ngx_int_t ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
     ngx_uint_t on);
@@ -440,7 +439,7 @@ ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc)
     /* level-triggered: see the comment at the top of this file */
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
-        ngx_defarm_pg_free_connection(c);
+        ngx_defarm_free_connection(c);
         pc->c = NULL;
         return NGX_ERROR;
     }
@@ -503,7 +502,7 @@ ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc)
 
         if (st != PGRES_POLLING_FAILED && ngx_defarm_pg_moved(pc)) {
             timer = pc->c->read->timer.key - ngx_current_msec;
-            ngx_defarm_pg_free_connection(pc->c);
+            ngx_defarm_free_connection(pc->c);
             pc->c = NULL;
 
             if (ngx_defarm_pg_wrap(pc) != NGX_OK) {
@@ -643,32 +642,6 @@ ngx_defarm_pg_retry_handler(ngx_event_t *ev)
 
 
 static void
-ngx_defarm_pg_free_connection(ngx_connection_t *c)
-{
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* the kernel drops a closed socket from epoll by itself */
-
-    c->read->active = 0;
-    c->write->active = 0;
-
-    ngx_free_connection(c);
-
-    c->fd = (ngx_socket_t) -1;
-}
-
-
-static void
 ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc)
 {
     ngx_defarm_pg_pool_t  *pool = pc->pool;
@@ -690,7 +663,7 @@ ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc)
     }
 
     if (pc->c) {
-        ngx_defarm_pg_free_connection(pc->c);
+        ngx_defarm_free_connection(pc->c);
         pc->c = NULL;
     }
 

@@ -44,7 +44,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
     wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
-    sql
+    sql redis_start redis_stop redis_pid
 );
 
 BEGIN {
@@ -61,6 +61,7 @@ my $Valgrind = $ENV{TEST_NGINX_USE_VALGRIND} ? 1 : 0;
 my $Nginx    = $ENV{TEST_NGINX_BINARY} || 'nginx';
 my $MainPid  = $$;      # forked children never clean up
 my %Running;            # servroot => handle, for the END block
+my %Redis;              # redis_start() dirs, stopped at the end
 my $PgStopped = 0;      # pg_stop() was called without a pg_start() yet
 
 # jwt_secret() -> ($secret, $path): a random 48-character HS256 secret in
@@ -306,6 +307,10 @@ END {
     if ($$ == $MainPid) {
         local $?;
         stop_nginx($_, quiet => 1) for values %Running;
+        for my $dir (keys %Redis) {
+            kill 'CONT', redis_pid($dir) if redis_pid($dir);
+            system("cd $Top && scripts/redis.sh stop $dir");
+        }
         if ($PgStopped) {
             eval { pg_start(); 1 }
                 or Test::More::diag("could not restart PostgreSQL: $@");
@@ -519,6 +524,30 @@ sub pg_script {
 }
 
 # Stop and restart the test PostgreSQL (the same port again).
+# redis_start($dir) -> the port of a Redis of the test's own, in $dir (the
+# same port when started again after redis_stop($dir)); redis_pid($dir).
+sub redis_start {
+    my ($dir) = @_;
+    my $out = `cd $Top && scripts/redis.sh start $dir 2>&1`;
+    die "scripts/redis.sh start $dir failed:\n$out" if $?;
+    $Redis{$dir} = 1;
+    return ($out =~ /REDIS_PORT=(\d+)/)[0];
+}
+
+sub redis_stop {
+    my ($dir) = @_;
+    delete $Redis{$dir};
+    system("cd $Top && scripts/redis.sh stop $dir") == 0
+        or die "scripts/redis.sh stop $dir failed\n";
+}
+
+sub redis_pid {
+    my ($dir) = @_;
+    my $pid = slurp("$dir/redis.pid") // '';
+    chomp $pid;
+    return $pid;
+}
+
 sub pg_stop  { $PgStopped = 1; pg_script('stop') }
 sub pg_start { pg_script('start'); $PgStopped = 0 }
 
