@@ -158,6 +158,9 @@ is(http($a, GET => '/health')->{status}, 200,
 
 # 4. Redis stopped and started again
 
+my ($key4, $id4) = new_key();
+is(by_key($b, $key4)->{status}, 200, 'node B caches another key');
+
 redis_stop($dir);
 
 ok(wait_until(sub { http($a, GET => '/health/redis')->{status} == 503 },
@@ -168,6 +171,12 @@ is($res->{status}, 200, 'requests by key are still served');
 ok($res->{headers}{'x-ratelimit-remaining'},
    'counted in this node meanwhile');
 
+# a change made while the nodes cannot talk is not lost either
+
+is(http($a, POST => "/api/api-keys/$id4/revoke", %auth)->{status}, 200,
+   'node A revokes a key while Redis is down');
+is(by_key($a, $key4)->{status}, 401, 'node A refuses it at once');
+
 redis_start($dir);
 
 for my $ng ($a, $b) {
@@ -177,6 +186,8 @@ for my $ng ($a, $b) {
 }
 
 ok(metric($a, 'defarm_redis_reconnects_total') >= 1, 'reconnects counted');
+ok(wait_until(sub { by_key($b, $key4)->{status} == 401 }, $T, 'B catches up'),
+   'node B refuses the key revoked during the outage');
 is(by_key($a, $key3)->{status}, 200, 'and the shared count resumes');
 
 for my $ng ($a, $b) {

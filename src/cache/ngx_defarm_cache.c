@@ -606,6 +606,19 @@ ngx_defarm_cache_invalidate(ngx_defarm_cache_t *cache, ngx_str_t *key)
 }
 
 
+/* every family at once: after invalidations may have been missed */
+
+void
+ngx_defarm_cache_invalidate_all(ngx_defarm_cache_t *cache)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_DEFARM_CACHE_GENERATIONS; i++) {
+        (void) ngx_atomic_fetch_add(&cache->sh->generation[i], 1);
+    }
+}
+
+
 /* the API */
 
 

@@ -26,6 +26,12 @@
  * reply, or NULL when the context goes), which frees it.  A lost link is
  * reconnected with capped, jittered backoff; AUTH and SELECT go first on
  * every connection.
+ *
+ * Publish/subscribe delivers nothing to a node that is not listening, so
+ * a gap is made up for: invalidations this worker could not publish are
+ * kept (up to a bound, beyond which "*", everything, is sent) and sent on
+ * reconnect, and a subscriber that (re)connects first forgets every family
+ * of its zone, since it may have missed some.
  */
 
 
@@ -43,6 +49,9 @@ struct ngx_defarm_redis_link_s {
     ngx_uint_t                 subscriber;    /* unsigned  subscriber:1; */
     ngx_uint_t                 connected;     /* unsigned  connected:1; */
 };
+
+
+#define NGX_DEFARM_REDIS_PENDING  64
 
 
 typedef struct {
@@ -66,6 +75,7 @@ static void ngx_defarm_redis_setup_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_defarm_redis_message(redisAsyncContext *ac, void *reply,
     void *privdata);
+static void ngx_defarm_redis_send_pending(ngx_defarm_redis_link_t *link);
 static void ngx_defarm_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_defarm_redis_timeout(ngx_event_t *ev);
@@ -83,6 +93,14 @@ static ngx_defarm_redis_link_t   *ngx_defarm_redis_cmd;
 static ngx_defarm_redis_link_t   *ngx_defarm_redis_sub;
 static ngx_defarm_cache_t        *ngx_defarm_redis_cache;
 static ngx_uint_t                 ngx_defarm_redis_exiting;
+
+/* invalidations waiting for the link; "overflow": send "*" instead */
+static u_char                    *ngx_defarm_redis_pending
+                                      [NGX_DEFARM_REDIS_PENDING];
+static size_t                     ngx_defarm_redis_pending_len
+                                      [NGX_DEFARM_REDIS_PENDING];
+static ngx_uint_t                 ngx_defarm_redis_npending;
+static ngx_uint_t                 ngx_defarm_redis_overflow;
 static ngx_defarm_redis_stats_t   ngx_defarm_redis_none;
 
 
@@ -270,6 +288,11 @@ ngx_defarm_redis_exit_process(ngx_cycle_t *cycle)
         }
     }
 
+    for (i = 0; i < ngx_defarm_redis_npending; i++) {
+        ngx_free(ngx_defarm_redis_pending[i]);
+    }
+
+    ngx_defarm_redis_npending = 0;
     ngx_defarm_redis_cmd = NULL;
     ngx_defarm_redis_sub = NULL;
 }
@@ -443,17 +466,22 @@ ngx_defarm_redis_on_connect(const redisAsyncContext *cac, int status)
                                  "SELECT %d", (int) link->conf->db);
     }
 
+    link->connected = 1;
+    link->backoff = 0;
+
     if (link->subscriber) {
         (void) redisAsyncCommand(ac, ngx_defarm_redis_message, link,
                                  "SUBSCRIBE %b", link->conf->channel.data,
                                  link->conf->channel.len);
 
+        /* whatever changed while nobody listened is forgotten */
+
+        ngx_defarm_cache_invalidate_all(ngx_defarm_redis_cache);
+
     } else {
         ngx_defarm_redis_stats()->connected = 1;
+        ngx_defarm_redis_send_pending(link);
     }
-
-    link->connected = 1;
-    link->backoff = 0;
 
     ngx_log_error(NGX_LOG_INFO, link->log, 0,
                   "defarm: redis %V: connected%s", &link->conf->name,
@@ -524,10 +552,18 @@ ngx_defarm_redis_message(redisAsyncContext *ac, void *reply, void *privdata)
     key.data = (u_char *) rr->element[2]->str;
     key.len = rr->element[2]->len;
 
-    if (ngx_defarm_redis_cache && key.len) {
-        ngx_defarm_cache_invalidate(ngx_defarm_redis_cache, &key);
-        ngx_defarm_redis_stats()->applied++;
+    if (ngx_defarm_redis_cache == NULL || key.len == 0) {
+        return;
     }
+
+    if (key.len == 1 && key.data[0] == '*') {
+        ngx_defarm_cache_invalidate_all(ngx_defarm_redis_cache);
+
+    } else {
+        ngx_defarm_cache_invalidate(ngx_defarm_redis_cache, &key);
+    }
+
+    ngx_defarm_redis_stats()->applied++;
 }
 
 
@@ -588,25 +624,77 @@ ngx_defarm_redis_command(ngx_http_request_t *r,
 }
 
 
-/* fire and forget: nobody waits for PUBLISH */
+/* nobody waits for PUBLISH; one that cannot go now goes on reconnect */
 
 void
 ngx_defarm_redis_publish(ngx_str_t *message)
 {
+    u_char                   *p;
     ngx_defarm_redis_link_t  *link;
 
     link = ngx_defarm_redis_cmd;
 
-    if (link == NULL || !link->connected || link->ac == NULL) {
+    if (link == NULL) {
+        return;                                 /* Redis not configured */
+    }
+
+    if (link->connected && link->ac
+        && redisAsyncCommand(link->ac, NULL, NULL, "PUBLISH %b %b",
+                             link->conf->channel.data,
+                             link->conf->channel.len, message->data,
+                             message->len)
+           == REDIS_OK)
+    {
+        ngx_defarm_redis_stats()->published++;
         return;
     }
 
-    if (redisAsyncCommand(link->ac, NULL, NULL, "PUBLISH %b %b",
-                          link->conf->channel.data, link->conf->channel.len,
-                          message->data, message->len)
-        == REDIS_OK)
-    {
-        ngx_defarm_redis_stats()->published++;
+    if (ngx_defarm_redis_overflow) {
+        return;
+    }
+
+    p = NULL;
+
+    if (ngx_defarm_redis_npending < NGX_DEFARM_REDIS_PENDING) {
+        p = ngx_alloc(message->len, link->log);
+    }
+
+    if (p == NULL) {
+        ngx_defarm_redis_overflow = 1;
+        return;
+    }
+
+    ngx_memcpy(p, message->data, message->len);
+    ngx_defarm_redis_pending[ngx_defarm_redis_npending] = p;
+    ngx_defarm_redis_pending_len[ngx_defarm_redis_npending++] = message->len;
+}
+
+
+static void
+ngx_defarm_redis_send_pending(ngx_defarm_redis_link_t *link)
+{
+    ngx_str_t   all;
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_defarm_redis_npending; i++) {
+        if (!ngx_defarm_redis_overflow) {
+            (void) redisAsyncCommand(link->ac, NULL, NULL, "PUBLISH %b %b",
+                                     link->conf->channel.data,
+                                     link->conf->channel.len,
+                                     ngx_defarm_redis_pending[i],
+                                     ngx_defarm_redis_pending_len[i]);
+            ngx_defarm_redis_stats()->published++;
+        }
+
+        ngx_free(ngx_defarm_redis_pending[i]);
+    }
+
+    ngx_defarm_redis_npending = 0;
+
+    if (ngx_defarm_redis_overflow) {
+        ngx_defarm_redis_overflow = 0;
+        ngx_str_set(&all, "*");
+        ngx_defarm_redis_publish(&all);
     }
 }
 
