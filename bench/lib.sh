@@ -21,9 +21,9 @@ bench_pg_stop() {
     "$top/scripts/pg.sh" stop "$bench_var/pg" || true
 }
 
-# bench_nginx_start PORT HTTP_CONFIG SERVER_CONFIG
+# bench_nginx_start PORT HTTP_CONFIG SERVER_CONFIG [NAME]
 bench_nginx_start() {
-    local port=$1 http=$2 server=$3 root=$bench_var/nginx
+    local port=$1 http=$2 server=$3 root=$bench_var/${4:-nginx}
     mkdir -p "$root/logs" "$root/conf"
     cat > "$root/conf/nginx.conf" <<_EOC_
 load_module $top/build/ngx_defarm_module.so;
@@ -51,8 +51,9 @@ _EOC_
     return 1
 }
 
+# bench_nginx_stop [NAME]
 bench_nginx_stop() {
-    local root=$bench_var/nginx
+    local root=$bench_var/${1:-nginx}
     if [ -f "$root/logs/nginx.pid" ]; then
         kill -QUIT "$(cat "$root/logs/nginx.pid")" 2>/dev/null || true
         sleep 1
