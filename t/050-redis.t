@@ -65,7 +65,8 @@ my %auth = (headers => { 'Content-Type' => 'application/json',
 
 sub new_key {
     my (%key) = @_;
-    my $res = http($a, POST => '/api/api-keys', %auth,
+    my $ng = delete $key{node} // $a;
+    my $res = http($ng, POST => '/api/api-keys', %auth,
                    body => $json->encode({ name => 'k',
                                            organization_type => 'External',
                                            %key }));
@@ -195,6 +196,48 @@ for my $ng ($a, $b) {
     stop_nginx($ng);
 }
 
+# 5. AUTH and SELECT on connect
+
+sub redis_cli { my $out = `redis-cli -p $port @_ 2>&1`; chomp $out; $out }
+
+is(redis_cli('CONFIG SET requirepass s3cret'), 'OK', 'Redis wants a password');
+
+sub node_with {
+    my ($name, $params) = @_;
+    return start_nginx(
+        name   => $name,
+        http   => db_config(size => 2) . "
+    defarm_cache zone=$name:1m ttl=1h;
+    defarm_redis 127.0.0.1:$port $params;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;",
+        server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+}
+
+my $c = node_with('redis-auth', 'password=s3cret db=3');
+ok(wait_until(sub { http($c, GET => '/health/redis')->{status} == 200 },
+              $T, 'AUTH'), 'with the password: connected');
+
+my ($key5, $id5) = new_key(node => $c);
+is(by_key($c, $key5)->{status}, 200, 'a request by key');
+like(redis_cli("-a s3cret --no-auth-warning -n 3 --scan "
+               . "--pattern 'defarm:ratelimit:$id5:*'"),
+     qr/^defarm:ratelimit:\Q$id5\E:\d+$/, 'counted in database 3 (SELECT)');
+stop_nginx($c);
+
+my $d = node_with('redis-badauth', 'password=wrong');
+ok(wait_until(sub { $d->log =~ /AUTH failed/ }, $T, 'AUTH refused'),
+   'a wrong password: the error log says AUTH failed');
+is(http($d, GET => '/health/redis')->{status}, 503,
+   'and /health/redis is 503');
+is(by_key($d, $key5)->{status}, 200, 'requests are still served');
+stop_nginx($d);
+
+redis_cli('-a s3cret --no-auth-warning CONFIG SET requirepass ""');
 redis_stop($dir);
 
 done_testing();
