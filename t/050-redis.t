@@ -152,10 +152,26 @@ like($a->log($mark), qr/Redis unavailable for rate limits/,
 
 abort_request($a, GET => '/api/echo/auth',
               headers => { 'X-API-Key' => $key3 }, after => 0.02);
+ok(wait_until(sub { $a->log($mark) =~ /client prematurely closed/ },
+              $T, 'abort'),
+   'the aborted request is let go while its command is in flight');
+
+# a Redis that stops answering without closing is let go, not waited on
+
+is(by_key($a, $key3)->{status}, 200, "paused, request $_") for 2, 3;
+ok(wait_until(sub { http($a, GET => '/health/redis')->{status} == 503 },
+              $T, 'link dropped'),
+   'after 3 timeouts in a row the link is dropped (/health/redis 503)');
+like($a->log($mark), qr/3 commands in a row timed out, reconnecting/,
+     'and the log says why');
+is(by_key($a, $key3)->{status}, 200,
+   'while it reconnects, requests are served without waiting for Redis');
 
 kill 'CONT', redis_pid($dir);
 is(http($a, GET => '/health')->{status}, 200,
    'the worker serves on after the abort');
+ok(wait_until(sub { http($a, GET => '/health/redis')->{status} == 200 },
+              $T, 'back'), 'Redis answers again: the link is back');
 
 # 4. Redis stopped and started again
 

@@ -48,10 +48,16 @@ struct ngx_defarm_redis_link_s {
     ngx_log_t                 *log;
     ngx_uint_t                 subscriber;    /* unsigned  subscriber:1; */
     ngx_uint_t                 connected;     /* unsigned  connected:1; */
+    ngx_uint_t                 timeouts;      /* in a row */
+    ngx_uint_t                 waiting;       /* commands in flight */
 };
 
 
 #define NGX_DEFARM_REDIS_PENDING  64
+
+/* past these, the link is dropped, or commands are not even sent */
+#define NGX_DEFARM_REDIS_MAX_TIMEOUTS  3
+#define NGX_DEFARM_REDIS_MAX_WAITING   1024
 
 
 typedef struct {
@@ -76,6 +82,12 @@ static void ngx_defarm_redis_setup_reply(redisAsyncContext *ac, void *reply,
 static void ngx_defarm_redis_message(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_defarm_redis_send_pending(ngx_defarm_redis_link_t *link);
+static void ngx_defarm_redis_ready(redisAsyncContext *ac, void *reply,
+    void *privdata);
+static void ngx_defarm_redis_up(ngx_defarm_redis_link_t *link);
+static void ngx_defarm_redis_published(redisAsyncContext *ac, void *reply,
+    void *privdata);
+static void ngx_defarm_redis_queue(u_char *p);
 static void ngx_defarm_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_defarm_redis_timeout(ngx_event_t *ev);
@@ -94,10 +106,11 @@ static ngx_defarm_redis_link_t   *ngx_defarm_redis_sub;
 static ngx_defarm_cache_t        *ngx_defarm_redis_cache;
 static ngx_uint_t                 ngx_defarm_redis_exiting;
 
-/* invalidations waiting for the link; "overflow": send "*" instead */
+/*
+ * Invalidations waiting for the link (each a size_t length, then the
+ * bytes); past the bound, "overflow": "*" is sent instead.
+ */
 static u_char                    *ngx_defarm_redis_pending
-                                      [NGX_DEFARM_REDIS_PENDING];
-static size_t                     ngx_defarm_redis_pending_len
                                       [NGX_DEFARM_REDIS_PENDING];
 static ngx_uint_t                 ngx_defarm_redis_npending;
 static ngx_uint_t                 ngx_defarm_redis_overflow;
@@ -179,6 +192,10 @@ ngx_defarm_redis_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (rcf->timeout == 0 || rcf->connect_timeout == 0) {
         return "timeouts must be more than 0";
+    }
+
+    if (rcf->retry_max < 100) {
+        return "retry_max must be at least 100ms";
     }
 
     /* resolved here, once: hiredis would call getaddrinfo() in a worker */
@@ -466,26 +483,55 @@ ngx_defarm_redis_on_connect(const redisAsyncContext *cac, int status)
                                  "SELECT %d", (int) link->conf->db);
     }
 
-    link->connected = 1;
-    link->backoff = 0;
+    /* dead peers are noticed even on a link with nothing to send */
+
+    (void) redisEnableKeepAlive(&ac->c);
+
+    /*
+     * The link is up once Redis answered what goes first: for the
+     * subscriber, its SUBSCRIBE (ngx_defarm_redis_message); for commands,
+     * a PING sent after AUTH and SELECT.
+     */
 
     if (link->subscriber) {
         (void) redisAsyncCommand(ac, ngx_defarm_redis_message, link,
                                  "SUBSCRIBE %b", link->conf->channel.data,
                                  link->conf->channel.len);
 
-        /* whatever changed while nobody listened is forgotten */
-
-        ngx_defarm_cache_invalidate_all(ngx_defarm_redis_cache);
-
     } else {
-        ngx_defarm_redis_stats()->connected = 1;
-        ngx_defarm_redis_send_pending(link);
+        (void) redisAsyncCommand(ac, ngx_defarm_redis_ready, NULL, "PING");
     }
+}
+
+
+static void
+ngx_defarm_redis_up(ngx_defarm_redis_link_t *link)
+{
+    link->connected = 1;
+    link->backoff = 0;
+    link->timeouts = 0;
 
     ngx_log_error(NGX_LOG_INFO, link->log, 0,
                   "defarm: redis %V: connected%s", &link->conf->name,
                   link->subscriber ? " (subscriber)" : "");
+}
+
+
+static void
+ngx_defarm_redis_ready(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply               *rr = reply;
+    ngx_defarm_redis_link_t  *link = ac->data;
+
+    if (rr == NULL || rr->type == REDIS_REPLY_ERROR
+        || ngx_defarm_redis_exiting)
+    {
+        return;                         /* setup failed: it disconnects */
+    }
+
+    ngx_defarm_redis_up(link);
+    ngx_defarm_redis_stats()->connected = 1;
+    ngx_defarm_redis_send_pending(link);
 }
 
 
@@ -538,12 +584,29 @@ ngx_defarm_redis_setup_reply(redisAsyncContext *ac, void *reply,
 static void
 ngx_defarm_redis_message(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    redisReply  *rr = reply;
-    ngx_str_t    key;
+    redisReply               *rr = reply;
+    ngx_str_t                 key;
+    ngx_defarm_redis_link_t  *link = privdata;
 
     if (rr == NULL || rr->type != REDIS_REPLY_ARRAY || rr->elements != 3
-        || rr->element[0]->type != REDIS_REPLY_STRING
-        || ngx_strcmp(rr->element[0]->str, "message") != 0
+        || rr->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (ngx_strcmp(rr->element[0]->str, "subscribe") == 0) {
+        ngx_defarm_redis_up(link);
+
+        /* whatever changed while nobody listened is forgotten */
+
+        if (ngx_defarm_redis_cache) {
+            ngx_defarm_cache_invalidate_all(ngx_defarm_redis_cache);
+        }
+
+        return;
+    }
+
+    if (ngx_strcmp(rr->element[0]->str, "message") != 0
         || rr->element[2]->type != REDIS_REPLY_STRING)
     {
         return;
@@ -580,7 +643,9 @@ ngx_defarm_redis_command(ngx_http_request_t *r,
 
     link = ngx_defarm_redis_cmd;
 
-    if (link == NULL || !link->connected || link->ac == NULL) {
+    if (link == NULL || !link->connected || link->ac == NULL
+        || link->waiting >= NGX_DEFARM_REDIS_MAX_WAITING)
+    {
         return done(r, data, NULL);
     }
 
@@ -605,6 +670,7 @@ ngx_defarm_redis_command(ngx_http_request_t *r,
     }
 
     ngx_defarm_redis_stats()->commands++;
+    link->waiting++;
 
     w->request = r;
     w->done = done;
@@ -624,7 +690,11 @@ ngx_defarm_redis_command(ngx_http_request_t *r,
 }
 
 
-/* nobody waits for PUBLISH; one that cannot go now goes on reconnect */
+/*
+ * Nobody waits for PUBLISH, but its message is kept until Redis took it:
+ * one that cannot go now, or whose link fails before the answer, goes on
+ * reconnect.
+ */
 
 void
 ngx_defarm_redis_publish(ngx_str_t *message)
@@ -638,9 +708,20 @@ ngx_defarm_redis_publish(ngx_str_t *message)
         return;                                 /* Redis not configured */
     }
 
+    /* a length, then the bytes: the reply callback owns them */
+
+    p = ngx_alloc(sizeof(size_t) + message->len, link->log);
+    if (p == NULL) {
+        ngx_defarm_redis_overflow = 1;
+        return;
+    }
+
+    ngx_memcpy(p, &message->len, sizeof(size_t));
+    ngx_memcpy(p + sizeof(size_t), message->data, message->len);
+
     if (link->connected && link->ac
-        && redisAsyncCommand(link->ac, NULL, NULL, "PUBLISH %b %b",
-                             link->conf->channel.data,
+        && redisAsyncCommand(link->ac, ngx_defarm_redis_published, p,
+                             "PUBLISH %b %b", link->conf->channel.data,
                              link->conf->channel.len, message->data,
                              message->len)
            == REDIS_OK)
@@ -649,52 +730,77 @@ ngx_defarm_redis_publish(ngx_str_t *message)
         return;
     }
 
-    if (ngx_defarm_redis_overflow) {
+    ngx_defarm_redis_queue(p);
+}
+
+
+static void
+ngx_defarm_redis_published(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    redisReply  *rr = reply;
+
+    if (rr && rr->type != REDIS_REPLY_ERROR) {
+        ngx_free(privdata);
         return;
     }
 
-    p = NULL;
+    /* lost with its link: sent again after the reconnect */
 
-    if (ngx_defarm_redis_npending < NGX_DEFARM_REDIS_PENDING) {
-        p = ngx_alloc(message->len, link->log);
+    if (ngx_defarm_redis_exiting) {
+        ngx_free(privdata);
+        return;
     }
 
-    if (p == NULL) {
+    ngx_defarm_redis_queue(privdata);
+}
+
+
+static void
+ngx_defarm_redis_queue(u_char *p)
+{
+    if (ngx_defarm_redis_overflow
+        || ngx_defarm_redis_npending == NGX_DEFARM_REDIS_PENDING)
+    {
         ngx_defarm_redis_overflow = 1;
+        ngx_free(p);
         return;
     }
 
-    ngx_memcpy(p, message->data, message->len);
-    ngx_defarm_redis_pending[ngx_defarm_redis_npending] = p;
-    ngx_defarm_redis_pending_len[ngx_defarm_redis_npending++] = message->len;
+    ngx_defarm_redis_pending[ngx_defarm_redis_npending++] = p;
 }
 
 
 static void
 ngx_defarm_redis_send_pending(ngx_defarm_redis_link_t *link)
 {
-    ngx_str_t   all;
-    ngx_uint_t  i;
+    u_char      *p[NGX_DEFARM_REDIS_PENDING];
+    ngx_str_t    m;
+    ngx_uint_t   i, n, overflow;
 
-    for (i = 0; i < ngx_defarm_redis_npending; i++) {
-        if (!ngx_defarm_redis_overflow) {
-            (void) redisAsyncCommand(link->ac, NULL, NULL, "PUBLISH %b %b",
-                                     link->conf->channel.data,
-                                     link->conf->channel.len,
-                                     ngx_defarm_redis_pending[i],
-                                     ngx_defarm_redis_pending_len[i]);
-            ngx_defarm_redis_stats()->published++;
-        }
+    /* taken out first: a message that fails again is queued anew */
 
-        ngx_free(ngx_defarm_redis_pending[i]);
-    }
+    n = ngx_defarm_redis_npending;
+    overflow = ngx_defarm_redis_overflow;
+
+    ngx_memcpy(p, ngx_defarm_redis_pending, n * sizeof(u_char *));
 
     ngx_defarm_redis_npending = 0;
+    ngx_defarm_redis_overflow = 0;
 
-    if (ngx_defarm_redis_overflow) {
-        ngx_defarm_redis_overflow = 0;
-        ngx_str_set(&all, "*");
-        ngx_defarm_redis_publish(&all);
+    for (i = 0; i < n; i++) {
+        if (!overflow) {
+            ngx_memcpy(&m.len, p[i], sizeof(size_t));
+            m.data = p[i] + sizeof(size_t);
+            ngx_defarm_redis_publish(&m);
+        }
+
+        ngx_free(p[i]);
+    }
+
+    if (overflow) {
+        ngx_str_set(&m, "*");
+        ngx_defarm_redis_publish(&m);
     }
 }
 
@@ -738,10 +844,19 @@ ngx_defarm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     ngx_defarm_redis_waiter_t  *w = privdata;
 
-    redisReply          *rr = reply;
-    ngx_http_request_t  *r;
+    redisReply               *rr = reply;
+    ngx_http_request_t       *r;
+    ngx_defarm_redis_link_t  *link = ac->data;
+
+    static time_t  logged;
 
     r = w->request;
+
+    link->waiting--;
+
+    if (rr) {
+        link->timeouts = 0;                     /* it answers */
+    }
 
     ngx_defarm_redis_forget(w);
 
@@ -753,7 +868,8 @@ ngx_defarm_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (rr == NULL || rr->type == REDIS_REPLY_ERROR) {
         ngx_defarm_redis_stats()->errors++;
 
-        if (rr) {
+        if (rr && ngx_time() - logged >= 10) {
+            logged = ngx_time();
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "defarm: redis: %s", rr->str);
         }
@@ -772,7 +888,8 @@ ngx_defarm_redis_timeout(ngx_event_t *ev)
 {
     ngx_defarm_redis_waiter_t  *w = ev->data;
 
-    ngx_http_request_t  *r;
+    ngx_http_request_t       *r;
+    ngx_defarm_redis_link_t  *link;
 
     r = w->request;
 
@@ -783,6 +900,25 @@ ngx_defarm_redis_timeout(ngx_event_t *ev)
     ngx_defarm_redis_stats()->timeouts++;
 
     ngx_defarm_redis_finish(r, w->done, w->data, NULL);
+
+    /*
+     * A Redis that stops answering without closing (a frozen host, a lost
+     * route) is let go after a few timeouts in a row: the pending
+     * callbacks run with NULL, and the link reconnects.  From a timer,
+     * never inside a hiredis callback, so freeing the context is safe.
+     */
+
+    link = ngx_defarm_redis_cmd;
+
+    if (link && link->ac
+        && ++link->timeouts >= NGX_DEFARM_REDIS_MAX_TIMEOUTS)
+    {
+        ngx_log_error(NGX_LOG_WARN, link->log, 0,
+                      "defarm: redis %V: %ui commands in a row timed out, "
+                      "reconnecting", &link->conf->name, link->timeouts);
+        link->timeouts = 0;
+        redisAsyncFree(link->ac);
+    }
 }
 
 
