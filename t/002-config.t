@@ -74,3 +74,56 @@ qr/\[emerg\] .*"defarm_api" already serves the health routes/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"defarm_api" directive is not allowed here/
+
+
+
+=== TEST 7: defarm_redis: retry_max below 100ms is refused
+--- http_config
+    defarm_redis 127.0.0.1:6379 retry_max=10ms;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_redis" directive retry_max must be at least 100ms/
+
+
+
+=== TEST 8: defarm_redis: an unknown parameter is refused
+--- http_config
+    defarm_redis 127.0.0.1:6379 db=16;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*defarm_redis: invalid parameter "db=16"/
+
+
+
+=== TEST 9: defarm_redis: a host that does not resolve is refused at nginx -t
+--- http_config
+    defarm_redis no-such-host.invalid:6379;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*defarm_redis: "no-such-host\.invalid:6379" could not be resolved/
+
+
+
+=== TEST 10: defarm_redis without Redis running: nginx starts, /health/redis is 503
+--- http_config
+    defarm_redis 127.0.0.1:1 connect_timeout=100ms retry_max=100ms;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- request
+GET /health/redis
+--- error_code: 503
+--- response_body_like: "status":"disconnected"
