@@ -1,0 +1,232 @@
+-- Items, their identifiers, and the functions that change them.
+--
+-- Every write that must not interleave with another (create with entity
+-- resolution, enrich) is one function, run as one statement: identifiers
+-- are serialised by transaction-scoped advisory locks taken in one order,
+-- so two concurrent creates with the same new identifier make one item.
+-- Items are rendered to the API's JSON here, once, by defarm_item_json().
+
+-- DFIDs: DFID-YYYYMMDD-NNNNNN-CHK, the sequence from one database sequence
+-- (the original's per-process counters restarted at 1 and collided).
+
+CREATE SEQUENCE dfid_seq;
+
+CREATE FUNCTION defarm_dfid_check(body text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    h  bigint := 0;
+    i  int;
+BEGIN
+    -- h = h * 31 + byte, as a uint32; the check is h mod 65535, in hex
+    FOR i IN 1 .. length(body) LOOP
+        h := (h * 31 + ascii(substr(body, i, 1))) % 4294967296;
+    END LOOP;
+    RETURN upper(to_hex(h % 65535));
+END
+$$;
+
+CREATE FUNCTION defarm_dfid() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    d  text := to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD');
+    n  text := lpad(nextval('dfid_seq')::text, 6, '0');
+BEGIN
+    RETURN 'DFID-' || d || '-' || n || '-' || defarm_dfid_check(d || n);
+END
+$$;
+
+CREATE TABLE items (
+    dfid                text PRIMARY KEY,
+    owner_id            text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    status              text NOT NULL DEFAULT 'Active',
+    enriched_data       jsonb NOT NULL DEFAULT '{}',
+    source_entries      uuid[] NOT NULL DEFAULT '{}',
+    confidence_score    double precision NOT NULL DEFAULT 1.0,
+    legacy_mode         boolean NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    last_modified       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX items_owner_created ON items (owner_id, created_at DESC, dfid);
+CREATE INDEX items_status ON items (status);
+
+CREATE TABLE item_identifiers (
+    id                  bigserial PRIMARY KEY,
+    dfid                text NOT NULL REFERENCES items (dfid) ON DELETE CASCADE,
+    namespace           text NOT NULL DEFAULT 'generic',
+    key                 text NOT NULL,
+    value               text NOT NULL,
+    id_type             text NOT NULL DEFAULT 'Contextual'
+                        CHECK (id_type IN ('Canonical', 'Contextual')),
+    scope               text,
+    verified            boolean NOT NULL DEFAULT false,
+    verification_date   timestamptz,
+
+    CONSTRAINT item_identifiers_unique UNIQUE (dfid, namespace, key, value)
+);
+
+CREATE INDEX item_identifiers_key_value ON item_identifiers (key, value);
+CREATE INDEX item_identifiers_namespace ON item_identifiers (namespace);
+
+-- An item as the API shows it (ItemResponse).
+
+CREATE FUNCTION defarm_item_json(p_dfid text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'dfid', i.dfid,
+        'identifiers', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'namespace', ii.namespace, 'key', ii.key,
+                       'value', ii.value, 'id_type', ii.id_type)
+                   || CASE WHEN ii.id_type = 'Contextual'
+                      THEN jsonb_build_object('scope', ii.scope)
+                      ELSE jsonb_build_object(
+                          'verified', ii.verified,
+                          'verification_date',
+                          to_char(ii.verification_date AT TIME ZONE 'UTC',
+                                  'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+                      END
+                   ORDER BY ii.id)
+            FROM item_identifiers ii WHERE ii.dfid = i.dfid), '[]'),
+        'enriched_data', i.enriched_data,
+        'creation_timestamp', floor(extract(epoch FROM i.created_at))::bigint,
+        'last_modified', floor(extract(epoch FROM i.last_modified))::bigint,
+        'source_entries', to_jsonb(i.source_entries),
+        'status', i.status)
+    FROM items i WHERE i.dfid = p_dfid
+$$;
+
+-- Identifiers arrive checked and complete (namespace, key, value, id_type,
+-- scope, verified, verification_date) from the module.
+
+CREATE FUNCTION defarm_item_add_identifiers(p_dfid text, p_ids jsonb)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO item_identifiers (dfid, namespace, key, value, id_type, scope,
+                                  verified, verification_date)
+    SELECT p_dfid, x->>'namespace', x->>'key', x->>'value', x->>'id_type',
+           x->>'scope', coalesce((x->>'verified')::boolean, false),
+           (x->>'verification_date')::timestamptz
+    FROM jsonb_array_elements(p_ids) WITH ORDINALITY AS t(x, n)
+    ORDER BY n
+    ON CONFLICT ON CONSTRAINT item_identifiers_unique DO NOTHING
+$$;
+
+-- Serialises writers of the same identifiers of one owner, in one order.
+
+CREATE FUNCTION defarm_item_lock_identifiers(p_owner text, p_ids jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    k  bigint;
+BEGIN
+    FOR k IN
+        SELECT DISTINCT hashtextextended(p_owner || chr(31) || (x->>'key')
+                                         || chr(31) || (x->>'value'), 0) AS h
+        FROM jsonb_array_elements(p_ids) x
+        ORDER BY h
+    LOOP
+        PERFORM pg_advisory_xact_lock(k);
+    END LOOP;
+END
+$$;
+
+-- Create, or enrich the item of the caller that already has one of these
+-- identifiers (the original's entity resolution).  Returns the dfid,
+-- whether it is new, the item's JSON, and the dfids of the other items
+-- the identifiers matched when they match more than one (then nothing is
+-- written).
+
+CREATE FUNCTION defarm_item_create(p_owner text, p_ids jsonb,
+                                   p_enriched jsonb, p_source uuid)
+RETURNS TABLE (dfid text, created boolean, item jsonb, conflicts text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_dfid     text;
+    v_matches  text[];
+BEGIN
+    PERFORM defarm_item_lock_identifiers(p_owner, p_ids);
+
+    SELECT array_agg(DISTINCT ii.dfid ORDER BY ii.dfid) INTO v_matches
+    FROM item_identifiers ii JOIN items i ON i.dfid = ii.dfid
+    JOIN jsonb_array_elements(p_ids) x
+         ON ii.key = x->>'key' AND ii.value = x->>'value'
+    WHERE i.owner_id = p_owner AND i.status = 'Active';
+
+    IF coalesce(array_length(v_matches, 1), 0) > 1 THEN
+        RETURN QUERY SELECT NULL::text, false, NULL::jsonb, v_matches;
+        RETURN;
+    END IF;
+
+    IF v_matches IS NOT NULL THEN
+        v_dfid := v_matches[1];
+
+        UPDATE items i
+        SET enriched_data = i.enriched_data || p_enriched,
+            source_entries = array_append(i.source_entries, p_source),
+            last_modified = now()
+        WHERE i.dfid = v_dfid;
+
+        PERFORM defarm_item_add_identifiers(v_dfid, p_ids);
+
+        RETURN QUERY SELECT v_dfid, false, defarm_item_json(v_dfid),
+                            NULL::text[];
+        RETURN;
+    END IF;
+
+    v_dfid := defarm_dfid();
+
+    INSERT INTO items (dfid, owner_id, enriched_data, source_entries)
+    VALUES (v_dfid, p_owner, p_enriched, ARRAY[p_source]);
+
+    PERFORM defarm_item_add_identifiers(v_dfid, p_ids);
+
+    RETURN QUERY SELECT v_dfid, true, defarm_item_json(v_dfid), NULL::text[];
+END
+$$;
+
+-- PUT: merge enriched data (key overwrite), add identifiers not present,
+-- append a source entry.  NULL when the caller has no such item.
+
+CREATE FUNCTION defarm_item_enrich(p_owner text, p_dfid text, p_ids jsonb,
+                                   p_enriched jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_ids IS NOT NULL THEN
+        PERFORM defarm_item_lock_identifiers(p_owner, p_ids);
+    END IF;
+
+    UPDATE items i
+    SET enriched_data = i.enriched_data || coalesce(p_enriched, '{}'),
+        source_entries = CASE WHEN p_enriched IS NULL THEN i.source_entries
+                         ELSE array_append(i.source_entries,
+                                           gen_random_uuid()) END,
+        last_modified = now()
+    WHERE i.dfid = p_dfid AND i.owner_id = p_owner;
+
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+
+    IF p_ids IS NOT NULL THEN
+        PERFORM defarm_item_add_identifiers(p_dfid, p_ids);
+    END IF;
+
+    RETURN defarm_item_json(p_dfid);
+END
+$$;
+
+-- Soft delete: the item stays, Deprecated.  NULL when the caller has no
+-- such item.
+
+CREATE FUNCTION defarm_item_deprecate(p_owner text, p_dfid text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE items i SET status = 'Deprecated', last_modified = now()
+    WHERE i.dfid = p_dfid AND i.owner_id = p_owner;
+
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+
+    RETURN defarm_item_json(p_dfid);
+END
+$$;
