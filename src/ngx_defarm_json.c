@@ -553,6 +553,36 @@ ngx_defarm_json_finish(ngx_defarm_json_writer_t *w, ngx_chain_t **out,
 }
 
 
+/* the rendered JSON as one string in the request pool (an SQL parameter) */
+
+ngx_int_t
+ngx_defarm_json_text(ngx_defarm_json_writer_t *w, ngx_str_t *text)
+{
+    off_t         len;
+    u_char       *p;
+    ngx_chain_t  *out, *cl;
+
+    if (ngx_defarm_json_finish(w, &out, &len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(w->request->pool, (size_t) len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->data = p;
+
+    for (cl = out; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    text->len = p - text->data;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st)
 {

@@ -589,3 +589,32 @@ ngx_defarm_free_connection(ngx_connection_t *c)
 
     c->fd = (ngx_socket_t) -1;
 }
+
+
+/* 8-4-4-4-12 hex digits, as PostgreSQL's uuid type reads it */
+
+ngx_uint_t
+ngx_defarm_is_uuid(ngx_str_t *s)
+{
+    size_t  i;
+
+    if (s->len != 36) {
+        return 0;
+    }
+
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s->data[i] != '-') {
+                return 0;
+            }
+
+        } else if (!((s->data[i] >= '0' && s->data[i] <= '9')
+                     || ((s->data[i] | 0x20) >= 'a'
+                         && (s->data[i] | 0x20) <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}

@@ -123,6 +123,7 @@ ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);
 void ngx_defarm_free_connection(ngx_connection_t *c);
+ngx_uint_t ngx_defarm_is_uuid(ngx_str_t *s);
 uint64_t ngx_defarm_now_us(void);
 
 

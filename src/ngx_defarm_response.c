@@ -92,6 +92,36 @@ ngx_defarm_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* JSON text made elsewhere (PostgreSQL, the cache), alive with r */
+
+ngx_int_t
+ngx_defarm_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *json)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *out;
+
+    b = ngx_calloc_buf(r->pool);
+    out = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = json->data;
+    b->last = json->data + json->len;
+    b->memory = json->len ? 1 : 0;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out->buf = b;
+    out->next = NULL;
+
+    return ngx_defarm_send_chain(r, status, &ngx_defarm_json_type, out,
+                                 json->len);
+}
+
+
 ngx_int_t
 ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_chain_t *out, off_t len)

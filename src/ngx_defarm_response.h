@@ -43,6 +43,8 @@ typedef enum {
 
 ngx_int_t ngx_defarm_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_json_writer_t *w);
+ngx_int_t ngx_defarm_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *json);
 ngx_int_t ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, ngx_chain_t *out, off_t len);
 ngx_int_t ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,

@@ -17,5 +17,6 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_keys_routes,
     ngx_defarm_principal_routes,
     ngx_defarm_redis_routes,
+    ngx_defarm_items_routes,
     NULL
 };

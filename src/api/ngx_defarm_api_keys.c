@@ -308,33 +308,6 @@ ngx_defarm_keys_bytes(ngx_str_t *s, u_char lo)
 }
 
 
-static ngx_uint_t
-ngx_defarm_keys_uuid(ngx_str_t *s)
-{
-    size_t  i;
-
-    if (s->len != 36) {
-        return 0;
-    }
-
-    for (i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s->data[i] != '-') {
-                return 0;
-            }
-
-        } else if (!((s->data[i] >= '0' && s->data[i] <= '9')
-                     || ((s->data[i] | 0x20) >= 'a'
-                         && (s->data[i] | 0x20) <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
 static ngx_int_t
 ngx_defarm_keys_bool(ngx_http_request_t *r, ngx_defarm_json_t *v,
     const char *name, ngx_str_t *out)
@@ -672,7 +645,7 @@ ngx_defarm_keys_fields(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
             return rc;
         }
 
-        if (s->data && !ngx_defarm_keys_uuid(s)) {
+        if (s->data && !ngx_defarm_is_uuid(s)) {
             return ngx_defarm_keys_invalid(r, "organization_id",
                                            "must be a UUID");
         }
@@ -954,7 +927,7 @@ ngx_defarm_keys_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
     id = ngx_defarm_param(ctx, "key_id");
 
-    if (id == NULL || !ngx_defarm_keys_uuid(id)) {
+    if (id == NULL || !ngx_defarm_is_uuid(id)) {
         return ngx_defarm_keys_not_found(r);
     }
 

@@ -1,0 +1,807 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "api/ngx_defarm_api.h"
+#include "pg/ngx_defarm_pg.h"
+#include "auth/ngx_defarm_auth.h"
+#include "cache/ngx_defarm_cache.h"
+#include "items/ngx_defarm_items.h"
+
+
+/*
+ * /api/items: supply-chain items, their identifiers and enriched data.
+ *
+ * Every route needs a principal (a JWT, or a key with read or write
+ * permission by method); an item is its owner's, and another user's item
+ * is the same 404 as an unknown one.  PostgreSQL renders an item's JSON
+ * (defarm_item_json), and the writes that must not interleave are single
+ * functions (sql/004_items.sql).  One item's JSON is cached under
+ * "item:<dfid>:json" with its owner, and every write to the item
+ * invalidates it (here, and on the other nodes through Redis).
+ */
+
+
+#define NGX_DEFARM_ITEMS_LIMIT      50
+#define NGX_DEFARM_ITEMS_MAX_LIMIT  100
+
+
+typedef struct {
+    ngx_defarm_ctx_t          *ctx;
+    ngx_str_t                  params[8];
+    ngx_str_t                  dfid;
+    ngx_str_t                  cache_key;
+    ngx_str_t                  json;
+    ngx_uint_t                 status;
+    ngx_uint_t                 deleted;       /* DELETE: a message */
+} ngx_defarm_items_req_t;
+
+
+static ngx_int_t ngx_defarm_items_create(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_list(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_stats(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_get(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_enrich(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_delete(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_deprecate(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_by_identifier(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+
+static ngx_int_t ngx_defarm_items_create_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_list_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_stats_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_get_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_enrich_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_delete_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_deprecate_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+
+static ngx_int_t ngx_defarm_items_created(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_text(ngx_http_request_t *r, void *data,
+    PGresult *res);
+static ngx_int_t ngx_defarm_items_cached(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_items_found(ngx_http_request_t *r, void *data,
+    PGresult *res);
+static ngx_int_t ngx_defarm_items_stored(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_items_changed(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_forgotten(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+
+
+/* every route needs a principal; the key's permission goes by method */
+
+#define ngx_defarm_items_route(name)                                         \
+    static ngx_int_t                                                         \
+    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
+    {                                                                        \
+        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
+    }
+
+ngx_defarm_items_route(ngx_defarm_items_create)
+ngx_defarm_items_route(ngx_defarm_items_list)
+ngx_defarm_items_route(ngx_defarm_items_stats)
+ngx_defarm_items_route(ngx_defarm_items_get)
+ngx_defarm_items_route(ngx_defarm_items_enrich)
+ngx_defarm_items_route(ngx_defarm_items_delete)
+ngx_defarm_items_route(ngx_defarm_items_deprecate)
+ngx_defarm_items_route(ngx_defarm_items_by_identifier)
+
+
+ngx_defarm_route_t  ngx_defarm_items_routes[] = {
+
+    { NGX_HTTP_POST, ngx_string("/api/items"),
+      ngx_defarm_items_create, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_GET, ngx_string("/api/items"),
+      ngx_defarm_items_list, 0 },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/search"),
+      ngx_defarm_items_list, 0 },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/stats"),
+      ngx_defarm_items_stats, 0 },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/:dfid"),
+      ngx_defarm_items_get, 0 },
+
+    { NGX_HTTP_PUT, ngx_string("/api/items/:dfid"),
+      ngx_defarm_items_enrich, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_DELETE, ngx_string("/api/items/:dfid"),
+      ngx_defarm_items_delete, 0 },
+
+    { NGX_HTTP_PUT, ngx_string("/api/items/:dfid/deprecate"),
+      ngx_defarm_items_deprecate, 0 },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/identifier/:key/:value"),
+      ngx_defarm_items_by_identifier, 0 },
+
+    ngx_defarm_route_null
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
+    "defarm_items_create",
+    "SELECT dfid, created, item::text, array_to_string(conflicts, ', ') "
+    "FROM defarm_item_create($1, $2::jsonb, $3::jsonb, $4::uuid)",
+    4, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_get_stmt = {
+    "defarm_items_get",
+    "SELECT owner_id, defarm_item_json(dfid)::text FROM items "
+    "WHERE dfid = $1",
+    1, 0
+};
+
+/* one page, newest first, rendered as one JSON array */
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_list_stmt = {
+    "defarm_items_list",
+    "SELECT coalesce(jsonb_agg(defarm_item_json(p.dfid) "
+                              "ORDER BY p.created_at DESC, p.dfid), "
+                    "'[]')::text "
+    "FROM (SELECT i.dfid, i.created_at FROM items i "
+          "WHERE i.owner_id = $1 "
+            "AND ($2::text IS NULL OR lower(i.status) = $2) "
+            "AND ($3::text IS NULL OR EXISTS ("
+                "SELECT 1 FROM item_identifiers ii "
+                "WHERE ii.dfid = i.dfid AND ii.key = $3 "
+                  "AND ($4::text IS NULL OR ii.value = $4))) "
+          "ORDER BY i.created_at DESC, i.dfid "
+          "LIMIT $5::int OFFSET $6::int) p",
+    6, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_stats_stmt = {
+    "defarm_items_stats",
+    "SELECT json_build_object("
+        "'total_items', count(*), "
+        "'active_items', count(*) FILTER (WHERE status = 'Active'), "
+        "'merged_items', count(*) FILTER (WHERE status = 'Merged' "
+                                         "OR status LIKE 'MergedInto%'), "
+        "'split_items', count(*) FILTER (WHERE status = 'Split'), "
+        "'archived_items', count(*) FILTER (WHERE status = 'Deprecated'), "
+        "'average_confidence', coalesce(avg(confidence_score), 0))::text "
+    "FROM items WHERE owner_id = $1",
+    1, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_enrich_stmt = {
+    "defarm_items_enrich",
+    "SELECT defarm_item_enrich($1, $2, $3::jsonb, $4::jsonb)::text",
+    4, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_deprecate_stmt = {
+    "defarm_items_deprecate",
+    "SELECT defarm_item_deprecate($1, $2)::text",
+    2, 0
+};
+
+
+static ngx_str_t  ngx_defarm_items_deleted =
+    ngx_string("{\"message\":\"Item deprecated successfully\"}");
+
+
+static ngx_defarm_items_req_t *
+ngx_defarm_items_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_defarm_items_req_t  *ir;
+
+    ir = ngx_pcalloc(r->pool, sizeof(ngx_defarm_items_req_t));
+    if (ir == NULL) {
+        return NULL;
+    }
+
+    ir->ctx = ctx;
+    ir->params[0] = ctx->user_id;
+
+    return ir;
+}
+
+
+/* the :dfid of the path, checked (400) before anything else */
+
+static ngx_int_t
+ngx_defarm_items_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_defarm_items_req_t **irp)
+{
+    ngx_str_t               *dfid;
+    ngx_defarm_items_req_t  *ir;
+
+    dfid = ngx_defarm_param(ctx, "dfid");
+
+    if (dfid == NULL || !ngx_defarm_dfid_valid(dfid)) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Invalid DFID: expected "
+                                "DFID-YYYYMMDD-NNNNNN-CHK with a matching "
+                                "checksum");
+    }
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ir->dfid = *dfid;
+    ir->params[1] = *dfid;
+
+    ir->cache_key.len = sizeof("item::json") - 1 + dfid->len;
+    ir->cache_key.data = ngx_pnalloc(r->pool, ir->cache_key.len);
+    if (ir->cache_key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(ir->cache_key.data, "item:%V:json", dfid);
+
+    *irp = ir;
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_defarm_items_not_found(ngx_http_request_t *r)
+{
+    return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND, NGX_DEFARM_ERR_NOT_FOUND,
+                            "Item not found");
+}
+
+
+/* the body's identifiers and enriched data, as JSON text parameters */
+
+static ngx_int_t
+ngx_defarm_items_fields(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_uint_t create, ngx_str_t *ids, ngx_str_t *enriched)
+{
+    ngx_int_t           rc;
+    ngx_defarm_json_t  *body, *v;
+
+    body = ctx->body;
+
+    if (body == NULL || body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "The body must be a JSON object");
+    }
+
+    ngx_str_null(ids);
+    ngx_str_null(enriched);
+
+    v = ngx_defarm_json_get(body, "identifiers");
+
+    if (create && (v == NULL || v->type != NGX_DEFARM_JSON_ARRAY
+                   || v->count == 0))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"identifiers\" must be a non-empty array");
+    }
+
+    if (v && v->type != NGX_DEFARM_JSON_NULL) {
+        rc = ngx_defarm_identifiers(r, v, ids);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    v = ngx_defarm_json_get(body, "enriched_data");
+
+    if (v && v->type != NGX_DEFARM_JSON_NULL) {
+        rc = ngx_defarm_enriched_data(r, v, enriched);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+    } else if (create) {
+        ngx_str_set(enriched, "{}");
+    }
+
+    if (!create && ids->data == NULL && enriched->data == NULL) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Nothing to change: give \"enriched_data\" "
+                                "or \"identifiers\"");
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* POST /api/items */
+
+
+static ngx_int_t
+ngx_defarm_items_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_json_t       *v;
+    ngx_defarm_items_req_t  *ir;
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_defarm_items_fields(r, ctx, 1, &ir->params[1], &ir->params[2]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    v = ngx_defarm_json_get(ctx->body, "source_entry");
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING
+        || !ngx_defarm_is_uuid(&v->str))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Invalid source entry UUID");
+    }
+
+    ir->params[3] = v->str;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_create_stmt, ir->params,
+                               ngx_defarm_items_created, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_created(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    ngx_str_t  conflicts;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (ngx_defarm_pg_text(res, 0, 3, &conflicts) == NGX_OK) {
+        return ngx_defarm_error(r, NGX_HTTP_CONFLICT, NGX_DEFARM_ERR_CONFLICT,
+                                "The identifiers match several items: %V",
+                                &conflicts);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &ir->dfid);
+    (void) ngx_defarm_pg_text(res, 0, 2, &ir->json);
+
+    /* a new item is 201; one found by its identifiers and enriched, 200 */
+
+    if (PQgetvalue(res, 0, 1)[0] == 't') {
+        return ngx_defarm_send_text(r, NGX_HTTP_CREATED, &ir->json);
+    }
+
+    ir->status = NGX_HTTP_OK;
+
+    ir->cache_key.len = sizeof("item::json") - 1 + ir->dfid.len;
+    ir->cache_key.data = ngx_pnalloc(r->pool, ir->cache_key.len);
+    if (ir->cache_key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(ir->cache_key.data, "item:%V:json", &ir->dfid);
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &ir->cache_key, NULL, 0,
+                                ngx_defarm_items_forgotten, ir);
+}
+
+
+/* GET /api/items, /api/items/search */
+
+
+static ngx_int_t
+ngx_defarm_items_number(ngx_http_request_t *r, const char *name,
+    ngx_int_t dflt, ngx_int_t min, ngx_int_t max, ngx_str_t *out)
+{
+    ngx_int_t  n;
+    ngx_str_t  arg;
+
+    n = dflt;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &arg) == NGX_OK) {
+        n = ngx_atoi(arg.data, arg.len);
+
+        if (n == NGX_ERROR || n < min || n > max) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "\"%s\" must be an integer from %i "
+                                    "to %i", name, min, max);
+        }
+    }
+
+    out->data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (out->data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out->len = ngx_sprintf(out->data, "%i", n) - out->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* a query argument, %-decoded, or data NULL */
+
+static ngx_int_t
+ngx_defarm_items_arg(ngx_http_request_t *r, const char *name, ngx_str_t *out)
+{
+    u_char     *dst, *src;
+    ngx_str_t   arg;
+
+    ngx_str_null(out);
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &arg) != NGX_OK
+        || arg.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    out->data = ngx_pnalloc(r->pool, arg.len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    src = arg.data;
+    dst = out->data;
+    ngx_unescape_uri(&dst, &src, arg.len, NGX_UNESCAPE_URI);
+    out->len = dst - out->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_items_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    size_t                   i;
+    ngx_int_t                rc;
+    ngx_str_t               *p;
+    ngx_defarm_items_req_t  *ir;
+
+    static const char  *statuses[] = {
+        "active", "deprecated", "merged", "split", NULL
+    };
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ir->params;
+
+    if (ngx_defarm_items_arg(r, "status", &p[1]) != NGX_OK
+        || ngx_defarm_items_arg(r, "identifier_key", &p[2]) != NGX_OK
+        || ngx_defarm_items_arg(r, "identifier_value", &p[3]) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (p[1].data) {
+        ngx_strlow(p[1].data, p[1].data, p[1].len);
+
+        for (i = 0; statuses[i]; i++) {
+            if (p[1].len == ngx_strlen(statuses[i])
+                && ngx_strncmp(p[1].data, statuses[i], p[1].len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (statuses[i] == NULL) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "\"status\" must be active, deprecated, "
+                                    "merged or split");
+        }
+    }
+
+    if (p[3].data && p[2].data == NULL) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"identifier_value\" needs "
+                                "\"identifier_key\"");
+    }
+
+    rc = ngx_defarm_items_number(r, "limit", NGX_DEFARM_ITEMS_LIMIT, 1,
+                                 NGX_DEFARM_ITEMS_MAX_LIMIT, &p[4]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_items_number(r, "offset", 0, 0, 1000000, &p[5]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_list_stmt, p,
+                               ngx_defarm_items_text, ir);
+}
+
+
+/* GET /api/items/identifier/:key/:value: the list, filtered */
+
+static ngx_int_t
+ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx)
+{
+    ngx_str_t               *p;
+    ngx_defarm_items_req_t  *ir;
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ir->params;
+
+    ngx_str_null(&p[1]);
+    p[2] = *ngx_defarm_param(ctx, "key");
+    p[3] = *ngx_defarm_param(ctx, "value");
+    ngx_str_set(&p[4], "100");
+    ngx_str_set(&p[5], "0");
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_list_stmt, p,
+                               ngx_defarm_items_text, ir);
+}
+
+
+/* GET /api/items/stats */
+
+static ngx_int_t
+ngx_defarm_items_stats_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_defarm_items_req_t  *ir;
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_stats_stmt, ir->params,
+                               ngx_defarm_items_text, ir);
+}
+
+
+/* one row, one column of JSON text: the answer */
+
+static ngx_int_t
+ngx_defarm_items_text(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_str_t  json;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &json);
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+}
+
+
+/* GET /api/items/:dfid: "owner\njson" in the cache, PostgreSQL on a miss */
+
+static ngx_int_t
+ngx_defarm_items_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &ir->cache_key,
+                                NULL, 0, ngx_defarm_items_cached, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_visible(ngx_http_request_t *r, ngx_defarm_items_req_t *ir,
+    ngx_str_t *owner, ngx_str_t *json)
+{
+    if (owner->len != ir->ctx->user_id.len
+        || ngx_strncmp(owner->data, ir->ctx->user_id.data, owner->len) != 0)
+    {
+        return ngx_defarm_items_not_found(r);
+    }
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, json);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    u_char     *nl;
+    ngx_str_t   owner, json;
+
+    if (rc == NGX_OK) {
+        nl = ngx_strlchr(value->data, value->data + value->len, '\n');
+
+        if (nl) {
+            owner.data = value->data;
+            owner.len = nl - value->data;
+            json.data = nl + 1;
+            json.len = value->data + value->len - json.data;
+
+            return ngx_defarm_items_visible(r, ir, &owner, &json);
+        }
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_get_stmt, &ir->dfid,
+                               ngx_defarm_items_found, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_found(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    ngx_str_t  owner, record;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_items_not_found(r);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &owner);
+    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
+
+    ir->params[2] = owner;
+
+    record.len = owner.len + 1 + ir->json.len;
+    record.data = ngx_pnalloc(r->pool, record.len);
+    if (record.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(record.data, "%V\n%V", &owner, &ir->json);
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &ir->cache_key,
+                                &record, 0, ngx_defarm_items_stored, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    return ngx_defarm_items_visible(r, ir, &ir->params[2], &ir->json);
+}
+
+
+/* PUT /api/items/:dfid */
+
+
+static ngx_int_t
+ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_defarm_items_fields(r, ctx, 0, &ir->params[2], &ir->params[3]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ir->status = NGX_HTTP_OK;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_enrich_stmt, ir->params,
+                               ngx_defarm_items_changed, ir);
+}
+
+
+/* DELETE /api/items/:dfid, PUT /api/items/:dfid/deprecate */
+
+
+static ngx_int_t
+ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ir->status = NGX_HTTP_OK;
+    ir->deleted = 1;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_deprecate_stmt,
+                               ir->params, ngx_defarm_items_changed, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_deprecate_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ir->status = NGX_HTTP_OK;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_deprecate_stmt,
+                               ir->params, ngx_defarm_items_changed, ir);
+}
+
+
+/* a write returned the item's JSON (or NULL: not the caller's item) */
+
+static ngx_int_t
+ngx_defarm_items_changed(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (ngx_defarm_pg_text(res, 0, 0, &ir->json) != NGX_OK) {
+        return ngx_defarm_items_not_found(r);
+    }
+
+    /* the cached JSON goes, here and on the other nodes */
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &ir->cache_key, NULL, 0,
+                                ngx_defarm_items_forgotten, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_forgotten(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    return ngx_defarm_send_text(r, ir->status,
+                                ir->deleted ? &ngx_defarm_items_deleted
+                                            : &ir->json);
+}

@@ -1,0 +1,299 @@
+# Items: create with entity resolution, get (cached, invalidated on every
+# write), enrich, deprecate, delete, list with filters and pages, stats,
+# identifier look-up; DFID and identifier validation; another user's item
+# is a 404; a read-only key cannot write; two concurrent creates with one
+# new identifier make one item.
+
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP ();
+use DefarmTest;
+
+my $json = JSON::PP->new->utf8->canonical;
+my (undef, $secret_file) = jwt_secret();
+
+my $ng = start_nginx(
+    name   => 'items',
+    http   => db_config(size => 4) . "
+    defarm_cache zone=items:4m ttl=1h;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;",
+    server => '
+        location / {
+            defarm_api on;
+            add_header X-Cache $defarm_cache always;
+        }');
+
+sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+
+sub user {
+    my ($name) = @_;
+    my $u = "t060_${name}_$$";
+    my $res = http($ng, POST => '/api/auth/register',
+                   headers => { 'Content-Type' => 'application/json' },
+                   body => $json->encode({ username => $u,
+                                           password => 'Str0ng!pass',
+                                           email => "$u\@example.com" }));
+    return { token => body($res)->{token}, id => body($res)->{user_id} };
+}
+
+my $alice = user('alice');
+my $bob = user('bob');
+
+sub as {
+    my ($who, $method, $path, $body) = @_;
+    return http($ng, $method, $path,
+                headers => { 'Content-Type' => 'application/json',
+                             Authorization => "Bearer $who->{token}" },
+                defined $body ? (body => ref $body ? $json->encode($body)
+                                                   : $body)
+                              : ());
+}
+
+my $uuid = '0b6f8f9e-1d2c-4c3b-9a8e-7f6d5c4b3a21';
+my $sisbov = { namespace => 'bovino', key => 'sisbov',
+               value => 'BR' . sprintf('%012d', $$), id_type => 'Canonical' };
+
+# create
+
+my $res = as($alice, POST => '/api/items',
+             { identifiers => [ $sisbov ],
+               enriched_data => { breed => 'nelore' },
+               source_entry => $uuid });
+is($res->{status}, 201, 'a new item: 201');
+my $item = body($res);
+like($item->{dfid} // '', qr/^DFID-\d{8}-\d{6,}-[0-9A-F]+$/, 'with a DFID');
+is($item->{status}, 'Active', 'Active');
+is_deeply($item->{enriched_data}, { breed => 'nelore' }, 'its data');
+is_deeply($item->{source_entries}, [ $uuid ], 'its source entry');
+is($item->{identifiers}[0]{id_type}, 'Canonical', 'a canonical identifier');
+is($item->{identifiers}[0]{verified}, JSON::PP::false, 'not verified');
+my $dfid = $item->{dfid};
+
+# entity resolution: the same identifier enriches the same item
+
+$res = as($alice, POST => '/api/items',
+          { identifiers => [ $sisbov, { key => 'lot', value => 'L-1' } ],
+            enriched_data => { weight => 300 },
+            source_entry => '1b6f8f9e-1d2c-4c3b-9a8e-7f6d5c4b3a21' });
+is($res->{status}, 200, 'a known identifier: 200, the existing item');
+is(body($res)->{dfid}, $dfid, 'the same DFID');
+is_deeply(body($res)->{enriched_data}, { breed => 'nelore', weight => 300 },
+          'its data merged');
+is(scalar @{ body($res)->{identifiers} }, 2, 'the new identifier added');
+is(body($res)->{identifiers}[1]{scope}, 'user',
+   'a contextual identifier, scope user by default');
+
+# another user's identical identifier is their own item
+
+$res = as($bob, POST => '/api/items',
+          { identifiers => [ $sisbov ], source_entry => $uuid });
+is($res->{status}, 201, 'bob\'s item with the same identifier is his own');
+my $bob_dfid = body($res)->{dfid};
+isnt($bob_dfid, $dfid, 'with another DFID');
+
+# get, from PostgreSQL then from the cache
+
+$res = as($alice, GET => "/api/items/$dfid");
+is($res->{status}, 200, 'get');
+is($res->{headers}{'x-cache'}, 'MISS', 'first from PostgreSQL');
+$res = as($alice, GET => "/api/items/$dfid");
+is($res->{headers}{'x-cache'}, 'HIT', 'then from the cache');
+is(body($res)->{dfid}, $dfid, 'the item');
+
+is(as($bob, GET => "/api/items/$dfid")->{status}, 404,
+   'another user\'s item (cached): 404');
+is(as($alice, GET => "/api/items/$bob_dfid")->{status}, 404,
+   'another user\'s item (not cached): 404');
+(my $unknown = $dfid) =~ s/-(\d+)-/'-' . ($1 + 999999) . '-'/e;
+
+# enrich invalidates
+
+$res = as($alice, PUT => "/api/items/$dfid",
+          { enriched_data => { weight => 320, vaccinated => JSON::PP::true } });
+is($res->{status}, 200, 'enrich');
+is(body($res)->{enriched_data}{weight}, 320, 'key overwritten');
+is(scalar @{ body($res)->{source_entries} }, 3, 'a source entry appended');
+
+$res = as($alice, GET => "/api/items/$dfid");
+is($res->{headers}{'x-cache'}, 'MISS', 'the cached JSON was dropped');
+is(body($res)->{enriched_data}{weight}, 320, 'GET after PUT: the new data');
+
+$res = as($alice, PUT => "/api/items/$dfid",
+          { identifiers => [ { key => 'rfid', value => '9820000000001',
+                               id_type => 'canonical' } ] });
+is($res->{status}, 200, 'identifiers added');
+is(scalar @{ body($res)->{identifiers} }, 3, 'three now');
+
+is(as($bob, PUT => "/api/items/$dfid", { enriched_data => { x => 1 } })
+       ->{status}, 404, 'bob cannot enrich alice\'s item');
+
+# validation
+
+my @bad = (
+    [ 'no identifiers', { identifiers => [], source_entry => $uuid },
+      qr/non-empty array/ ],
+    [ 'identifiers not an array', { identifiers => {}, source_entry => $uuid },
+      qr/non-empty array/ ],
+    [ 'blank key', { identifiers => [ { key => ' ', value => 'x' } ],
+                     source_entry => $uuid }, qr/Identifier 1: "key"/ ],
+    [ 'no value', { identifiers => [ { key => 'lot' } ],
+                    source_entry => $uuid }, qr/Identifier 1: "value"/ ],
+    [ 'bad namespace', { identifiers => [ { namespace => 'peixe',
+                                            key => 'lot', value => '1' } ],
+                         source_entry => $uuid }, qr/unknown namespace/ ],
+    [ 'bad id_type', { identifiers => [ { key => 'lot', value => '1',
+                                          id_type => 'Other' } ],
+                       source_entry => $uuid }, qr/invalid id_type/ ],
+    [ 'bad scope', { identifiers => [ { key => 'lot', value => '1',
+                                        scope => 'world' } ],
+                     source_entry => $uuid }, qr/invalid scope/ ],
+    [ 'bad sisbov', { identifiers => [ { key => 'sisbov', value => 'BR12',
+                                         id_type => 'Canonical' } ],
+                      source_entry => $uuid },
+      qr/a sisbov must be "BR" followed by 12 digits/ ],
+    [ 'cpf all one digit', { identifiers => [ { key => 'cpf',
+                                                value => '111.111.111-11',
+                                                id_type => 'Canonical' } ],
+                             source_entry => $uuid }, qr/a cpf must be/ ],
+    [ 'short cnpj', { identifiers => [ { key => 'cnpj', value => '123',
+                                         id_type => 'Canonical' } ],
+                      source_entry => $uuid }, qr/a cnpj must be/ ],
+    [ 'bad car', { identifiers => [ { key => 'car', value => 'XX-123456',
+                                      id_type => 'Canonical' } ],
+                   source_entry => $uuid }, qr/a car must be/ ],
+    [ 'bad verification_date',
+      { identifiers => [ { key => 'rfid', value => '98200000000011',
+                           id_type => 'Canonical',
+                           verification_date => 'yesterday' } ],
+        source_entry => $uuid }, qr/verification_date/ ],
+    [ 'null enriched value', { identifiers => [ { key => 'lot',
+                                                  value => 'n' } ],
+                               enriched_data => { a => undef },
+                               source_entry => $uuid },
+      qr/"enriched_data.a" must not be null/ ],
+    [ 'enriched_data not an object',
+      { identifiers => [ { key => 'lot', value => 'n' } ],
+        enriched_data => [ 1 ], source_entry => $uuid },
+      qr/"enriched_data" must be an object/ ],
+    [ 'no source entry', { identifiers => [ { key => 'lot', value => 'n' } ] },
+      qr/Invalid source entry UUID/ ],
+    [ 'bad source entry', { identifiers => [ { key => 'lot', value => 'n' } ],
+                            source_entry => 'nope' },
+      qr/Invalid source entry UUID/ ],
+);
+
+for my $case (@bad) {
+    my ($name, $body, $re) = @$case;
+    $res = as($alice, POST => '/api/items', $body);
+    is($res->{status}, 400, "$name: 400");
+    like(body($res)->{error} // '', $re, "$name: says why");
+}
+
+is(as($alice, POST => '/api/items', '{"identifiers": [')->{status}, 400,
+   'malformed JSON: 400');
+
+for my $bad_dfid ('nope', 'DFID-2025-000001-F7BD', 'DFID-20250101-000001-0000',
+                  'DFID-20250101-00001-F7BD', 'DFID-20250101-000001-F7BD-X')
+{
+    $res = as($alice, GET => "/api/items/$bad_dfid");
+    is($res->{status}, 400, "GET $bad_dfid: 400");
+    like(body($res)->{error} // '', qr/Invalid DFID/, 'says Invalid DFID');
+}
+
+is(as($alice, GET => '/api/items/DFID-20250101-000001-F7BD')->{status}, 404,
+   'a valid DFID nobody has: 404');
+
+is(as($alice, PUT => "/api/items/$dfid", {})->{status}, 400,
+   'PUT with nothing to change: 400');
+
+# list, filters, pages, stats, identifier look-up
+
+for my $i (1 .. 5) {
+    as($alice, POST => '/api/items',
+       { identifiers => [ { key => 'lot', value => "page-$i-$$" } ],
+         source_entry => $uuid });
+}
+
+$res = as($alice, GET => '/api/items?limit=2');
+is($res->{status}, 200, 'list');
+is(scalar @{ body($res) }, 2, 'limit=2: two items');
+my $first = body($res)->[0]{dfid};
+$res = as($alice, GET => '/api/items?limit=2&offset=2');
+isnt(body($res)->[0]{dfid}, $first, 'offset=2: the next page');
+is(scalar @{ body(as($alice, GET => '/api/items')) }, 6,
+   'all of alice\'s items, none of bob\'s');
+is(scalar @{ body(as($alice, GET => "/api/items/search?identifier_key=lot"
+                                    . "&identifier_value=page-3-$$")) }, 1,
+   'filtered by identifier');
+is(as($alice, GET => '/api/items?limit=1000')->{status}, 400,
+   'limit over 100: 400');
+is(as($alice, GET => '/api/items?status=weird')->{status}, 400,
+   'an unknown status: 400');
+
+$res = as($alice, GET => "/api/items/identifier/sisbov/$sisbov->{value}");
+is(scalar @{ body($res) }, 1, 'identifier look-up: alice\'s one item');
+
+# deprecate and delete
+
+$res = as($alice, PUT => "/api/items/$dfid/deprecate");
+is(body($res)->{status}, 'Deprecated', 'deprecate returns the item');
+is(body(as($alice, GET => "/api/items/$dfid"))->{status}, 'Deprecated',
+   'GET after deprecate: Deprecated (cache dropped)');
+is(scalar @{ body(as($alice, GET => '/api/items?status=deprecated')) }, 1,
+   'status filter');
+
+$res = as($alice, DELETE => "/api/items/$first");
+is($res->{status}, 200, 'delete');
+is(body($res)->{message}, 'Item deprecated successfully', 'soft');
+is(as($bob, DELETE => "/api/items/$first")->{status}, 404,
+   'bob cannot delete alice\'s item');
+
+$res = as($alice, GET => '/api/items/stats');
+is(body($res)->{total_items}, 6, 'stats: 6 items');
+is(body($res)->{archived_items}, 2, 'stats: 2 deprecated');
+
+# a read-only key reads but cannot write
+
+$res = as($alice, POST => '/api/api-keys',
+          { name => 'ro', organization_type => 'Producer' });
+my $key = body($res)->{api_key};
+is(http($ng, GET => "/api/items/$bob_dfid",
+        headers => { 'X-API-Key' => $key })->{status}, 404,
+   'by key: bob\'s item is 404 too');
+$res = http($ng, POST => '/api/items',
+            headers => { 'X-API-Key' => $key,
+                         'Content-Type' => 'application/json' },
+            body => $json->encode({ identifiers => [ { key => 'lot',
+                                                      value => 'k' } ],
+                                    source_entry => $uuid }));
+is($res->{status}, 403, 'a read-only key cannot create: 403');
+is(http($ng, GET => '/api/items/stats', headers => { 'X-API-Key' => $key })
+       ->{status}, 200, 'but can read');
+is(http($ng, GET => '/api/items')->{status}, 401, 'no credentials: 401');
+
+# two concurrent creates with one new identifier: one item
+
+my $lot = { key => 'lot', value => "race-$$" };
+my @bg = map {
+    http_bg($ng, POST => '/api/items',
+            headers => { 'Content-Type' => 'application/json',
+                         Authorization => "Bearer $alice->{token}" },
+            body => $json->encode({ identifiers => [ $lot ],
+                                    enriched_data => { n => $_ },
+                                    source_entry => $uuid }))
+} 1 .. 8;
+my @races = map { http_wait($_) } @bg;
+my %dfids = map { (body($_)->{dfid} // 'none') => 1 } @races;
+is(scalar keys %dfids, 1, '8 concurrent creates with one identifier: '
+                          . 'one item');
+is(scalar(grep { $_->{status} == 201 } @races), 1, 'one 201');
+is(scalar(grep { $_->{status} == 200 } @races), 7, 'seven 200 (resolved)');
+is(sql("SELECT count(*) FROM item_identifiers WHERE key = 'lot' "
+       . "AND value = 'race-$$'"), 1, 'one identifier row');
+
+unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
+stop_nginx($ng);
+
+done_testing();
