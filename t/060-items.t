@@ -293,6 +293,87 @@ is(scalar(grep { $_->{status} == 200 } @races), 7, 'seven 200 (resolved)');
 is(sql("SELECT count(*) FROM item_identifiers WHERE key = 'lot' "
        . "AND value = 'race-$$'"), 1, 'one identifier row');
 
+# merge
+
+sub create {
+    my ($who, $value, $data) = @_;
+    my $res = as($who, POST => '/api/items',
+                 { identifiers => [ { key => 'lot', value => "$value-$$" } ],
+                   enriched_data => $data // {}, source_entry => $uuid });
+    return body($res)->{dfid};
+}
+
+my $pa = create($alice, 'm1', { a => 1, shared => 'primary' });
+my $pb = create($alice, 'm2', { b => 2, shared => 'secondary' });
+as($alice, GET => "/api/items/$pb");                    # cached
+
+$res = as($alice, POST => "/api/items/$pa/merge", qq{"$pb"});
+is($res->{status}, 200, 'merge');
+is_deeply(body($res)->{enriched_data},
+          { a => 1, b => 2, shared => 'secondary' },
+          'merged data, the secondary\'s keys win');
+is(scalar @{ body($res)->{identifiers} }, 2, 'both identifiers');
+is(body(as($alice, GET => "/api/items/$pb"))->{status}, 'Merged',
+   'the secondary is Merged (its cached copy dropped)');
+is(as($alice, POST => "/api/items/$pa/merge", qq{"$pb"})->{status}, 409,
+   'merging a Merged item: 409');
+is(as($alice, POST => "/api/items/$pa/merge", qq{"$pa"})->{status}, 400,
+   'into itself: 400');
+is(as($alice, POST => "/api/items/$pa/merge", '{"dfid": 1}')->{status}, 400,
+   'a body that is not a string: 400');
+is(as($alice, POST => "/api/items/$pa/merge", '"DFID-1"')->{status}, 400,
+   'a malformed secondary DFID: 400');
+is(as($alice, POST => "/api/items/$pa/merge", qq{"$bob_dfid"})->{status},
+   404, 'bob\'s item as the secondary: 404');
+
+# split
+
+my $ps = create($alice, 's1');
+as($alice, PUT => "/api/items/$ps",
+   { identifiers => [ { key => 'lot', value => "s2-$$" } ] });
+
+$res = as($alice, POST => "/api/items/$ps/split",
+          { identifiers_for_new_item => [ { key => 'lot',
+                                            value => "s2-$$" } ] });
+is($res->{status}, 200, 'split');
+is(body($res)->{original_item}{status}, 'Split', 'the original is Split');
+is(scalar @{ body($res)->{original_item}{identifiers} }, 1,
+   'it kept one identifier');
+is(body($res)->{new_item}{status}, 'Active', 'the new item is Active');
+is(body($res)->{new_item}{identifiers}[0]{value}, "s2-$$",
+   'with the identifier moved');
+isnt(body($res)->{new_item}{dfid}, $ps, 'and its own DFID');
+is(as($alice, POST => "/api/items/$ps/split",
+      { identifiers_for_new_item => [ { key => 'lot', value => "s1-$$" } ] })
+       ->{status}, 409, 'splitting a Split item: 409');
+
+my $pt = create($alice, 't1');
+$res = as($alice, POST => "/api/items/$pt/split",
+          { identifiers_for_new_item => [ { key => 'lot', value => 'nope' } ] });
+is($res->{status}, 400, 'an identifier not on the item: 400');
+like(body($res)->{error} // '', qr/Identifier 1 is not on the item/,
+     'says which');
+is(as($alice, POST => "/api/items/$pt/split", { identifiers_for_new_item => [] })
+       ->{status}, 400, 'no identifiers: 400');
+
+# concurrent merge and enrich: both land, whole
+
+my $pc = create($alice, 'c1', { base => 1 });
+my $pd = create($alice, 'c2', { other => 2 });
+my $m = http_bg($ng, POST => "/api/items/$pc/merge",
+                headers => { 'Content-Type' => 'application/json',
+                             Authorization => "Bearer $alice->{token}" },
+                body => qq{"$pd"});
+my $e = http_bg($ng, PUT => "/api/items/$pc",
+                headers => { 'Content-Type' => 'application/json',
+                             Authorization => "Bearer $alice->{token}" },
+                body => $json->encode({ enriched_data => { late => 3 } }));
+is(http_wait($m)->{status}, 200, 'concurrent merge: 200');
+is(http_wait($e)->{status}, 200, 'concurrent enrich: 200');
+is_deeply(body(as($alice, GET => "/api/items/$pc"))->{enriched_data},
+          { base => 1, other => 2, late => 3 },
+          'the item has both changes');
+
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 stop_nginx($ng);
 

@@ -33,6 +33,7 @@ typedef struct {
     ngx_str_t                  params[8];
     ngx_str_t                  dfid;
     ngx_str_t                  cache_key;
+    ngx_str_t                  cache_key2;    /* a merge's secondary */
     ngx_str_t                  json;
     ngx_uint_t                 status;
     ngx_uint_t                 deleted;       /* DELETE: a message */
@@ -55,6 +56,10 @@ static ngx_int_t ngx_defarm_items_deprecate(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_by_identifier(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_merge(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_split(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
 
 static ngx_int_t ngx_defarm_items_create_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
@@ -72,6 +77,18 @@ static ngx_int_t ngx_defarm_items_deprecate_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_merge_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_split_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_merged(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_split_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_secondary_forgotten(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_items_outcome(ngx_http_request_t *r,
+    ngx_str_t *outcome);
 
 static ngx_int_t ngx_defarm_items_created(ngx_http_request_t *r,
     void *data, PGresult *res);
@@ -106,6 +123,8 @@ ngx_defarm_items_route(ngx_defarm_items_enrich)
 ngx_defarm_items_route(ngx_defarm_items_delete)
 ngx_defarm_items_route(ngx_defarm_items_deprecate)
 ngx_defarm_items_route(ngx_defarm_items_by_identifier)
+ngx_defarm_items_route(ngx_defarm_items_merge)
+ngx_defarm_items_route(ngx_defarm_items_split)
 
 
 ngx_defarm_route_t  ngx_defarm_items_routes[] = {
@@ -136,6 +155,12 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/items/identifier/:key/:value"),
       ngx_defarm_items_by_identifier, 0 },
+
+    { NGX_HTTP_POST, ngx_string("/api/items/:dfid/merge"),
+      ngx_defarm_items_merge, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_POST, ngx_string("/api/items/:dfid/split"),
+      ngx_defarm_items_split, NGX_DEFARM_ROUTE_BODY },
 
     ngx_defarm_route_null
 };
@@ -198,6 +223,21 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_deprecate_stmt = {
     "defarm_items_deprecate",
     "SELECT defarm_item_deprecate($1, $2)::text",
     2, 0
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_merge_stmt = {
+    "defarm_items_merge",
+    "SELECT outcome, item::text FROM defarm_item_merge($1, $2, $3)",
+    3, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_split_stmt = {
+    "defarm_items_split",
+    "SELECT outcome, json_build_object('original_item', original, "
+                                      "'new_item', created)::text "
+    "FROM defarm_item_split($1, $2, $3::jsonb)",
+    3, 0
 };
 
 
@@ -804,4 +844,187 @@ ngx_defarm_items_forgotten(ngx_http_request_t *r, void *data, ngx_int_t rc,
     return ngx_defarm_send_text(r, ir->status,
                                 ir->deleted ? &ngx_defarm_items_deleted
                                             : &ir->json);
+}
+
+
+/* POST /api/items/:dfid/merge, the body a JSON string: the secondary */
+
+
+static ngx_int_t
+ngx_defarm_items_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_str_t               *second;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ctx->body == NULL || ctx->body->type != NGX_DEFARM_JSON_STRING
+        || !ngx_defarm_dfid_valid(&ctx->body->str))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "The body must be the secondary item's "
+                                "DFID, as a JSON string");
+    }
+
+    second = &ctx->body->str;
+
+    if (second->len == ir->dfid.len
+        && ngx_strncmp(second->data, ir->dfid.data, second->len) == 0)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "An item cannot be merged into itself");
+    }
+
+    ir->params[2] = *second;
+
+    ir->cache_key2.len = sizeof("item::json") - 1 + second->len;
+    ir->cache_key2.data = ngx_pnalloc(r->pool, ir->cache_key2.len);
+    if (ir->cache_key2.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(ir->cache_key2.data, "item:%V:json", second);
+
+    ir->status = NGX_HTTP_OK;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_merge_stmt, ir->params,
+                               ngx_defarm_items_merged, ir);
+}
+
+
+/* "ok", or why not: not_found (404), not_active (409), missing:<n> */
+
+static ngx_int_t
+ngx_defarm_items_outcome(ngx_http_request_t *r, ngx_str_t *outcome)
+{
+    if (outcome->len == 2 && ngx_strncmp(outcome->data, "ok", 2) == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (outcome->len == 10
+        && ngx_strncmp(outcome->data, "not_active", 10) == 0)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_CONFLICT, NGX_DEFARM_ERR_CONFLICT,
+                                "Only Active items can be merged or split");
+    }
+
+    if (outcome->len > 8 && ngx_strncmp(outcome->data, "missing:", 8) == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Identifier %*s is not on the item",
+                                outcome->len - 8, outcome->data + 8);
+    }
+
+    return ngx_defarm_items_not_found(r);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_merged(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    ngx_int_t  rc;
+    ngx_str_t  outcome;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
+
+    rc = ngx_defarm_items_outcome(r, &outcome);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
+
+    /* both items changed: both cached copies go */
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &ir->cache_key2, NULL, 0,
+                                ngx_defarm_items_secondary_forgotten, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_secondary_forgotten(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *value)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &ir->cache_key, NULL, 0,
+                                ngx_defarm_items_forgotten, ir);
+}
+
+
+/* POST /api/items/:dfid/split {"identifiers_for_new_item": [...]} */
+
+
+static ngx_int_t
+ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_json_t       *v;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    v = ngx_defarm_json_get(ctx->body, "identifiers_for_new_item");
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_ARRAY || v->count == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"identifiers_for_new_item\" must be a "
+                                "non-empty array");
+    }
+
+    rc = ngx_defarm_identifiers(r, v, &ir->params[2]);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ir->status = NGX_HTTP_OK;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_split_stmt, ir->params,
+                               ngx_defarm_items_split_done, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_split_done(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_items_req_t  *ir = data;
+
+    ngx_int_t  rc;
+    ngx_str_t  outcome;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
+
+    rc = ngx_defarm_items_outcome(r, &outcome);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
+                                &ir->cache_key, NULL, 0,
+                                ngx_defarm_items_forgotten, ir);
 }
