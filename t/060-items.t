@@ -374,6 +374,40 @@ is_deeply(body(as($alice, GET => "/api/items/$pc"))->{enriched_data},
           { base => 1, other => 2, late => 3 },
           'the item has both changes');
 
+# batch
+
+my $known = create($alice, 'b0', { v => 0 });
+as($alice, GET => "/api/items/$known");                 # cached
+
+$res = as($alice, POST => '/api/items/batch', { items => [
+    { identifiers => [ { key => 'lot', value => "b1-$$" } ],
+      source_entry => $uuid },
+    { identifiers => [ { key => 'sisbov', value => 'BR1',
+                         id_type => 'Canonical' } ],
+      source_entry => $uuid },
+    { identifiers => [ { key => 'lot', value => "b0-$$" } ],
+      enriched_data => { v => 1 }, source_entry => $uuid },
+    'not an object',
+    { identifiers => [ { key => 'lot', value => "b4-$$" } ] },
+] });
+is($res->{status}, 200, 'batch: 200');
+is(body($res)->{success_count}, 2, 'two created or resolved');
+is(body($res)->{failed_count}, 3, 'three refused');
+my @r = @{ body($res)->{results} // [] };
+is(scalar @r, 5, 'a result per item, in order');
+ok($r[0]{success} && $r[0]{item}{dfid}, 'item 1 created');
+like($r[1]{error} // '', qr/a sisbov must be/, 'item 2: the registry rule');
+is($r[2]{item}{dfid}, $known, 'item 3 resolved to the known item');
+like($r[3]{error} // '', qr/must be a JSON object/, 'item 4: not an object');
+like($r[4]{error} // '', qr/Invalid source entry UUID/, 'item 5: no source');
+is(body(as($alice, GET => "/api/items/$known"))->{enriched_data}{v}, 1,
+   'the resolved item\'s cached JSON was dropped');
+is(as($alice, POST => '/api/items/batch', { items => [] })->{status}, 400,
+   'an empty batch: 400');
+is(as($alice, POST => '/api/items/batch',
+      { items => [ map { { identifiers => [] } } 1 .. 101 ] })->{status},
+   400, 'more than 100: 400');
+
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 stop_nginx($ng);
 

@@ -26,6 +26,7 @@
 
 #define NGX_DEFARM_ITEMS_LIMIT      50
 #define NGX_DEFARM_ITEMS_MAX_LIMIT  100
+#define NGX_DEFARM_ITEMS_MAX_BATCH  100
 
 
 typedef struct {
@@ -58,6 +59,12 @@ static ngx_int_t ngx_defarm_items_by_identifier(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_merge(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_batch(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_batch_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_batch_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
 static ngx_int_t ngx_defarm_items_split(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
@@ -124,6 +131,7 @@ ngx_defarm_items_route(ngx_defarm_items_delete)
 ngx_defarm_items_route(ngx_defarm_items_deprecate)
 ngx_defarm_items_route(ngx_defarm_items_by_identifier)
 ngx_defarm_items_route(ngx_defarm_items_merge)
+ngx_defarm_items_route(ngx_defarm_items_batch)
 ngx_defarm_items_route(ngx_defarm_items_split)
 
 
@@ -134,6 +142,9 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/items"),
       ngx_defarm_items_list, 0 },
+
+    { NGX_HTTP_POST, ngx_string("/api/items/batch"),
+      ngx_defarm_items_batch, NGX_DEFARM_ROUTE_BODY },
 
     { NGX_HTTP_GET, ngx_string("/api/items/search"),
       ngx_defarm_items_list, 0 },
@@ -241,6 +252,14 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_split_stmt = {
 };
 
 
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_batch_stmt = {
+    "defarm_items_batch",
+    "SELECT answer::text, array_to_string(enriched, ' ') "
+    "FROM defarm_item_create_batch($1, $2::jsonb)",
+    2, 0
+};
+
+
 static ngx_str_t  ngx_defarm_items_deleted =
     ngx_string("{\"message\":\"Item deprecated successfully\"}");
 
@@ -311,39 +330,40 @@ ngx_defarm_items_not_found(ngx_http_request_t *r)
 }
 
 
-/* the body's identifiers and enriched data, as JSON text parameters */
+/*
+ * A create's or an enrich's fields, checked and rendered as JSON text
+ * parameters: NGX_OK, NGX_DECLINED with the reason in *err, NGX_ERROR.
+ */
 
 static ngx_int_t
-ngx_defarm_items_fields(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
-    ngx_uint_t create, ngx_str_t *ids, ngx_str_t *enriched)
+ngx_defarm_items_check(ngx_http_request_t *r, ngx_defarm_json_t *body,
+    ngx_uint_t create, ngx_str_t *p, ngx_str_t *err)
 {
     ngx_int_t           rc;
-    ngx_defarm_json_t  *body, *v;
+    ngx_defarm_json_t  *v;
 
-    body = ctx->body;
+    /* p[0]: identifiers, p[1]: enriched data, p[2]: source entry */
+
+    ngx_str_null(&p[0]);
+    ngx_str_null(&p[1]);
+    ngx_str_null(&p[2]);
 
     if (body == NULL || body->type != NGX_DEFARM_JSON_OBJECT) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "The body must be a JSON object");
+        return ngx_defarm_invalid(r, err, "The body must be a JSON object");
     }
-
-    ngx_str_null(ids);
-    ngx_str_null(enriched);
 
     v = ngx_defarm_json_get(body, "identifiers");
 
     if (create && (v == NULL || v->type != NGX_DEFARM_JSON_ARRAY
                    || v->count == 0))
     {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "\"identifiers\" must be a non-empty array");
+        return ngx_defarm_invalid(r, err, "\"identifiers\" must be a "
+                                  "non-empty array");
     }
 
     if (v && v->type != NGX_DEFARM_JSON_NULL) {
-        rc = ngx_defarm_identifiers(r, v, ids);
-        if (rc != NGX_DECLINED) {
+        rc = ngx_defarm_identifiers(r, v, &p[0], err);
+        if (rc != NGX_OK) {
             return rc;
         }
     }
@@ -351,23 +371,54 @@ ngx_defarm_items_fields(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     v = ngx_defarm_json_get(body, "enriched_data");
 
     if (v && v->type != NGX_DEFARM_JSON_NULL) {
-        rc = ngx_defarm_enriched_data(r, v, enriched);
-        if (rc != NGX_DECLINED) {
+        rc = ngx_defarm_enriched_data(r, v, &p[1], err);
+        if (rc != NGX_OK) {
             return rc;
         }
 
     } else if (create) {
-        ngx_str_set(enriched, "{}");
+        ngx_str_set(&p[1], "{}");
     }
 
-    if (!create && ids->data == NULL && enriched->data == NULL) {
+    if (!create) {
+        if (p[0].data == NULL && p[1].data == NULL) {
+            return ngx_defarm_invalid(r, err, "Nothing to change: give "
+                                      "\"enriched_data\" or "
+                                      "\"identifiers\"");
+        }
+
+        return NGX_OK;
+    }
+
+    v = ngx_defarm_json_get(body, "source_entry");
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING
+        || !ngx_defarm_is_uuid(&v->str))
+    {
+        return ngx_defarm_invalid(r, err, "Invalid source entry UUID");
+    }
+
+    p[2] = v->str;
+
+    return NGX_OK;
+}
+
+
+/* a check's outcome: NGX_DECLINED to go on, or the answer sent */
+
+static ngx_int_t
+ngx_defarm_items_checked(ngx_http_request_t *r, ngx_int_t rc, ngx_str_t *err)
+{
+    if (rc == NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (rc == NGX_DECLINED) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "Nothing to change: give \"enriched_data\" "
-                                "or \"identifiers\"");
+                                NGX_DEFARM_ERR_VALIDATION, "%V", err);
     }
 
-    return NGX_DECLINED;
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
@@ -378,7 +429,7 @@ static ngx_int_t
 ngx_defarm_items_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
-    ngx_defarm_json_t       *v;
+    ngx_str_t                err;
     ngx_defarm_items_req_t  *ir;
 
     ir = ngx_defarm_items_req(r, ctx);
@@ -386,22 +437,12 @@ ngx_defarm_items_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_defarm_items_fields(r, ctx, 1, &ir->params[1], &ir->params[2]);
+    rc = ngx_defarm_items_check(r, ctx->body, 1, &ir->params[1], &err);
+
+    rc = ngx_defarm_items_checked(r, rc, &err);
     if (rc != NGX_DECLINED) {
         return rc;
     }
-
-    v = ngx_defarm_json_get(ctx->body, "source_entry");
-
-    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING
-        || !ngx_defarm_is_uuid(&v->str))
-    {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "Invalid source entry UUID");
-    }
-
-    ir->params[3] = v->str;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_create_stmt, ir->params,
                                ngx_defarm_items_created, ir);
@@ -752,6 +793,7 @@ static ngx_int_t
 ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
+    ngx_str_t                err;
     ngx_defarm_items_req_t  *ir;
 
     rc = ngx_defarm_items_target(r, ctx, &ir);
@@ -759,7 +801,9 @@ ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    rc = ngx_defarm_items_fields(r, ctx, 0, &ir->params[2], &ir->params[3]);
+    rc = ngx_defarm_items_check(r, ctx->body, 0, &ir->params[2], &err);
+
+    rc = ngx_defarm_items_checked(r, rc, &err);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -973,6 +1017,7 @@ static ngx_int_t
 ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
+    ngx_str_t                err;
     ngx_defarm_json_t       *v;
     ngx_defarm_items_req_t  *ir;
 
@@ -990,7 +1035,9 @@ ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "non-empty array");
     }
 
-    rc = ngx_defarm_identifiers(r, v, &ir->params[2]);
+    rc = ngx_defarm_identifiers(r, v, &ir->params[2], &err);
+
+    rc = ngx_defarm_items_checked(r, rc, &err);
     if (rc != NGX_DECLINED) {
         return rc;
     }
@@ -1027,4 +1074,146 @@ ngx_defarm_items_split_done(ngx_http_request_t *r, void *data,
     return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
                                 &ir->cache_key, NULL, 0,
                                 ngx_defarm_items_forgotten, ir);
+}
+
+
+/*
+ * POST /api/items/batch {"items": [CreateItem]}: each item checked here;
+ * the whole batch, valid items and the reasons of invalid ones, goes to
+ * one function (sql/006_items_batch.sql) as one JSON array, assembled
+ * from the checked parts.  Always 200, with a result per item.
+ */
+
+
+static ngx_int_t
+ngx_defarm_items_batch_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    u_char                  *p;
+    size_t                   len;
+    ngx_int_t                rc;
+    ngx_str_t                err, *parts;
+    ngx_uint_t               i, n;
+    ngx_defarm_json_t       *list, *item;
+    ngx_defarm_items_req_t  *ir;
+
+    list = ngx_defarm_json_get(ctx->body, "items");
+
+    if (list == NULL || list->type != NGX_DEFARM_JSON_ARRAY
+        || list->count == 0 || list->count > NGX_DEFARM_ITEMS_MAX_BATCH)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"items\" must be an array of 1 to %d "
+                                "items", NGX_DEFARM_ITEMS_MAX_BATCH);
+    }
+
+    ir = ngx_defarm_items_req(r, ctx);
+    parts = ngx_pcalloc(r->pool, 4 * list->count * sizeof(ngx_str_t));
+
+    if (ir == NULL || parts == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* parts[4n .. 4n+2]: the fields; parts[4n+3]: the reason, escaped */
+
+    len = 2;
+
+    for (n = 0, item = list->child; item; item = item->next, n++) {
+
+        rc = ngx_defarm_items_check(r, item, 1, &parts[4 * n], &err);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            parts[4 * n + 3].len = err.len
+                                   + ngx_escape_json(NULL, err.data, err.len);
+            parts[4 * n + 3].data = ngx_pnalloc(r->pool,
+                                                parts[4 * n + 3].len);
+            if (parts[4 * n + 3].data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            (void) ngx_escape_json(parts[4 * n + 3].data, err.data, err.len);
+            len += sizeof("{\"error\":\"\"},") + parts[4 * n + 3].len;
+
+        } else {
+            len += sizeof("{\"identifiers\":,\"enriched_data\":,"
+                          "\"source_entry\":\"\"},")
+                   + parts[4 * n].len + parts[4 * n + 1].len
+                   + parts[4 * n + 2].len;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ir->params[1].data = p;
+    *p++ = '[';
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        if (parts[4 * i + 3].data) {
+            p = ngx_sprintf(p, "{\"error\":\"%V\"}", &parts[4 * i + 3]);
+
+        } else {
+            p = ngx_sprintf(p, "{\"identifiers\":%V,\"enriched_data\":%V,"
+                               "\"source_entry\":\"%V\"}",
+                            &parts[4 * i], &parts[4 * i + 1],
+                            &parts[4 * i + 2]);
+        }
+    }
+
+    *p++ = ']';
+    ir->params[1].len = p - ir->params[1].data;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_batch_stmt, ir->params,
+                               ngx_defarm_items_batch_done, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    u_char     *p, *last, *sp;
+    ngx_str_t   answer, enriched, key;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &answer);
+    (void) ngx_defarm_pg_text(res, 0, 1, &enriched);
+
+    /* existing items the batch enriched: their cached JSON goes */
+
+    p = enriched.data;
+    last = enriched.data + enriched.len;
+
+    while (p < last) {
+        sp = ngx_strlchr(p, last, ' ');
+        if (sp == NULL) {
+            sp = last;
+        }
+
+        key.len = sizeof("item::json") - 1 + (sp - p);
+        key.data = ngx_pnalloc(r->pool, key.len);
+        if (key.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(key.data, "item:%*s:json", (size_t) (sp - p), p);
+        ngx_defarm_cache_forget(r, &key);
+
+        p = sp + 1;
+    }
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &answer);
 }

@@ -606,6 +606,23 @@ ngx_defarm_cache_invalidate(ngx_defarm_cache_t *cache, ngx_str_t *key)
 }
 
 
+/* every node forgets the family: this one now, the others on Redis */
+
+void
+ngx_defarm_cache_forget(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_defarm_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    if (mcf->cache) {
+        ngx_defarm_cache_invalidate(mcf->cache, key);
+    }
+
+    ngx_defarm_redis_publish(key);
+}
+
+
 /* every family at once: after invalidations may have been missed */
 
 void
@@ -643,15 +660,7 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
     }
 
     if (op == NGX_DEFARM_CACHE_DELETE_PREFIX) {
-
-        /* every node forgets the family: this one now, the others on Redis */
-
-        if (cache) {
-            ngx_defarm_cache_invalidate(cache, key);
-        }
-
-        ngx_defarm_redis_publish(key);
-
+        ngx_defarm_cache_forget(r, key);
         return done(r, data, NGX_OK, NULL);
     }
 

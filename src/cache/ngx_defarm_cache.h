@@ -85,6 +85,7 @@ typedef ngx_int_t (*ngx_defarm_cache_done_pt)(ngx_http_request_t *r,
 char *ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 void ngx_defarm_cache_invalidate(ngx_defarm_cache_t *cache, ngx_str_t *key);
 void ngx_defarm_cache_invalidate_all(ngx_defarm_cache_t *cache);
+void ngx_defarm_cache_forget(ngx_http_request_t *r, ngx_str_t *key);
 ngx_int_t ngx_defarm_cache_run(ngx_http_request_t *r,
     ngx_defarm_cache_op_e op, ngx_str_t *key, ngx_str_t *value,
     ngx_msec_t ttl, ngx_defarm_cache_done_pt done, void *data);

@@ -233,11 +233,11 @@ ngx_defarm_rfc3339(ngx_str_t *s)
 }
 
 
-/* "Identifier <n>: <what is wrong>", a 400 */
+/* "Identifier <n>: <what is wrong>" into *err; NGX_DECLINED: invalid */
 
 static ngx_int_t
-ngx_defarm_identifier_error(ngx_http_request_t *r, ngx_uint_t n,
-    const char *fmt, ...)
+ngx_defarm_identifier_error(ngx_http_request_t *r, ngx_str_t *err,
+    ngx_uint_t n, const char *fmt, ...)
 {
     u_char   buf[320], *p;
     va_list  args;
@@ -248,15 +248,14 @@ ngx_defarm_identifier_error(ngx_http_request_t *r, ngx_uint_t n,
     p = ngx_vslprintf(p, buf + sizeof(buf), fmt, args);
     va_end(args);
 
-    return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                            NGX_DEFARM_ERR_VALIDATION, "%*s",
-                            (size_t) (p - buf), buf);
+    return ngx_defarm_invalid(r, err, "%*s", (size_t) (p - buf), buf);
 }
 
 
 static ngx_int_t
-ngx_defarm_identifier_string(ngx_http_request_t *r, ngx_uint_t n,
-    ngx_defarm_json_t *id, const char *name, size_t max, ngx_str_t *out)
+ngx_defarm_identifier_string(ngx_http_request_t *r, ngx_str_t *err,
+    ngx_uint_t n, ngx_defarm_json_t *id, const char *name, size_t max,
+    ngx_str_t *out)
 {
     ngx_str_t           field;
     ngx_defarm_json_t  *v;
@@ -268,28 +267,28 @@ ngx_defarm_identifier_string(ngx_http_request_t *r, ngx_uint_t n,
 
     if (v == NULL || v->type == NGX_DEFARM_JSON_NULL) {
         ngx_str_null(out);
-        return NGX_DECLINED;
+        return NGX_OK;
     }
 
     if (v->type != NGX_DEFARM_JSON_STRING) {
-        return ngx_defarm_identifier_error(r, n, "\"%V\" must be a string",
+        return ngx_defarm_identifier_error(r, err, n, "\"%V\" must be a string",
                                            &field);
     }
 
     if (v->str.len > max) {
-        return ngx_defarm_identifier_error(r, n, "\"%V\" is too long",
+        return ngx_defarm_identifier_error(r, err, n, "\"%V\" is too long",
                                            &field);
     }
 
     *out = v->str;
 
-    return NGX_DECLINED;
+    return NGX_OK;
 }
 
 
 ngx_int_t
 ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
-    ngx_str_t *json)
+    ngx_str_t *json, ngx_str_t *err)
 {
     ngx_int_t                  rc;
     ngx_str_t                  ns, key, value, type, scope, date;
@@ -299,21 +298,18 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
     ngx_defarm_json_writer_t  *w;
 
     if (list == NULL || list->type != NGX_DEFARM_JSON_ARRAY) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "\"identifiers\" must be an array");
+        return ngx_defarm_invalid(r, err, "\"identifiers\" must be an "
+                                  "array");
     }
 
     if (list->count > NGX_DEFARM_MAX_IDENTIFIERS) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "At most %d identifiers",
-                                NGX_DEFARM_MAX_IDENTIFIERS);
+        return ngx_defarm_invalid(r, err, "At most %d identifiers",
+                                  NGX_DEFARM_MAX_IDENTIFIERS);
     }
 
     w = ngx_defarm_json_writer(r);
     if (w == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ngx_defarm_jw_array_open(w);
@@ -321,22 +317,22 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
     for (n = 0, id = list->child; id; id = id->next, n++) {
 
         if (id->type != NGX_DEFARM_JSON_OBJECT) {
-            return ngx_defarm_identifier_error(r, n, "must be an object");
+            return ngx_defarm_identifier_error(r, err, n, "must be an object");
         }
 
-        if ((rc = ngx_defarm_identifier_string(r, n, id, "namespace", 32,
-                                               &ns)) != NGX_DECLINED
-            || (rc = ngx_defarm_identifier_string(r, n, id, "key", 128,
-                                                  &key)) != NGX_DECLINED
-            || (rc = ngx_defarm_identifier_string(r, n, id, "value", 512,
-                                                  &value)) != NGX_DECLINED
-            || (rc = ngx_defarm_identifier_string(r, n, id, "id_type", 16,
-                                                  &type)) != NGX_DECLINED
-            || (rc = ngx_defarm_identifier_string(r, n, id, "scope", 16,
-                                                  &scope)) != NGX_DECLINED
-            || (rc = ngx_defarm_identifier_string(r, n, id,
+        if ((rc = ngx_defarm_identifier_string(r, err, n, id, "namespace", 32,
+                                               &ns)) != NGX_OK
+            || (rc = ngx_defarm_identifier_string(r, err, n, id, "key", 128,
+                                                  &key)) != NGX_OK
+            || (rc = ngx_defarm_identifier_string(r, err, n, id, "value", 512,
+                                                  &value)) != NGX_OK
+            || (rc = ngx_defarm_identifier_string(r, err, n, id, "id_type", 16,
+                                                  &type)) != NGX_OK
+            || (rc = ngx_defarm_identifier_string(r, err, n, id, "scope", 16,
+                                                  &scope)) != NGX_OK
+            || (rc = ngx_defarm_identifier_string(r, err, n, id,
                                                   "verification_date", 40,
-                                                  &date)) != NGX_DECLINED)
+                                                  &date)) != NGX_OK)
         {
             return rc;
         }
@@ -345,17 +341,18 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
             ngx_str_set(&ns, "generic");
 
         } else if (!ngx_defarm_one_of(&ns, ngx_defarm_namespaces)) {
-            return ngx_defarm_identifier_error(r, n,
+            return ngx_defarm_identifier_error(r, err, n,
                        "unknown namespace \"%V\" (bovino, aves, suino, "
                        "soja, milho, algodao, cafe, leite, generic)", &ns);
         }
 
         if (key.data == NULL || ngx_defarm_blank(&key)) {
-            return ngx_defarm_identifier_error(r, n, "\"key\" is required");
+            return ngx_defarm_identifier_error(r, err, n,
+                                               "\"key\" is required");
         }
 
         if (value.data == NULL || ngx_defarm_blank(&value)) {
-            return ngx_defarm_identifier_error(r, n,
+            return ngx_defarm_identifier_error(r, err, n,
                                                "\"value\" is required");
         }
 
@@ -373,7 +370,7 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
                                             (u_char *) "contextual", 10)
                             == 0))
             {
-                return ngx_defarm_identifier_error(r, n,
+                return ngx_defarm_identifier_error(r, err, n,
                            "invalid id_type \"%V\" (Canonical or "
                            "Contextual)", &type);
             }
@@ -386,14 +383,14 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
                                        key.len) == 0
                     && !reg->valid(&value))
                 {
-                    return ngx_defarm_identifier_error(r, n,
+                    return ngx_defarm_identifier_error(r, err, n,
                                "a %s must be %s, not \"%V\"",
                                reg->registry, reg->rule, &value);
                 }
             }
 
             if (date.data && !ngx_defarm_rfc3339(&date)) {
-                return ngx_defarm_identifier_error(r, n,
+                return ngx_defarm_identifier_error(r, err, n,
                            "\"verification_date\" \"%V\" is not an RFC 3339 "
                            "time", &date);
             }
@@ -402,7 +399,7 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
             ngx_str_set(&scope, "user");
 
         } else if (!ngx_defarm_one_of(&scope, ngx_defarm_scopes)) {
-            return ngx_defarm_identifier_error(r, n,
+            return ngx_defarm_identifier_error(r, err, n,
                        "invalid scope \"%V\" (user, organization, circuit)",
                        &scope);
         }
@@ -412,7 +409,7 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
         if (v && v->type != NGX_DEFARM_JSON_BOOL
             && v->type != NGX_DEFARM_JSON_NULL)
         {
-            return ngx_defarm_identifier_error(r, n,
+            return ngx_defarm_identifier_error(r, err, n,
                                                "\"verified\" must be true or "
                                                "false");
         }
@@ -444,11 +441,7 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
 
     ngx_defarm_jw_array_close(w);
 
-    if (ngx_defarm_json_text(w, json) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DECLINED;
+    return ngx_defarm_json_text(w, json);
 }
 
 
@@ -456,43 +449,60 @@ ngx_defarm_identifiers(ngx_http_request_t *r, ngx_defarm_json_t *list,
 
 ngx_int_t
 ngx_defarm_enriched_data(ngx_http_request_t *r, ngx_defarm_json_t *data,
-    ngx_str_t *json)
+    ngx_str_t *json, ngx_str_t *err)
 {
     ngx_defarm_json_t         *m;
     ngx_defarm_json_writer_t  *w;
 
     if (data->type != NGX_DEFARM_JSON_OBJECT) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "\"enriched_data\" must be an object");
+        return ngx_defarm_invalid(r, err, "\"enriched_data\" must be an "
+                                  "object");
     }
 
     for (m = data->child; m; m = m->next) {
 
         if (ngx_defarm_blank(&m->key)) {
-            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                    NGX_DEFARM_ERR_VALIDATION,
-                                    "\"enriched_data\" has a blank key");
+            return ngx_defarm_invalid(r, err, "\"enriched_data\" has a "
+                                      "blank key");
         }
 
         if (m->type == NGX_DEFARM_JSON_NULL) {
-            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                    NGX_DEFARM_ERR_VALIDATION,
-                                    "\"enriched_data.%V\" must not be null",
-                                    &m->key);
+            return ngx_defarm_invalid(r, err, "\"enriched_data.%V\" must "
+                                      "not be null", &m->key);
         }
     }
 
     w = ngx_defarm_json_writer(r);
     if (w == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ngx_defarm_jw_value(w, data);
 
-    if (ngx_defarm_json_text(w, json) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    return ngx_defarm_json_text(w, json);
+}
+
+
+/* a validation message, in the request pool: NGX_DECLINED */
+
+ngx_int_t
+ngx_defarm_invalid(ngx_http_request_t *r, ngx_str_t *err, const char *fmt,
+    ...)
+{
+    u_char   buf[NGX_DEFARM_MAX_INVALID], *p;
+    va_list  args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    err->len = p - buf;
+    err->data = ngx_pnalloc(r->pool, err->len);
+    if (err->data == NULL) {
+        return NGX_ERROR;
     }
+
+    ngx_memcpy(err->data, buf, err->len);
 
     return NGX_DECLINED;
 }

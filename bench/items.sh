@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# The items routes' throughput against nginx's own return and PostgreSQL's
+# own client.
+#
+# Measures, in one run on this machine (two nginx of WORKERS=2 workers on
+# one PostgreSQL, a JWT of a user registered through the API):
+#   1. GET /api/items/:dfid served from the shared-memory cache
+#      ($defarm_cache HIT) under wrk, against nginx's return 200 of the
+#      same body bytes in the same nginx: the cost of the router, the JWT
+#      check, the trylock and the copy out of shared memory;
+#   2. the same GET on a second nginx without defarm_cache (every request
+#      one prepared statement through the pool), against pgbench -S -M
+#      prepared with as many clients as wrk has connections; and, for
+#      information, against pgbench running the very statement of a miss;
+#   3. POST /api/items, every request a new item (a unique identifier),
+#      against pgbench calling defarm_item_create() the same way;
+# and prints the ratios.  wrk's non-2xx responses and socket errors, and
+# pgbench's failed transactions, are printed and must be 0.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+WORKERS=${WORKERS:-2}
+POOL_SIZE=${POOL_SIZE:-8}
+
+user_id=
+trap 'bench_nginx_stop items-cache; bench_nginx_stop items-nocache;
+      if [ -n "$user_id" ]; then
+          psql -X -q -c "DELETE FROM users WHERE id = '"'"'$user_id'"'"'" \
+              >/dev/null 2>&1 || true
+      fi
+      bench_pg_stop' EXIT
+
+bench_pg_start
+pgbench -i -s 10 -q >/dev/null 2>&1
+
+mkdir -p "$bench_var"
+head -c 36 /dev/urandom | base64 | tr -d '\n' > "$bench_var/items-jwt.secret"
+
+run=$$
+source_entry=7d8f2a4e-3b1c-4c5d-9e6f-0a1b2c3d4e5f
+pa=$((30000 + RANDOM % 10000))
+pb=$((pa + 1))
+
+http_common="defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
+                         user=$PGUSER sslmode=disable\" size=$POOL_SIZE;
+             defarm_bcrypt_cost 4;
+             defarm_jwt_secret file=$bench_var/items-jwt.secret;"
+
+# json_field FIELD < JSON: one top-level field of a JSON object
+json_field() {
+    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
+                        print $j->{$ARGV[0]} // ""' "$1"
+}
+
+# the nginx without the cache first: the user, the item, the body
+bench_nginx_start "$pb" "$http_common" \
+    "add_header X-Cache \$defarm_cache always;
+     location / { defarm_api on; }" items-nocache
+
+res=$(curl -fsS -H 'Content-Type: application/json' \
+      -d "{\"username\":\"benchitems$run\",\"password\":\"Str0ng!pass\",
+           \"email\":\"benchitems$run@example.com\"}" \
+      "http://127.0.0.1:$pb/api/auth/register")
+token=$(json_field token <<<"$res")
+user_id=$(json_field user_id <<<"$res")
+if [ -z "$token" ] || [ -z "$user_id" ]; then
+    echo "register did not answer a token: $res" >&2
+    exit 1
+fi
+auth="Authorization: Bearer $token"
+
+res=$(curl -fsS -H 'Content-Type: application/json' -H "$auth" \
+      -d "{\"identifiers\":[{\"key\":\"lot\",\"value\":\"get-$run\"}],
+           \"enriched_data\":{\"origin\":\"bench\"},
+           \"source_entry\":\"$source_entry\"}" \
+      "http://127.0.0.1:$pb/api/items")
+dfid=$(json_field dfid <<<"$res")
+if [ -z "$dfid" ]; then
+    echo "POST /api/items did not answer a dfid: $res" >&2
+    exit 1
+fi
+
+body=$(curl -fsS -H "$auth" "http://127.0.0.1:$pb/api/items/$dfid")
+case $body in
+    *\'* | *\\* | *\$*)
+        echo "the item's JSON cannot go in a return directive: $body" >&2
+        exit 1 ;;
+esac
+
+bench_nginx_start "$pa" "$http_common
+    defarm_cache zone=bench_items:16m ttl=1h;" \
+    "add_header X-Cache \$defarm_cache always;
+     location / { defarm_api on; }
+     location = /static { default_type application/json;
+                          return 200 '$body'; }" items-cache
+
+# x_cache PORT: the X-Cache header of one authenticated GET of the item,
+# after checking that the body is the same bytes
+x_cache() {
+    local hdr=$bench_var/items-headers out
+    out=$(curl -fsS -D "$hdr" -H "$auth" \
+          "http://127.0.0.1:$1/api/items/$dfid")
+    if [ "$out" != "$body" ]; then
+        echo "GET on port $1 answered another body: $out" >&2
+        exit 1
+    fi
+    tr -d '\r' < "$hdr" | awk -F': ' 'tolower($1) == "x-cache" { print $2 }'
+}
+
+x_cache "$pa" >/dev/null                       # warms the cache
+[ "$(x_cache "$pa")" = HIT ] \
+    || { echo "the cached nginx does not answer X-Cache: HIT" >&2; exit 1; }
+[ "$(x_cache "$pb")" != HIT ] \
+    || { echo "the uncached nginx answers X-Cache: HIT" >&2; exit 1; }
+[ "$(curl -fsS "http://127.0.0.1:$pa/static")" = "$body" ]
+
+declare -A rate bad
+
+# wrk_run NAME URL [wrk args]: requests/s, non-2xx + socket errors
+wrk_run() {
+    local name=$1 url=$2 out non2xx sock
+    shift 2
+    echo "== $name" >&2
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+          "$@" "$url")
+    echo "$out" >&2
+    non2xx=$(echo "$out" | awk '/^ *Non-2xx or 3xx responses:/ { print $5 }')
+    sock=$(echo "$out" | awk '/^ *Socket errors:/ {
+               gsub(",", ""); print $4 + $6 + $8 + $10 }')
+    rate[$name]=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+    [ -n "${rate[$name]}" ] || { echo "wrk did not run" >&2; exit 1; }
+    bad[$name]="non-2xx ${non2xx:-0}, socket errors ${sock:-0}"
+}
+
+# pgbench_run NAME [pgbench args]: transactions/s, failed transactions
+pgbench_run() {
+    local name=$1 out failed
+    shift
+    echo "== $name" >&2
+    out=$(pgbench -M prepared -c "$CONNECTIONS" -j "$THREADS" \
+          -T "$DURATION" "$@" 2>&1) || true
+    echo "$out" >&2
+    failed=$(echo "$out" \
+             | awk '/^number of failed transactions:/ { print $5 }')
+    rate[$name]=$(echo "$out" | awk '/^tps = / { print $3; exit }')
+    [ -n "${rate[$name]}" ] || { echo "pgbench did not run" >&2; exit 1; }
+    bad[$name]="failed ${failed:-?}"
+}
+
+# 1. cached GET against return 200 of the same bytes
+
+wrk_run static "http://127.0.0.1:$pa/static"
+wrk_run cached "http://127.0.0.1:$pa/api/items/$dfid" -H "$auth"
+[ "$(x_cache "$pa")" = HIT ] \
+    || { echo "the item is no longer cached after the run" >&2; exit 1; }
+
+# 2. uncached GET against pgbench -S and the statement of a miss
+
+wrk_run uncached "http://127.0.0.1:$pb/api/items/$dfid" -H "$auth"
+
+pgbench_run pgbench_S -S
+
+script=$bench_var/items-get.sql
+printf '%s\n' \
+    'SELECT owner_id, defarm_item_json(dfid)::text FROM items WHERE dfid = :dfid;' \
+    > "$script"
+pgbench_run pgbench_get -n -f "$script" -D dfid="$dfid"
+
+# 3. POST /api/items, a new item each, against defarm_item_create()
+
+lua=$bench_var/items-post.lua
+cat > "$lua" <<_EOL_
+-- written by bench/items.sh: every request creates a new item
+local threads = 0
+
+function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+
+local n = 0
+
+function request()
+    n = n + 1
+    return wrk.format(nil, nil, nil, string.format(
+        '{"identifiers":[{"key":"lot","value":"w-$run-%d-%d"}],'
+        .. '"source_entry":"$source_entry"}', tid, n))
+end
+_EOL_
+
+psql -X -q -c CHECKPOINT
+wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
+
+# the identifiers exactly as the module renders them for PostgreSQL
+script=$bench_var/items-create.sql
+cat > "$script" <<_EOS_
+\set r random(1, 1000000000000)
+SELECT * FROM defarm_item_create(:owner, ('[{"namespace":"generic","key":"lot","value":"p-' || :client_id::int || '-' || :r::bigint || '","id_type":"Contextual","scope":"user"}]')::jsonb, '{}'::jsonb, '$source_entry'::uuid);
+_EOS_
+
+psql -X -q -c CHECKPOINT
+pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
+
+# every create made a new item of its own
+created() {
+    psql -X -At -c "SELECT count(*) || ' requests, ' ||
+                           count(DISTINCT ii.dfid) || ' new items'
+                    FROM item_identifiers ii JOIN items i USING (dfid)
+                    WHERE i.owner_id = '$user_id' AND ii.key = 'lot'
+                      AND ii.value LIKE '$1%'"
+}
+post_items=$(created "w-$run-")
+pgbench_items=$(created "p-")
+
+echo
+printf '%-46s %12s  %s\n' "measurement ($CONNECTIONS clients, ${DURATION}s)" \
+    "per second" "errors"
+row() { printf '%-46s %12.0f  %s\n' "$1" "${rate[$2]}" "${bad[$2]}"; }
+row "nginx return 200 (same ${#body} bytes)" static
+row "GET /api/items/:dfid, cache HIT" cached
+row "pgbench -S -M prepared" pgbench_S
+row "pgbench, the statement of a miss" pgbench_get
+row "GET /api/items/:dfid, no defarm_cache" uncached
+row "pgbench, defarm_item_create()" pgbench_create
+row "POST /api/items" post
+echo "  POST /api/items in the database:  $post_items"
+echo "  pgbench creates in the database:  $pgbench_items"
+echo
+ratio() {
+    awk -v a="${rate[$2]}" -v b="${rate[$3]}" -v l="$1" -v t="$4" \
+        'BEGIN { printf "%-38s %.2f%s\n", l, a / b, t }'
+}
+ratio "ratio cached GET / return 200:" cached static "  (target >= 0.5)"
+ratio "ratio uncached GET / pgbench -S:" uncached pgbench_S "  (target >= 0.6)"
+ratio "ratio uncached GET / pgbench same SQL:" uncached pgbench_get ""
+ratio "ratio POST / pgbench create:" post pgbench_create "  (target >= 0.5)"
+
+for k in "${!bad[@]}"; do
+    case ${bad[$k]} in
+        "non-2xx 0, socket errors 0" | "failed 0") ;;
+        *) echo "errors in $k: ${bad[$k]}" >&2; exit 1 ;;
+    esac
+done
