@@ -13,7 +13,8 @@
 #      prepared with as many clients as wrk has connections; and, for
 #      information, against pgbench running the very statement of a miss;
 #   3. POST /api/items, every request a new item (a unique identifier),
-#      against pgbench calling defarm_item_create() the same way;
+#      against pgbench calling defarm_item_create() the same way, each
+#      run from the same tables (vacuumed and analysed);
 # and prints the ratios.  wrk's non-2xx responses and socket errors, and
 # pgbench's failed transactions, are printed and must be 0.
 set -euo pipefail
@@ -168,6 +169,26 @@ pgbench_run pgbench_get -n -f "$script" -D dfid="$dfid"
 
 # 3. POST /api/items, a new item each, against defarm_item_create()
 
+# both write runs start from the same tables: a create's look-up of its
+# identifiers costs more as item_identifiers grows
+fresh_tables() {
+    psql -X -q -v ON_ERROR_STOP=1 <<_EOS_
+DELETE FROM items WHERE owner_id = '$user_id' AND dfid <> '$dfid';
+VACUUM ANALYZE items;
+VACUUM ANALYZE item_identifiers;
+CHECKPOINT;
+_EOS_
+}
+
+# created PREFIX: how many creates left an identifier, in how many items
+created() {
+    psql -X -At -c "SELECT count(*) || ' identifiers, ' ||
+                           count(DISTINCT ii.dfid) || ' new items'
+                    FROM item_identifiers ii JOIN items i USING (dfid)
+                    WHERE i.owner_id = '$user_id' AND ii.key = 'lot'
+                      AND ii.value LIKE '$1%'"
+}
+
 lua=$bench_var/items-post.lua
 cat > "$lua" <<_EOL_
 -- written by bench/items.sh: every request creates a new item
@@ -192,9 +213,6 @@ function request()
 end
 _EOL_
 
-psql -X -q -c CHECKPOINT
-wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
-
 # the identifiers exactly as the module renders them for PostgreSQL
 script=$bench_var/items-create.sql
 cat > "$script" <<_EOS_
@@ -202,18 +220,12 @@ cat > "$script" <<_EOS_
 SELECT * FROM defarm_item_create(:owner, ('[{"namespace":"generic","key":"lot","value":"p-' || :client_id::int || '-' || :r::bigint || '","id_type":"Contextual","scope":"user"}]')::jsonb, '{}'::jsonb, '$source_entry'::uuid);
 _EOS_
 
-psql -X -q -c CHECKPOINT
-pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
-
-# every create made a new item of its own
-created() {
-    psql -X -At -c "SELECT count(*) || ' requests, ' ||
-                           count(DISTINCT ii.dfid) || ' new items'
-                    FROM item_identifiers ii JOIN items i USING (dfid)
-                    WHERE i.owner_id = '$user_id' AND ii.key = 'lot'
-                      AND ii.value LIKE '$1%'"
-}
+fresh_tables
+wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
 post_items=$(created "w-$run-")
+
+fresh_tables
+pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
 pgbench_items=$(created "p-")
 
 echo

@@ -553,6 +553,25 @@ ngx_defarm_json_finish(ngx_defarm_json_writer_t *w, ngx_chain_t **out,
 }
 
 
+/* a parsed value rendered back as JSON text (an SQL parameter) */
+
+ngx_int_t
+ngx_defarm_json_render(ngx_http_request_t *r, ngx_defarm_json_t *v,
+    ngx_str_t *text)
+{
+    ngx_defarm_json_writer_t  *w;
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_defarm_jw_value(w, v);
+
+    return ngx_defarm_json_text(w, text);
+}
+
+
 /* the rendered JSON as one string in the request pool (an SQL parameter) */
 
 ngx_int_t

@@ -71,6 +71,8 @@ ngx_defarm_json_writer_t *ngx_defarm_json_writer(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_json_finish(ngx_defarm_json_writer_t *w,
     ngx_chain_t **out, off_t *len);
 ngx_int_t ngx_defarm_json_text(ngx_defarm_json_writer_t *w, ngx_str_t *text);
+ngx_int_t ngx_defarm_json_render(ngx_http_request_t *r, ngx_defarm_json_t *v,
+    ngx_str_t *text);
 void ngx_defarm_jw_check(ngx_defarm_json_writer_t *w, yajl_gen_status st);
 void ngx_defarm_jw_str(ngx_defarm_json_writer_t *w, ngx_str_t *s);
 void ngx_defarm_jw_str_or_null(ngx_defarm_json_writer_t *w, ngx_str_t *s);

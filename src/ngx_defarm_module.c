@@ -591,6 +591,12 @@ ngx_defarm_free_connection(ngx_connection_t *c)
 }
 
 
+/* booleans as PostgreSQL parameters */
+
+ngx_str_t  ngx_defarm_true = ngx_string("true");
+ngx_str_t  ngx_defarm_false = ngx_string("false");
+
+
 /* 8-4-4-4-12 hex digits, as PostgreSQL's uuid type reads it */
 
 ngx_uint_t

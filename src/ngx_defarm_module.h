@@ -128,6 +128,8 @@ uint64_t ngx_defarm_now_us(void);
 
 
 extern ngx_module_t  ngx_defarm_module;
+extern ngx_str_t     ngx_defarm_true;
+extern ngx_str_t     ngx_defarm_false;
 
 
 #endif /* _NGX_DEFARM_MODULE_H_INCLUDED_ */

@@ -18,5 +18,6 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_principal_routes,
     ngx_defarm_redis_routes,
     ngx_defarm_items_routes,
+    ngx_defarm_events_routes,
     NULL
 };

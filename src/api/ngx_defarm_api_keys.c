@@ -271,8 +271,6 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_keys_usage_stmt = {
 };
 
 
-static ngx_str_t  ngx_defarm_keys_true = ngx_string("true");
-static ngx_str_t  ngx_defarm_keys_false = ngx_string("false");
 
 static const char  *ngx_defarm_keys_org_types[] = {
     "Admin", "Producer", "Association", "Enterprise", "Government",
@@ -320,7 +318,7 @@ ngx_defarm_keys_bool(ngx_http_request_t *r, ngx_defarm_json_t *v,
         return ngx_defarm_keys_invalid(r, name, "must be true or false");
     }
 
-    *out = v->boolean ? ngx_defarm_keys_true : ngx_defarm_keys_false;
+    *out = v->boolean ? ngx_defarm_true : ngx_defarm_false;
 
     return NGX_DECLINED;
 }
@@ -1057,12 +1055,12 @@ ngx_defarm_keys_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     kr->params[0] = ctx->user_id;
-    kr->params[1] = ngx_defarm_keys_false;
+    kr->params[1] = ngx_defarm_false;
 
     if (ngx_http_arg(r, (u_char *) "include_inactive", 16, &arg) == NGX_OK) {
 
         if (arg.len == 4 && ngx_strncmp(arg.data, "true", 4) == 0) {
-            kr->params[1] = ngx_defarm_keys_true;
+            kr->params[1] = ngx_defarm_true;
 
         } else if (!(arg.len == 5 && ngx_strncmp(arg.data, "false", 5) == 0))
         {
@@ -1179,8 +1177,8 @@ ngx_defarm_keys_update_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     /* "notes": null clears them; absent, they stay */
 
-    p[12] = ngx_defarm_json_get(ctx->body, "notes") ? ngx_defarm_keys_true
-                                                     : ngx_defarm_keys_false;
+    p[12] = ngx_defarm_json_get(ctx->body, "notes") ? ngx_defarm_true
+                                                     : ngx_defarm_false;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_keys_patch, p,
                                ngx_defarm_keys_updated, kr);

@@ -451,8 +451,7 @@ ngx_int_t
 ngx_defarm_enriched_data(ngx_http_request_t *r, ngx_defarm_json_t *data,
     ngx_str_t *json, ngx_str_t *err)
 {
-    ngx_defarm_json_t         *m;
-    ngx_defarm_json_writer_t  *w;
+    ngx_defarm_json_t  *m;
 
     if (data->type != NGX_DEFARM_JSON_OBJECT) {
         return ngx_defarm_invalid(r, err, "\"enriched_data\" must be an "
@@ -472,14 +471,7 @@ ngx_defarm_enriched_data(ngx_http_request_t *r, ngx_defarm_json_t *data,
         }
     }
 
-    w = ngx_defarm_json_writer(r);
-    if (w == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_defarm_jw_value(w, data);
-
-    return ngx_defarm_json_text(w, json);
+    return ngx_defarm_json_render(r, data, json);
 }
 
 
