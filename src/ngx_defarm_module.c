@@ -16,6 +16,8 @@
 #include "redis/ngx_defarm_redis.h"
 #include "api/ngx_defarm_api.h"
 
+#include <openssl/evp.h>
+
 
 static ngx_int_t ngx_defarm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_defarm_postconfiguration(ngx_conf_t *cf);
@@ -588,6 +590,30 @@ ngx_defarm_free_connection(ngx_connection_t *c)
     ngx_free_connection(c);
 
     c->fd = (ngx_socket_t) -1;
+}
+
+
+/* SHA-256 as 64 lower-case hex digits (API keys, receipts) */
+
+ngx_int_t
+ngx_defarm_sha256_hex(ngx_pool_t *pool, u_char *data, size_t len,
+    ngx_str_t *hex)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  n;
+
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1) {
+        return NGX_ERROR;
+    }
+
+    hex->data = ngx_pnalloc(pool, 2 * n);
+    if (hex->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    hex->len = ngx_hex_dump(hex->data, md, n) - hex->data;
+
+    return NGX_OK;
 }
 
 

@@ -124,6 +124,8 @@ ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);
 void ngx_defarm_free_connection(ngx_connection_t *c);
 ngx_uint_t ngx_defarm_is_uuid(ngx_str_t *s);
+ngx_int_t ngx_defarm_sha256_hex(ngx_pool_t *pool, u_char *data, size_t len,
+    ngx_str_t *hex);
 uint64_t ngx_defarm_now_us(void);
 
 

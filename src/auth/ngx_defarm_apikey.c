@@ -12,7 +12,6 @@
 #include "ngx_defarm_response.h"
 
 #include <sys/random.h>
-#include <openssl/evp.h>
 
 
 /*
@@ -129,25 +128,7 @@ static ngx_int_t
 ngx_defarm_apikey_hash(ngx_http_request_t *r, ngx_str_t *key,
     ngx_str_t *hash)
 {
-    u_char        md[EVP_MAX_MD_SIZE];
-    unsigned int  n;
-
-    if (EVP_Digest(key->data, key->len, md, &n, EVP_sha256(), NULL) != 1
-        || n * 2 != NGX_DEFARM_APIKEY_HASH)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "defarm: SHA-256 of an API key failed");
-        return NGX_ERROR;
-    }
-
-    hash->data = ngx_pnalloc(r->pool, NGX_DEFARM_APIKEY_HASH);
-    if (hash->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    hash->len = ngx_hex_dump(hash->data, md, n) - hash->data;
-
-    return NGX_OK;
+    return ngx_defarm_sha256_hex(r->pool, key->data, key->len, hash);
 }
 
 
