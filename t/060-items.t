@@ -374,6 +374,39 @@ is_deeply(body(as($alice, GET => "/api/items/$pc"))->{enriched_data},
           { base => 1, other => 2, late => 3 },
           'the item has both changes');
 
+# shares, persisted
+
+my $sh = create($alice, 'sh1');
+$res = as($alice, POST => "/api/items/$sh/share",
+          { recipient_user_id => $bob->{id}, permissions => [ 'read' ] });
+is($res->{status}, 201, 'share');
+like(body($res)->{share_id} // '', qr/^SHARE-\d{14}-[0-9A-F]{8}$/,
+     'a SHARE- id');
+my $share_id = body($res)->{share_id};
+$res = as($alice, GET => "/api/items/$sh/shared-with/$bob->{id}");
+is(body($res)->{is_shared}, JSON::PP::true, 'shared-with: yes');
+is(body($res)->{share_id}, $share_id, 'with its id');
+is(body(as($alice, GET => "/api/items/$sh/shared-with/nobody"))->{is_shared},
+   JSON::PP::false, 'shared-with someone else: no');
+is(as($bob, GET => "/api/items/$sh/shared-with/$bob->{id}")->{status}, 404,
+   'only the owner asks');
+$res = as($bob, GET => "/api/items/shared-to/$bob->{id}");
+is(scalar @{ body($res) }, 1, 'shared-to: bob sees the item');
+is(body($res)->[0]{dfid}, $sh, 'that item');
+is(as($alice, GET => "/api/items/shared-to/$bob->{id}")->{status}, 403,
+   'not someone else\'s list');
+is(as($alice, POST => "/api/items/$sh/share",
+      { recipient_user_id => 'user-nobody' })->{status}, 404,
+   'an unknown recipient: 404');
+is(as($bob, POST => "/api/items/$sh/share",
+      { recipient_user_id => $bob->{id} })->{status}, 404,
+   'sharing another user\'s item: 404');
+is(as($alice, POST => "/api/items/$sh/share",
+      { recipient_user_id => $bob->{id}, permissions => [ 'a b' ] })
+       ->{status}, 400, 'a bad permission name: 400');
+is(as($alice, POST => "/api/items/$sh/share", {})->{status}, 400,
+   'no recipient: 400');
+
 # batch
 
 my $known = create($alice, 'b0', { v => 0 });

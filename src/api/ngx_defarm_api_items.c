@@ -61,6 +61,22 @@ static ngx_int_t ngx_defarm_items_merge(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_batch(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_share(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_share_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_shared_with(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared_to(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_one_text(ngx_http_request_t *r,
+    void *data, PGresult *res);
 static ngx_int_t ngx_defarm_items_batch_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_batch_done(ngx_http_request_t *r,
@@ -132,6 +148,9 @@ ngx_defarm_items_route(ngx_defarm_items_deprecate)
 ngx_defarm_items_route(ngx_defarm_items_by_identifier)
 ngx_defarm_items_route(ngx_defarm_items_merge)
 ngx_defarm_items_route(ngx_defarm_items_batch)
+ngx_defarm_items_route(ngx_defarm_items_share)
+ngx_defarm_items_route(ngx_defarm_items_shared_with)
+ngx_defarm_items_route(ngx_defarm_items_shared_to)
 ngx_defarm_items_route(ngx_defarm_items_split)
 
 
@@ -172,6 +191,15 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/items/:dfid/split"),
       ngx_defarm_items_split, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_POST, ngx_string("/api/items/:dfid/share"),
+      ngx_defarm_items_share, NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/:dfid/shared-with/:user_id"),
+      ngx_defarm_items_shared_with, 0 },
+
+    { NGX_HTTP_GET, ngx_string("/api/items/shared-to/:user_id"),
+      ngx_defarm_items_shared_to, 0 },
 
     ngx_defarm_route_null
 };
@@ -257,6 +285,35 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_batch_stmt = {
     "SELECT answer::text, array_to_string(enriched, ' ') "
     "FROM defarm_item_create_batch($1, $2::jsonb)",
     2, 0
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_share_stmt = {
+    "defarm_items_share",
+    "SELECT outcome, share::text "
+    "FROM defarm_item_share($1, $2, $3, $4::text[])",
+    4, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_shared_with_stmt = {
+    "defarm_items_shared_with",
+    "SELECT json_build_object('is_shared', s.share_id IS NOT NULL, "
+           "'share_id', s.share_id, "
+           "'shared_at', floor(extract(epoch FROM s.shared_at))::bigint)"
+           "::text "
+    "FROM items i LEFT JOIN item_shares s "
+         "ON s.dfid = i.dfid AND s.recipient_id = $3 "
+    "WHERE i.dfid = $2 AND i.owner_id = $1",
+    3, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_items_shared_to_stmt = {
+    "defarm_items_shared_to",
+    "SELECT coalesce(jsonb_agg(defarm_item_json(s.dfid) "
+                              "ORDER BY s.shared_at DESC, s.dfid), "
+                    "'[]')::text "
+    "FROM item_shares s WHERE s.recipient_id = $1",
+    1, 0
 };
 
 
@@ -958,6 +1015,14 @@ ngx_defarm_items_outcome(ngx_http_request_t *r, ngx_str_t *outcome)
                                 "Only Active items can be merged or split");
     }
 
+    if (outcome->len == 12
+        && ngx_strncmp(outcome->data, "no_recipient", 12) == 0)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
+                                NGX_DEFARM_ERR_NOT_FOUND,
+                                "Recipient not found");
+    }
+
     if (outcome->len > 8 && ngx_strncmp(outcome->data, "missing:", 8) == 0) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
@@ -1216,4 +1281,189 @@ ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
     }
 
     return ngx_defarm_send_text(r, NGX_HTTP_OK, &answer);
+}
+
+
+/*
+ * POST /api/items/:dfid/share {"recipient_user_id", "permissions"?}:
+ * persisted (the original's shares were not).  Permissions are names of
+ * [A-Za-z0-9_.:-], so they need no quoting in the array literal.
+ */
+
+
+static ngx_int_t
+ngx_defarm_items_share_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    u_char                  *p;
+    size_t                   i, len;
+    ngx_int_t                rc;
+    ngx_defarm_json_t       *v, *e;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    v = ngx_defarm_json_get(ctx->body, "recipient_user_id");
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING || v->str.len == 0
+        || v->str.len > 128)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"recipient_user_id\" is required");
+    }
+
+    ir->params[2] = v->str;
+
+    v = ngx_defarm_json_get(ctx->body, "permissions");
+
+    if (v == NULL || v->type == NGX_DEFARM_JSON_NULL) {
+        ngx_str_set(&ir->params[3], "{read}");
+
+    } else {
+        if (v->type != NGX_DEFARM_JSON_ARRAY || v->count > 16) {
+            goto invalid;
+        }
+
+        len = 2;
+
+        for (e = v->child; e; e = e->next) {
+            if (e->type != NGX_DEFARM_JSON_STRING || e->str.len == 0
+                || e->str.len > 32)
+            {
+                goto invalid;
+            }
+
+            for (i = 0; i < e->str.len; i++) {
+                if (!((e->str.data[i] >= '0' && e->str.data[i] <= '9')
+                      || ((e->str.data[i] | 0x20) >= 'a'
+                          && (e->str.data[i] | 0x20) <= 'z')
+                      || ngx_strchr("_.:-", e->str.data[i])))
+                {
+                    goto invalid;
+                }
+            }
+
+            len += e->str.len + 1;
+        }
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ir->params[3].data = p;
+        *p++ = '{';
+
+        for (e = v->child; e; e = e->next) {
+            p = ngx_sprintf(p, "%s%V", e == v->child ? "" : ",", &e->str);
+        }
+
+        *p++ = '}';
+        ir->params[3].len = p - ir->params[3].data;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_share_stmt, ir->params,
+                               ngx_defarm_items_shared, ir);
+
+invalid:
+
+    return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                            NGX_DEFARM_ERR_VALIDATION,
+                            "\"permissions\" must be up to 16 names of "
+                            "A-Z a-z 0-9 _ . : -");
+}
+
+
+static ngx_int_t
+ngx_defarm_items_shared(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_int_t  rc;
+    ngx_str_t  outcome, json;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
+
+    rc = ngx_defarm_items_outcome(r, &outcome);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &json);
+
+    return ngx_defarm_send_text(r, NGX_HTTP_CREATED, &json);
+}
+
+
+/* GET /api/items/:dfid/shared-with/:user_id: for the item's owner */
+
+static ngx_int_t
+ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx)
+{
+    ngx_int_t                rc;
+    ngx_defarm_items_req_t  *ir;
+
+    rc = ngx_defarm_items_target(r, ctx, &ir);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ir->params[2] = *ngx_defarm_param(ctx, "user_id");
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_shared_with_stmt,
+                               ir->params, ngx_defarm_items_one_text, ir);
+}
+
+
+static ngx_int_t
+ngx_defarm_items_one_text(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_str_t  json;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0) {
+        return ngx_defarm_items_not_found(r);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 0, &json);
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+}
+
+
+/* GET /api/items/shared-to/:user_id: only one's own */
+
+static ngx_int_t
+ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx)
+{
+    ngx_str_t               *user;
+    ngx_defarm_items_req_t  *ir;
+
+    user = ngx_defarm_param(ctx, "user_id");
+
+    if (user->len != ctx->user_id.len
+        || ngx_strncmp(user->data, ctx->user_id.data, user->len) != 0)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_FORBIDDEN, NGX_DEFARM_ERR_AUTH,
+                                "Only the recipient can list the items "
+                                "shared with them");
+    }
+
+    ir = ngx_defarm_items_req(r, ctx);
+    if (ir == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_shared_to_stmt,
+                               ir->params, ngx_defarm_items_text, ir);
 }
