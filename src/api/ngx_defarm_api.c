@@ -21,5 +21,6 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_events_routes,
     ngx_defarm_receipts_routes,
     ngx_defarm_local_routes,
+    ngx_defarm_pending_routes,
     NULL
 };

@@ -207,8 +207,9 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
     "defarm_items_create",
-    "SELECT dfid, created, item::text, array_to_string(conflicts, ', ') "
-    "FROM defarm_item_create($1, $2::jsonb, $3::jsonb, $4::uuid)",
+    "SELECT dfid, created, item::text, array_to_string(conflicts, ', '), "
+           "pending_id "
+    "FROM defarm_item_create_or_hold($1, $2::jsonb, $3::jsonb, $4::uuid)",
     4, 0
 };
 
@@ -506,6 +507,15 @@ ngx_defarm_items_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
+static void
+ngx_defarm_items_pending_field(ngx_http_request_t *r,
+    ngx_defarm_json_writer_t *w, void *data)
+{
+    ngx_defarm_jw_key(w, "pending_id");
+    ngx_defarm_jw_str(w, data);
+}
+
+
 static ngx_int_t
 ngx_defarm_items_created(ngx_http_request_t *r, void *data, PGresult *res)
 {
@@ -518,9 +528,18 @@ ngx_defarm_items_created(ngx_http_request_t *r, void *data, PGresult *res)
     }
 
     if (ngx_defarm_pg_text(res, 0, 3, &conflicts) == NGX_OK) {
+
+        /* held as a pending item, for a person to resolve */
+
+        (void) ngx_defarm_pg_text(res, 0, 4, &ir->json);
+
+        ir->ctx->error_fields = ngx_defarm_items_pending_field;
+        ir->ctx->error_data = &ir->json;
+
         return ngx_defarm_error(r, NGX_HTTP_CONFLICT, NGX_DEFARM_ERR_CONFLICT,
-                                "The identifiers match several items: %V",
-                                &conflicts);
+                                "The identifiers match several items: %V; "
+                                "held as pending item %V", &conflicts,
+                                &ir->json);
     }
 
     (void) ngx_defarm_pg_text(res, 0, 0, &ir->dfid);
