@@ -25,31 +25,14 @@ my $ng = start_nginx(
             add_header X-Cache $defarm_cache always;
         }');
 
-sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+sub body { json_body(@_) }
 
-sub user {
-    my ($name) = @_;
-    my $u = "t060_${name}_$$";
-    my $res = http($ng, POST => '/api/auth/register',
-                   headers => { 'Content-Type' => 'application/json' },
-                   body => $json->encode({ username => $u,
-                                           password => 'Str0ng!pass',
-                                           email => "$u\@example.com" }));
-    return { token => body($res)->{token}, id => body($res)->{user_id} };
-}
+sub user { api_user($ng, "t060_$_[0]_$$") }
 
 my $alice = user('alice');
 my $bob = user('bob');
 
-sub as {
-    my ($who, $method, $path, $body) = @_;
-    return http($ng, $method, $path,
-                headers => { 'Content-Type' => 'application/json',
-                             Authorization => "Bearer $who->{token}" },
-                defined $body ? (body => ref $body ? $json->encode($body)
-                                                   : $body)
-                              : ());
-}
+sub as { api_as($ng, @_) }
 
 my $uuid = '0b6f8f9e-1d2c-4c3b-9a8e-7f6d5c4b3a21';
 my $sisbov = { namespace => 'bovino', key => 'sisbov',

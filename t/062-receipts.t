@@ -23,30 +23,13 @@ my $ng = start_nginx(
             defarm_api on;
         }');
 
-sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+sub body { json_body(@_) }
 
-sub user {
-    my ($name) = @_;
-    my $u = "t062_${name}_$$";
-    my $res = http($ng, POST => '/api/auth/register',
-                   headers => { 'Content-Type' => 'application/json' },
-                   body => $json->encode({ username => $u,
-                                           password => 'Str0ng!pass',
-                                           email => "$u\@example.com" }));
-    return { token => body($res)->{token} };
-}
+sub user { api_user($ng, "t062_$_[0]_$$") }
 
 my ($alice, $bob) = (user('alice'), user('bob'));
 
-sub as {
-    my ($who, $method, $path, $body) = @_;
-    return http($ng, $method, $path,
-                headers => { 'Content-Type' => 'application/json',
-                             Authorization => "Bearer $who->{token}" },
-                defined $body ? (body => ref $body ? $json->encode($body)
-                                                   : $body)
-                              : ());
-}
+sub as { api_as($ng, @_) }
 
 my $doc = "invoice 42\n" x 100;
 my $b64 = MIME::Base64::encode_base64($doc, '');

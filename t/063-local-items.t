@@ -22,30 +22,13 @@ my $ng = start_nginx(
             defarm_api on;
         }');
 
-sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+sub body { json_body(@_) }
 
-sub user {
-    my ($name) = @_;
-    my $u = "t063_${name}_$$";
-    my $res = http($ng, POST => '/api/auth/register',
-                   headers => { 'Content-Type' => 'application/json' },
-                   body => $json->encode({ username => $u,
-                                           password => 'Str0ng!pass',
-                                           email => "$u\@example.com" }));
-    return { token => body($res)->{token} };
-}
+sub user { api_user($ng, "t063_$_[0]_$$") }
 
 my ($alice, $bob) = (user('alice'), user('bob'));
 
-sub as {
-    my ($who, $method, $path, $body) = @_;
-    return http($ng, $method, $path,
-                headers => { 'Content-Type' => 'application/json',
-                             Authorization => "Bearer $who->{token}" },
-                defined $body ? (body => ref $body ? $json->encode($body)
-                                                   : $body)
-                              : ());
-}
+sub as { api_as($ng, @_) }
 
 my $sisbov = { namespace => 'bovino', key => 'sisbov',
                value => 'BR' . sprintf('%012d', $$), id_type => 'Canonical' };

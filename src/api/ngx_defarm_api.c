@@ -24,3 +24,24 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_pending_routes,
     NULL
 };
+
+
+ngx_int_t
+ngx_defarm_api_json(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_str_t  json;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQntuples(res) == 0
+        || ngx_defarm_pg_text(res, 0, 0, &json) != NGX_OK)
+    {
+        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
+                                NGX_DEFARM_ERR_NOT_FOUND, "%s not found",
+                                (const char *) data);
+    }
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+}

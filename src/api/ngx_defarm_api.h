@@ -12,6 +12,7 @@
 #include "ngx_defarm_router.h"
 #include "ngx_defarm_response.h"
 #include "ngx_defarm_json.h"
+#include "pg/ngx_defarm_pg.h"
 
 
 /* one route table per API area, each ending with ngx_defarm_route_null */
@@ -28,6 +29,15 @@ extern ngx_defarm_route_t   ngx_defarm_events_routes[];
 extern ngx_defarm_route_t   ngx_defarm_receipts_routes[];
 extern ngx_defarm_route_t   ngx_defarm_local_routes[];
 extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
+
+/*
+ * A done callback for statements whose answer is column 0 of at most one
+ * row, JSON text made by PostgreSQL: sent as it is; no row or NULL is a
+ * 404 "<data> not found" (data: a const char *).
+ */
+
+ngx_int_t ngx_defarm_api_json(ngx_http_request_t *r, void *data,
+    PGresult *res);
 
 /* every table the router compiles, NULL-terminated (ngx_defarm_api.c) */
 

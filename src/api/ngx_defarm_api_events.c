@@ -54,8 +54,6 @@ static ngx_int_t ngx_defarm_events_metadata_user(ngx_http_request_t *r,
 
 static ngx_int_t ngx_defarm_events_outcome(ngx_http_request_t *r,
     void *data, PGresult *res);
-static ngx_int_t ngx_defarm_events_text(ngx_http_request_t *r, void *data,
-    PGresult *res);
 
 
 #define ngx_defarm_events_route(name)                                        \
@@ -528,22 +526,7 @@ ngx_defarm_events_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_events_list_stmt, p,
-                               ngx_defarm_events_text, er);
-}
-
-
-static ngx_int_t
-ngx_defarm_events_text(ngx_http_request_t *r, void *data, PGresult *res)
-{
-    ngx_str_t  json;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &json);
-
-    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+                               ngx_defarm_api_json, "Event");
 }
 
 

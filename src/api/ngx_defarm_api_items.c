@@ -75,8 +75,6 @@ static ngx_int_t ngx_defarm_items_shared_to(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_one_text(ngx_http_request_t *r,
-    void *data, PGresult *res);
 static ngx_int_t ngx_defarm_items_batch_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_batch_done(ngx_http_request_t *r,
@@ -115,8 +113,6 @@ static ngx_int_t ngx_defarm_items_outcome(ngx_http_request_t *r,
 
 static ngx_int_t ngx_defarm_items_created(ngx_http_request_t *r,
     void *data, PGresult *res);
-static ngx_int_t ngx_defarm_items_text(ngx_http_request_t *r, void *data,
-    PGresult *res);
 static ngx_int_t ngx_defarm_items_cached(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_items_found(ngx_http_request_t *r, void *data,
@@ -695,7 +691,7 @@ ngx_defarm_items_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_list_stmt, p,
-                               ngx_defarm_items_text, ir);
+                               ngx_defarm_api_json, "Item");
 }
 
 
@@ -722,7 +718,7 @@ ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
     ngx_str_set(&p[5], "0");
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_list_stmt, p,
-                               ngx_defarm_items_text, ir);
+                               ngx_defarm_api_json, "Item");
 }
 
 
@@ -739,24 +735,7 @@ ngx_defarm_items_stats_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_stats_stmt, ir->params,
-                               ngx_defarm_items_text, ir);
-}
-
-
-/* one row, one column of JSON text: the answer */
-
-static ngx_int_t
-ngx_defarm_items_text(ngx_http_request_t *r, void *data, PGresult *res)
-{
-    ngx_str_t  json;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &json);
-
-    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+                               ngx_defarm_api_json, "Item");
 }
 
 
@@ -1436,26 +1415,7 @@ ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
     ir->params[2] = *ngx_defarm_param(ctx, "user_id");
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_shared_with_stmt,
-                               ir->params, ngx_defarm_items_one_text, ir);
-}
-
-
-static ngx_int_t
-ngx_defarm_items_one_text(ngx_http_request_t *r, void *data, PGresult *res)
-{
-    ngx_str_t  json;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    if (PQntuples(res) == 0) {
-        return ngx_defarm_items_not_found(r);
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &json);
-
-    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+                               ir->params, ngx_defarm_api_json, "Item");
 }
 
 
@@ -1484,5 +1444,5 @@ ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_shared_to_stmt,
-                               ir->params, ngx_defarm_items_text, ir);
+                               ir->params, ngx_defarm_api_json, "Item");
 }

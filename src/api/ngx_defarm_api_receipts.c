@@ -42,8 +42,6 @@ static ngx_int_t ngx_defarm_receipts_verify_user(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_receipts_search_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
-static ngx_int_t ngx_defarm_receipts_text(ngx_http_request_t *r,
-    void *data, PGresult *res);
 static ngx_int_t ngx_defarm_receipts_verified(ngx_http_request_t *r,
     void *data, PGresult *res);
 
@@ -236,28 +234,7 @@ ngx_defarm_receipts_issue_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                         - rr->params[2].data;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_receipts_issue_stmt,
-                               rr->params, ngx_defarm_receipts_text, rr);
-}
-
-
-static ngx_int_t
-ngx_defarm_receipts_text(ngx_http_request_t *r, void *data, PGresult *res)
-{
-    ngx_str_t  json;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    if (PQntuples(res) == 0) {
-        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
-                                NGX_DEFARM_ERR_NOT_FOUND,
-                                "Receipt not found");
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &json);
-
-    return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+                               rr->params, ngx_defarm_api_json, "Receipt");
 }
 
 
@@ -303,7 +280,7 @@ ngx_defarm_receipts_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_receipts_get_stmt, rr->params,
-                               ngx_defarm_receipts_text, rr);
+                               ngx_defarm_api_json, "Receipt");
 }
 
 
@@ -422,5 +399,5 @@ ngx_defarm_receipts_search_user(ngx_http_request_t *r,
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_receipts_search_stmt,
-                               rr->params, ngx_defarm_receipts_text, rr);
+                               rr->params, ngx_defarm_api_json, "Receipt");
 }

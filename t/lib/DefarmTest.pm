@@ -40,11 +40,12 @@ use POSIX ();
 use Storable ();
 use Test::More ();
 use Time::HiRes ();
+use JSON::PP ();
 
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
     wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
-    sql redis_start redis_stop redis_pid
+    sql redis_start redis_stop redis_pid json_body api_user api_as
 );
 
 BEGIN {
@@ -524,6 +525,39 @@ sub pg_script {
 }
 
 # Stop and restart the test PostgreSQL (the same port again).
+# json_body($res) -> the response body decoded from JSON ({} if it is not)
+sub json_body {
+    my ($res) = @_;
+    return eval { JSON::PP->new->utf8->decode($res->{body}) } // {};
+}
+
+# api_user($h, $name) -> {token, id}: a user registered through the API
+# (password Str0ng!pass, e-mail <name>@example.com)
+sub api_user {
+    my ($h, $name) = @_;
+    my $res = http($h, POST => '/api/auth/register',
+                   headers => { 'Content-Type' => 'application/json' },
+                   body => JSON::PP->new->utf8->encode({
+                       username => $name, password => 'Str0ng!pass',
+                       email => "$name\@example.com" }));
+    my $b = json_body($res);
+    return { token => $b->{token}, id => $b->{user_id} };
+}
+
+# api_as($h, $user, METHOD => $path, $body) -> http() as that user; the
+# body a reference (sent as JSON) or a string (sent as it is)
+sub api_as {
+    my ($h, $who, $method, $path, $body) = @_;
+    return http($h, $method, $path,
+                headers => { 'Content-Type' => 'application/json',
+                             Authorization => "Bearer $who->{token}" },
+                defined $body
+                    ? (body => ref $body
+                               ? JSON::PP->new->utf8->canonical->encode($body)
+                               : $body)
+                    : ());
+}
+
 # redis_start($dir) -> the port of a Redis of the test's own, in $dir (the
 # same port when started again after redis_stop($dir)); redis_pid($dir).
 sub redis_start {
