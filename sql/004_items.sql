@@ -43,6 +43,7 @@ CREATE TABLE items (
     source_entries      uuid[] NOT NULL DEFAULT '{}',
     confidence_score    double precision NOT NULL DEFAULT 1.0,
     legacy_mode         boolean NOT NULL DEFAULT true,
+    local_id            uuid UNIQUE,          -- a local item: LID-<uuid>
     created_at          timestamptz NOT NULL DEFAULT now(),
     last_modified       timestamptz NOT NULL DEFAULT now()
 );
@@ -129,6 +130,34 @@ BEGIN
 END
 $$;
 
+-- The caller's Active, tokenized items that have one of these identifiers
+-- (key and value).  Each identifier is looked up on its own, with its key
+-- and value as parameters, so the (key, value) index is used: a join with
+-- the whole array made the planner (assuming 100 elements) scan every
+-- user's identifiers.  Local items are merged through their own workflow.
+
+CREATE FUNCTION defarm_item_matches(p_owner text, p_ids jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_key    text;
+    v_value  text;
+    v_found  text[] := '{}';
+BEGIN
+    FOR v_key, v_value IN
+        SELECT x->>'key', x->>'value' FROM jsonb_array_elements(p_ids) x
+    LOOP
+        v_found := v_found || ARRAY(
+            SELECT ii.dfid FROM item_identifiers ii
+            JOIN items i ON i.dfid = ii.dfid
+            WHERE ii.key = v_key AND ii.value = v_value
+              AND i.owner_id = p_owner AND i.status = 'Active'
+              AND i.local_id IS NULL);
+    END LOOP;
+
+    RETURN (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_found) d);
+END
+$$;
+
 -- Create, or enrich the item of the caller that already has one of these
 -- identifiers (the original's entity resolution).  Returns the dfid,
 -- whether it is new, the item's JSON, and the dfids of the other items
@@ -145,11 +174,7 @@ DECLARE
 BEGIN
     PERFORM defarm_item_lock_identifiers(p_owner, p_ids);
 
-    SELECT array_agg(DISTINCT ii.dfid ORDER BY ii.dfid) INTO v_matches
-    FROM item_identifiers ii JOIN items i ON i.dfid = ii.dfid
-    JOIN jsonb_array_elements(p_ids) x
-         ON ii.key = x->>'key' AND ii.value = x->>'value'
-    WHERE i.owner_id = p_owner AND i.status = 'Active';
+    v_matches := defarm_item_matches(p_owner, p_ids);
 
     IF coalesce(array_length(v_matches, 1), 0) > 1 THEN
         RETURN QUERY SELECT NULL::text, false, NULL::jsonb, v_matches;

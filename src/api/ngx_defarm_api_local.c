@@ -15,7 +15,7 @@
  * by one of three strategies, unmerged, grouped as duplicates by their
  * first canonical identifier, organized in bulk (with a dry run), and
  * mapped to their DFID once tokenized.  The caller's items only; each
- * change is one function (sql/011_local_items.sql).
+ * change is one function (sql/010_local_items.sql).
  */
 
 

@@ -14,7 +14,7 @@
 /*
  * /api/items/pending: creates held because their identifiers match
  * several items (the original discarded them), listed, read and resolved
- * (approve, modify, reject) by their owner (sql/012_pending_items.sql).
+ * (approve, modify, reject) by their owner (sql/011_pending_items.sql).
  */
 
 
