@@ -53,8 +53,6 @@ static ngx_int_t ngx_defarm_items_enrich(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_delete(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_deprecate(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_by_identifier(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_merge(ngx_http_request_t *r,
@@ -93,8 +91,6 @@ static ngx_int_t ngx_defarm_items_get_user(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_items_enrich_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_delete_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_deprecate_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
@@ -140,7 +136,6 @@ ngx_defarm_items_route(ngx_defarm_items_stats)
 ngx_defarm_items_route(ngx_defarm_items_get)
 ngx_defarm_items_route(ngx_defarm_items_enrich)
 ngx_defarm_items_route(ngx_defarm_items_delete)
-ngx_defarm_items_route(ngx_defarm_items_deprecate)
 ngx_defarm_items_route(ngx_defarm_items_by_identifier)
 ngx_defarm_items_route(ngx_defarm_items_merge)
 ngx_defarm_items_route(ngx_defarm_items_batch)
@@ -177,7 +172,7 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
       ngx_defarm_items_delete, 0 },
 
     { NGX_HTTP_PUT, ngx_string("/api/items/:dfid/deprecate"),
-      ngx_defarm_items_deprecate, 0 },
+      ngx_defarm_items_delete, 0 },
 
     { NGX_HTTP_GET, ngx_string("/api/items/identifier/:key/:value"),
       ngx_defarm_items_by_identifier, 0 },
@@ -884,27 +879,10 @@ ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    ir->status = NGX_HTTP_OK;
-    ir->deleted = 1;
-
-    return ngx_defarm_pg_query(r, &ngx_defarm_items_deprecate_stmt,
-                               ir->params, ngx_defarm_items_changed, ir);
-}
-
-
-static ngx_int_t
-ngx_defarm_items_deprecate_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx)
-{
-    ngx_int_t                rc;
-    ngx_defarm_items_req_t  *ir;
-
-    rc = ngx_defarm_items_target(r, ctx, &ir);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
+    /* DELETE answers a message; PUT .../deprecate, the item */
 
     ir->status = NGX_HTTP_OK;
+    ir->deleted = (r->method == NGX_HTTP_DELETE);
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_deprecate_stmt,
                                ir->params, ngx_defarm_items_changed, ir);

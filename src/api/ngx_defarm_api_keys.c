@@ -80,10 +80,6 @@ static ngx_int_t ngx_defarm_keys_get(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_update(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_delete(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_revoke(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_usage(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_created(ngx_http_request_t *r,
@@ -120,10 +116,6 @@ static ngx_int_t ngx_defarm_keys_get_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_update_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_delete_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_revoke_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_usage_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
@@ -131,8 +123,6 @@ ngx_defarm_keys_route(ngx_defarm_keys_create)
 ngx_defarm_keys_route(ngx_defarm_keys_list)
 ngx_defarm_keys_route(ngx_defarm_keys_get)
 ngx_defarm_keys_route(ngx_defarm_keys_update)
-ngx_defarm_keys_route(ngx_defarm_keys_delete)
-ngx_defarm_keys_route(ngx_defarm_keys_revoke)
 ngx_defarm_keys_route(ngx_defarm_keys_usage)
 
 
@@ -151,10 +141,10 @@ ngx_defarm_route_t  ngx_defarm_keys_routes[] = {
       ngx_defarm_keys_update, NGX_DEFARM_ROUTE_BODY },
 
     { NGX_HTTP_DELETE, ngx_string("/api/api-keys/:key_id"),
-      ngx_defarm_keys_delete, 0 },
+      ngx_defarm_keys_get, 0 },
 
     { NGX_HTTP_POST, ngx_string("/api/api-keys/:key_id/revoke"),
-      ngx_defarm_keys_revoke, 0 },
+      ngx_defarm_keys_get, 0 },
 
     { NGX_HTTP_GET, ngx_string("/api/api-keys/:key_id/usage"),
       ngx_defarm_keys_usage, 0 },
@@ -1106,7 +1096,7 @@ ngx_defarm_keys_listed(ngx_http_request_t *r, void *data, PGresult *res)
 }
 
 
-/* GET /api/api-keys/:key_id */
+/* GET and DELETE /api/api-keys/:key_id, POST /api/api-keys/:key_id/revoke */
 
 
 static ngx_int_t
@@ -1118,6 +1108,18 @@ ngx_defarm_keys_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     rc = ngx_defarm_keys_target(r, ctx, &kr);
     if (rc != NGX_DECLINED) {
         return rc;
+    }
+
+    /* DELETE and POST .../revoke change the key: its record goes after */
+
+    if (r->method == NGX_HTTP_DELETE) {
+        return ngx_defarm_pg_query(r, &ngx_defarm_keys_delete_stmt,
+                                   kr->params, ngx_defarm_keys_changed, kr);
+    }
+
+    if (r->method == NGX_HTTP_POST) {
+        return ngx_defarm_pg_query(r, &ngx_defarm_keys_revoke_stmt,
+                                   kr->params, ngx_defarm_keys_changed, kr);
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_keys_select_one, kr->params,
@@ -1255,41 +1257,6 @@ ngx_defarm_keys_forgotten(ngx_http_request_t *r, void *data, ngx_int_t rc,
     }
 
     return ngx_defarm_keys_send_metadata(r, kr->res, 2);
-}
-
-
-/* DELETE /api/api-keys/:key_id, POST /api/api-keys/:key_id/revoke */
-
-
-static ngx_int_t
-ngx_defarm_keys_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    ngx_int_t               rc;
-    ngx_defarm_keys_req_t  *kr;
-
-    rc = ngx_defarm_keys_target(r, ctx, &kr);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    return ngx_defarm_pg_query(r, &ngx_defarm_keys_delete_stmt, kr->params,
-                               ngx_defarm_keys_changed, kr);
-}
-
-
-static ngx_int_t
-ngx_defarm_keys_revoke_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    ngx_int_t               rc;
-    ngx_defarm_keys_req_t  *kr;
-
-    rc = ngx_defarm_keys_target(r, ctx, &kr);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    return ngx_defarm_pg_query(r, &ngx_defarm_keys_revoke_stmt, kr->params,
-                               ngx_defarm_keys_changed, kr);
 }
 
 
