@@ -29,7 +29,8 @@ CREATE FUNCTION defarm_dfid() RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     d  text := to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD');
-    n  text := lpad(nextval('dfid_seq')::text, 6, '0');
+    s  text := nextval('dfid_seq')::text;
+    n  text := lpad(s, greatest(6, length(s)), '0');
 BEGIN
     RETURN 'DFID-' || d || '-' || n || '-' || defarm_dfid_check(d || n);
 END
@@ -158,6 +159,15 @@ BEGIN
 END
 $$;
 
+-- Writes that touch several of an owner's items (batch, merge, split, the
+-- local workflow, pending resolution) take this first: they run one at a
+-- time per owner, so their row locks can never form a cycle.
+
+CREATE FUNCTION defarm_owner_lock(p_owner text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('owner:' || p_owner, 0))
+$$;
+
 -- Create, or enrich the item of the caller that already has one of these
 -- identifiers (the original's entity resolution).  Returns the dfid,
 -- whether it is new, the item's JSON, and the dfids of the other items
@@ -171,29 +181,45 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_dfid     text;
     v_matches  text[];
+    v_try      int;
 BEGIN
     PERFORM defarm_item_lock_identifiers(p_owner, p_ids);
 
-    v_matches := defarm_item_matches(p_owner, p_ids);
+    /*
+     * The matched item may stop being Active (merged, split, deprecated)
+     * between the match and the update: then the update finds no row and
+     * the identifiers are resolved again (a merge moved them on).
+     */
 
-    IF coalesce(array_length(v_matches, 1), 0) > 1 THEN
-        RETURN QUERY SELECT NULL::text, false, NULL::jsonb, v_matches;
-        RETURN;
-    END IF;
+    FOR v_try IN 1 .. 3 LOOP
+        v_matches := defarm_item_matches(p_owner, p_ids);
 
-    IF v_matches IS NOT NULL THEN
+        IF coalesce(array_length(v_matches, 1), 0) > 1 THEN
+            RETURN QUERY SELECT NULL::text, false, NULL::jsonb, v_matches;
+            RETURN;
+        END IF;
+
+        EXIT WHEN v_matches IS NULL;
+
         v_dfid := v_matches[1];
 
         UPDATE items i
         SET enriched_data = i.enriched_data || p_enriched,
             source_entries = array_append(i.source_entries, p_source),
             last_modified = now()
-        WHERE i.dfid = v_dfid;
+        WHERE i.dfid = v_dfid AND i.status = 'Active';
 
-        PERFORM defarm_item_add_identifiers(v_dfid, p_ids);
+        IF FOUND THEN
+            PERFORM defarm_item_add_identifiers(v_dfid, p_ids);
 
-        RETURN QUERY SELECT v_dfid, false, defarm_item_json(v_dfid),
-                            NULL::text[];
+            RETURN QUERY SELECT v_dfid, false, defarm_item_json(v_dfid),
+                                NULL::text[];
+            RETURN;
+        END IF;
+    END LOOP;
+
+    IF v_matches IS NOT NULL THEN
+        RETURN QUERY SELECT NULL::text, false, NULL::jsonb, v_matches;
         RETURN;
     END IF;
 
@@ -209,11 +235,12 @@ END
 $$;
 
 -- PUT: merge enriched data (key overwrite), add identifiers not present,
--- append a source entry.  NULL when the caller has no such item.
+-- append a source entry.  outcome: ok, not_found (not the caller's item),
+-- not_active (merged, split or deprecated: what it gains would be lost).
 
 CREATE FUNCTION defarm_item_enrich(p_owner text, p_dfid text, p_ids jsonb,
                                    p_enriched jsonb)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS TABLE (outcome text, item jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     IF p_ids IS NOT NULL THEN
         PERFORM defarm_item_lock_identifiers(p_owner, p_ids);
@@ -225,33 +252,39 @@ BEGIN
                          ELSE array_append(i.source_entries,
                                            gen_random_uuid()) END,
         last_modified = now()
-    WHERE i.dfid = p_dfid AND i.owner_id = p_owner;
+    WHERE i.dfid = p_dfid AND i.owner_id = p_owner AND i.status = 'Active';
 
     IF NOT FOUND THEN
-        RETURN NULL;
+        RETURN QUERY SELECT CASE WHEN EXISTS (
+                                SELECT 1 FROM items i
+                                WHERE i.dfid = p_dfid
+                                  AND i.owner_id = p_owner)
+                            THEN 'not_active' ELSE 'not_found' END,
+                            NULL::jsonb;
+        RETURN;
     END IF;
 
     IF p_ids IS NOT NULL THEN
         PERFORM defarm_item_add_identifiers(p_dfid, p_ids);
     END IF;
 
-    RETURN defarm_item_json(p_dfid);
+    RETURN QUERY SELECT 'ok'::text, defarm_item_json(p_dfid);
 END
 $$;
 
--- Soft delete: the item stays, Deprecated.  NULL when the caller has no
--- such item.
+-- Soft delete: the item stays, Deprecated.  outcome: ok, not_found.
 
 CREATE FUNCTION defarm_item_deprecate(p_owner text, p_dfid text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS TABLE (outcome text, item jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE items i SET status = 'Deprecated', last_modified = now()
     WHERE i.dfid = p_dfid AND i.owner_id = p_owner;
 
     IF NOT FOUND THEN
-        RETURN NULL;
+        RETURN QUERY SELECT 'not_found'::text, NULL::jsonb;
+        RETURN;
     END IF;
 
-    RETURN defarm_item_json(p_dfid);
+    RETURN QUERY SELECT 'ok'::text, defarm_item_json(p_dfid);
 END
 $$;

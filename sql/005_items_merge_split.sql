@@ -13,6 +13,8 @@ RETURNS TABLE (outcome text, item jsonb) LANGUAGE plpgsql AS $$
 DECLARE
     n  int;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     PERFORM 1 FROM items i
     WHERE i.dfid IN (p_primary, p_secondary) AND i.owner_id = p_owner
     ORDER BY i.dfid FOR UPDATE;
@@ -70,6 +72,8 @@ DECLARE
     v_new      text;
     v_missing  bigint;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     SELECT * INTO v_item FROM items i
     WHERE i.dfid = p_dfid AND i.owner_id = p_owner FOR UPDATE;
 

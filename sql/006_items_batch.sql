@@ -14,6 +14,8 @@ DECLARE
     failed    int := 0;
     touched   text[] := '{}';
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     PERFORM defarm_item_lock_identifiers(p_owner, coalesce((
         SELECT jsonb_agg(i)
         FROM jsonb_array_elements(p_items) e,

@@ -75,6 +75,8 @@ DECLARE
     v_item    items;
     v_data    jsonb;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     PERFORM 1 FROM items i
     WHERE i.local_id = ANY (p_merge || p_master) AND i.owner_id = p_owner
     ORDER BY i.dfid FOR UPDATE;
@@ -153,6 +155,8 @@ DECLARE
     v_item    items;
     v_master  text;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     SELECT * INTO v_item FROM items i
     WHERE i.local_id = p_lid AND i.owner_id = p_owner FOR UPDATE;
 
@@ -258,6 +262,8 @@ DECLARE
     merged   bigint := 0;
     groups   bigint := 0;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     SELECT count(*) INTO before FROM items i
     WHERE i.owner_id = p_owner AND i.local_id IS NOT NULL
       AND i.status = 'Active';

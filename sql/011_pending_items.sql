@@ -83,6 +83,8 @@ DECLARE
     v_dfid  text;
     r       record;
 BEGIN
+    PERFORM defarm_owner_lock(p_owner);
+
     SELECT * INTO v_p FROM pending_items p
     WHERE p.id = p_id AND p.owner_id = p_owner FOR UPDATE;
 

@@ -149,6 +149,32 @@ ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+static void
+ngx_defarm_utf8_repair(ngx_str_t *s)
+{
+    u_char  *p, *last, *next;
+
+    p = s->data;
+    last = s->data + s->len;
+
+    while (p < last) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        next = p;
+
+        if (ngx_utf8_decode(&next, last - p) > 0x10ffff) {
+            *p++ = '?';
+            continue;
+        }
+
+        p = next;
+    }
+}
+
+
 ngx_int_t
 ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_err_e kind, const char *fmt, ...)
@@ -174,6 +200,10 @@ ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
 
     msg.data = buf;
     msg.len = p - buf;
+
+    /* messages quote input: what is not UTF-8 (or was cut) becomes '?' */
+
+    ngx_defarm_utf8_repair(&msg);
 
     ngx_str_set(&none, "-");
 

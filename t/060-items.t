@@ -390,6 +390,47 @@ is(as($alice, POST => "/api/items/$sh/share",
 is(as($alice, POST => "/api/items/$sh/share", {})->{status}, 400,
    'no recipient: 400');
 
+# values PostgreSQL would refuse are 400s, not 500s
+
+my $vd = sub { { identifiers => [ { key => 'rfid', value => "98200000$$",
+                                    id_type => 'Canonical',
+                                    verification_date => $_[0] } ],
+                 source_entry => $uuid } };
+is(as($alice, POST => '/api/items', $vd->('2024-02-30T00:00:00Z'))->{status},
+   400, 'February 30th: 400');
+is(as($alice, POST => '/api/items', $vd->('2023-12-01T10:00:00+99:00'))
+       ->{status}, 400, 'an offset of 99 hours: 400');
+is(as($alice, POST => '/api/items', $vd->('2024-02-29T10:00:00.5+03:00'))
+       ->{status}, 201, 'a leap day with a fraction and an offset: 201');
+$res = as($alice, POST => '/api/items',
+          '{"identifiers": [{"key": "lot", "value": "huge"}], '
+          . qq{"source_entry": "$uuid", "enriched_data": {"n": 1e1000000}\}});
+is($res->{status}, 400, 'a number PostgreSQL cannot hold: 400');
+is(body($res)->{error}, 'A value is out of range or malformed', 'says so');
+is(as($alice, GET => '/api/items/identifier/%FF/x')->{status}, 400,
+   'bytes that are not UTF-8 in the path: 400');
+$res = as($alice, POST => '/api/items',
+          { identifiers => [ { key => 'cpf', value => 'x' . ("\x{e9}" x 255),
+                               id_type => 'Canonical' } ],
+            source_entry => $uuid });
+is($res->{status}, 400, 'a long message cut inside a character: still 400');
+
+# a merged item cannot be enriched: what it gained would be lost
+
+is(as($alice, PUT => "/api/items/$pb", { enriched_data => { late => 1 } })
+       ->{status}, 409, 'enriching a Merged item: 409');
+
+# DFIDs past the sixth digit stay distinct and valid
+
+sql("SELECT setval('dfid_seq', greatest(999998, "
+    . "(SELECT last_value FROM dfid_seq)))");
+my @long = map { create($alice, "long$_") } 1 .. 3;
+is(scalar(keys %{{ map { ($_ // '') => 1 } @long }}), 3,
+   'three DFIDs around 1000000, all distinct');
+like($long[2] // '', qr/^DFID-\d{8}-\d{7}-/, 'a seven-digit sequence');
+is(as($alice, GET => "/api/items/$long[2]")->{status}, 200,
+   'and a valid DFID for GET');
+
 # batch
 
 my $known = create($alice, 'b0', { v => 0 });
@@ -423,6 +464,11 @@ is(as($alice, POST => '/api/items/batch', { items => [] })->{status}, 400,
 is(as($alice, POST => '/api/items/batch',
       { items => [ map { { identifiers => [] } } 1 .. 101 ] })->{status},
    400, 'more than 100: 400');
+is(as($alice, POST => '/api/items/batch',
+      { items => [ map { { identifiers => [ map { { key => 'k',
+                                                    value => "$_" } } 1 .. 64 ],
+                           source_entry => $uuid } } 1 .. 16 ] })->{status},
+   400, 'more than 1000 identifiers in a batch: 400');
 
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 stop_nginx($ng);

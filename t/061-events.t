@@ -119,6 +119,10 @@ is(scalar @{ body(as($alice, GET => '/api/events/type/updated')) }, 1,
    'by type');
 is(as($alice, GET => '/api/events/type/nope')->{status}, 400,
    'by an unknown type: 400');
+is(as($alice, GET => '/api/events/type/%FF')->{status}, 400,
+   'a type that is not UTF-8: 400 (the message repaired)');
+is(as($alice, GET => '/api/events/timeline?start_date=9999999999999')
+       ->{status}, 400, 'a time PostgreSQL cannot hold: 400');
 is(scalar @{ body(as($alice, GET => '/api/events/visibility/PRIVATE')) }, 1,
    'by visibility');
 is(scalar @{ body(as($alice, GET => '/api/events/private')) }, 1, 'private');

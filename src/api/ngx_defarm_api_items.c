@@ -27,6 +27,7 @@
 #define NGX_DEFARM_ITEMS_LIMIT      50
 #define NGX_DEFARM_ITEMS_MAX_LIMIT  100
 #define NGX_DEFARM_ITEMS_MAX_BATCH  100
+#define NGX_DEFARM_ITEMS_MAX_BATCH_IDS  1000
 
 
 typedef struct {
@@ -246,13 +247,14 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_stats_stmt = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_enrich_stmt = {
     "defarm_items_enrich",
-    "SELECT defarm_item_enrich($1, $2, $3::jsonb, $4::jsonb)::text",
+    "SELECT outcome, item::text "
+    "FROM defarm_item_enrich($1, $2, $3::jsonb, $4::jsonb)",
     4, 0
 };
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_deprecate_stmt = {
     "defarm_items_deprecate",
-    "SELECT defarm_item_deprecate($1, $2)::text",
+    "SELECT outcome, item::text FROM defarm_item_deprecate($1, $2)",
     2, 0
 };
 
@@ -889,20 +891,28 @@ ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
-/* a write returned the item's JSON (or NULL: not the caller's item) */
+/* a write answered (outcome, the item's JSON) */
 
 static ngx_int_t
 ngx_defarm_items_changed(ngx_http_request_t *r, void *data, PGresult *res)
 {
     ngx_defarm_items_req_t  *ir = data;
 
+    ngx_int_t  rc;
+    ngx_str_t  outcome;
+
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
     }
 
-    if (ngx_defarm_pg_text(res, 0, 0, &ir->json) != NGX_OK) {
-        return ngx_defarm_items_not_found(r);
+    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
+
+    rc = ngx_defarm_items_outcome(r, &outcome);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
 
     /* the cached JSON goes, here and on the other nodes */
 
@@ -988,7 +998,8 @@ ngx_defarm_items_outcome(ngx_http_request_t *r, ngx_str_t *outcome)
         && ngx_strncmp(outcome->data, "not_active", 10) == 0)
     {
         return ngx_defarm_error(r, NGX_HTTP_CONFLICT, NGX_DEFARM_ERR_CONFLICT,
-                                "Only Active items can be merged or split");
+                                "The item is not Active (merged, split or "
+                                "deprecated)");
     }
 
     if (outcome->len == 12
@@ -1134,7 +1145,7 @@ ngx_defarm_items_batch_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_int_t                rc;
     ngx_str_t                err, *parts;
     ngx_uint_t               i, n;
-    ngx_defarm_json_t       *list, *item;
+    ngx_defarm_json_t       *list, *item, *v;
     ngx_defarm_items_req_t  *ir;
 
     list = ngx_defarm_json_get(ctx->body, "items");
@@ -1153,6 +1164,20 @@ ngx_defarm_items_batch_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     if (ir == NULL || parts == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* each identifier is a lock in PostgreSQL: a batch holds a bounded */
+
+    for (n = 0, item = list->child; item; item = item->next) {
+        v = ngx_defarm_json_get(item, "identifiers");
+        n += (v && v->type == NGX_DEFARM_JSON_ARRAY) ? v->count : 0;
+    }
+
+    if (n > NGX_DEFARM_ITEMS_MAX_BATCH_IDS) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "A batch may hold at most %d identifiers",
+                                NGX_DEFARM_ITEMS_MAX_BATCH_IDS);
     }
 
     /* parts[4n .. 4n+2]: the fields; parts[4n+3]: the reason, escaped */

@@ -195,6 +195,38 @@ ngx_defarm_blank(ngx_str_t *s)
 }
 
 
+/* "YYYY-MM-DDTHH:MM:SS", digits already checked: a real date and time */
+
+static ngx_uint_t
+ngx_defarm_date_valid(u_char *p)
+{
+    ngx_uint_t  year, month, day, hour, min, sec, days;
+
+    year = ngx_atoi(p, 4);
+    month = ngx_atoi(p + 5, 2);
+    day = ngx_atoi(p + 8, 2);
+    hour = ngx_atoi(p + 11, 2);
+    min = ngx_atoi(p + 14, 2);
+    sec = ngx_atoi(p + 17, 2);
+
+    if (year < 1 || month < 1 || month > 12 || day < 1 || hour > 23
+        || min > 59 || sec > 59)
+    {
+        return 0;
+    }
+
+    if (month == 2) {
+        days = ((year % 4 == 0 && year % 100 != 0) || year % 400 == 0)
+               ? 29 : 28;
+
+    } else {
+        days = 30 + ((month + (month > 7)) & 1);
+    }
+
+    return day <= days;
+}
+
+
 /* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
 
 static ngx_uint_t
@@ -218,6 +250,12 @@ ngx_defarm_rfc3339(ngx_str_t *s)
         }
     }
 
+    /* the fields in range, as PostgreSQL will read them */
+
+    if (!ngx_defarm_date_valid(s->data)) {
+        return 0;
+    }
+
     if (*p == '.') {
         for (p++; p < last && *p >= '0' && *p <= '9'; p++) { /* void */ }
     }
@@ -229,7 +267,9 @@ ngx_defarm_rfc3339(ngx_str_t *s)
     return last - p == 6 && (*p == '+' || *p == '-')
            && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9'
            && p[3] == ':'
-           && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9';
+           && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9'
+           && (p[1] - '0') * 10 + (p[2] - '0') <= 15
+           && (p[4] - '0') * 10 + (p[5] - '0') <= 59;
 }
 
 

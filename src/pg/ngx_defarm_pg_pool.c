@@ -1547,6 +1547,22 @@ ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
 
     /* the details are for the log; the client gets the trace id */
 
+    /*
+     * Class 22, data exception: a value the checks let through that
+     * PostgreSQL cannot take (a date out of range, a number too large,
+     * bytes that are not UTF-8).  The request is wrong: a 400.
+     */
+
+    if (state && state[0] == '2' && state[1] == '2') {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "defarm: PostgreSQL refused a value %s: %s", state,
+                      ngx_defarm_pg_flatten(msg));
+
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "A value is out of range or malformed");
+    }
+
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "defarm: PostgreSQL error %s: %s",
                   state ? state : "-", ngx_defarm_pg_flatten(msg));
