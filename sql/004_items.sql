@@ -159,6 +159,14 @@ BEGIN
 END
 $$;
 
+-- Admins read every item, event and receipt (writes stay the owner's).
+
+CREATE FUNCTION defarm_is_admin(p_user text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT u.is_admin AND u.status = 'Active'
+                     FROM users u WHERE u.id = p_user), false)
+$$;
+
 -- Writes that touch several of an owner's items (batch, merge, split, the
 -- local workflow, pending resolution) take this first: they run one at a
 -- time per owner, so their row locks can never form a cycle.

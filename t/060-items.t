@@ -91,6 +91,16 @@ is(as($alice, GET => "/api/items/$bob_dfid")->{status}, 404,
    'another user\'s item (not cached): 404');
 (my $unknown = $dfid) =~ s/-(\d+)-/'-' . ($1 + 999999) . '-'/e;
 
+# an admin reads any item (from PostgreSQL, not another user's cache entry)
+
+my $admin = user('admin');
+sql("UPDATE users SET is_admin = true WHERE id = '$admin->{id}'");
+is(as($admin, GET => "/api/items/$dfid")->{status}, 200,
+   'an admin reads alice\'s item');
+is(as($admin, GET => "/api/items/$dfid")->{status}, 200, 'again (cached)');
+is(as($bob, GET => "/api/items/$dfid")->{status}, 404,
+   'bob still does not');
+
 # enrich invalidates
 
 $res = as($alice, PUT => "/api/items/$dfid",

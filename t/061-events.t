@@ -105,6 +105,12 @@ is(as($alice, POST => '/api/events',
 
 is(as($alice, GET => "/api/events/$ev->{event_id}")->{status}, 200,
    'get my private event');
+my $admin = user('admin');
+sql("UPDATE users SET is_admin = true WHERE id = '$admin->{id}'");
+is(as($admin, GET => "/api/events/$ev->{event_id}")->{status}, 200,
+   'an admin reads it');
+is(scalar @{ body(as($admin, GET => "/api/events/item/$dfid")) }, 2,
+   'and all the item\'s events');
 is(as($bob, GET => "/api/events/$ev->{event_id}")->{status}, 404,
    'another user\'s private event: 404');
 is(as($bob, GET => "/api/events/$pub->{event_id}")->{status}, 200,

@@ -47,6 +47,10 @@ is(sql("SELECT count(*) FROM receipts WHERE id = '$rc->{id}'"), 1, 'stored');
 is_deeply(body(as($alice, GET => "/api/receipts/$rc->{id}")), $rc, 'get');
 is(as($bob, GET => "/api/receipts/$rc->{id}")->{status}, 404,
    'another user\'s receipt: 404');
+my $admin = user('admin');
+sql("UPDATE users SET is_admin = true WHERE id = '$admin->{id}'");
+is(as($admin, GET => "/api/receipts/$rc->{id}")->{status}, 200,
+   'an admin reads it');
 is(as($alice, GET => '/api/receipts/nope')->{status}, 400, 'a bad id: 400');
 
 $res = as($alice, POST => "/api/receipts/$rc->{id}/verify", { data => $b64 });

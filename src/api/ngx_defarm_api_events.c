@@ -120,7 +120,8 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_events_get_stmt = {
     "SELECT 'ok', defarm_event_json(e)::text FROM events e "
     "WHERE (e.event_id = $2::uuid OR e.local_event_id = $2::uuid) "
       "AND ($3::bool = (e.local_event_id IS NOT NULL)) "
-      "AND (e.owner_id = $1 OR e.visibility = 'Public')",
+      "AND (e.owner_id = $1 OR e.visibility = 'Public' "
+           "OR defarm_is_admin($1))",
     3, 0
 };
 
@@ -132,8 +133,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_events_list_stmt = {
                               "ORDER BY e.created_at, e.event_id), "
                     "'[]')::text "
     "FROM events e WHERE e.event_id IN ("
-        "SELECT f.event_id FROM events f "
-        "WHERE (f.owner_id = $1 OR f.visibility = 'Public') "
+        "SELECT f.event_id "
+        "FROM events f, (SELECT defarm_is_admin($1) AS admin) a "
+        "WHERE (f.owner_id = $1 OR f.visibility = 'Public' OR a.admin) "
           "AND ($2::text IS NULL OR f.dfid = $2) "
           "AND ($3::text IS NULL OR f.event_type = $3) "
           "AND ($4::text IS NULL OR f.visibility = $4) "

@@ -39,6 +39,7 @@ typedef struct {
     ngx_str_t                  json;
     ngx_uint_t                 status;
     ngx_uint_t                 deleted;       /* DELETE: a message */
+    ngx_uint_t                 visible;       /* GET: owner or admin */
 } ngx_defarm_items_req_t;
 
 
@@ -207,9 +208,10 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_get_stmt = {
     "defarm_items_get",
-    "SELECT owner_id, defarm_item_json(dfid)::text FROM items "
-    "WHERE dfid = $1",
-    1, 0
+    "SELECT owner_id, defarm_item_json(dfid)::text, "
+           "owner_id = $2 OR defarm_is_admin($2) "
+    "FROM items WHERE dfid = $1",
+    2, 0
 };
 
 /* one page, newest first, rendered as one JSON array */
@@ -736,7 +738,11 @@ ngx_defarm_items_stats_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
-/* GET /api/items/:dfid: "owner\njson" in the cache, PostgreSQL on a miss */
+/*
+ * GET /api/items/:dfid: "owner\njson" in the cache, PostgreSQL on a miss;
+ * another user's item goes to PostgreSQL too, which says whether the
+ * caller is an admin (then it is shown) or not (404).
+ */
 
 static ngx_int_t
 ngx_defarm_items_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
@@ -751,20 +757,6 @@ ngx_defarm_items_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &ir->cache_key,
                                 NULL, 0, ngx_defarm_items_cached, ir);
-}
-
-
-static ngx_int_t
-ngx_defarm_items_visible(ngx_http_request_t *r, ngx_defarm_items_req_t *ir,
-    ngx_str_t *owner, ngx_str_t *json)
-{
-    if (owner->len != ir->ctx->user_id.len
-        || ngx_strncmp(owner->data, ir->ctx->user_id.data, owner->len) != 0)
-    {
-        return ngx_defarm_items_not_found(r);
-    }
-
-    return ngx_defarm_send_text(r, NGX_HTTP_OK, json);
 }
 
 
@@ -786,11 +778,21 @@ ngx_defarm_items_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
             json.data = nl + 1;
             json.len = value->data + value->len - json.data;
 
-            return ngx_defarm_items_visible(r, ir, &owner, &json);
+            /* another user's item: an admin may read it (PostgreSQL) */
+
+            if (owner.len == ir->ctx->user_id.len
+                && ngx_strncmp(owner.data, ir->ctx->user_id.data, owner.len)
+                   == 0)
+            {
+                return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+            }
         }
     }
 
-    return ngx_defarm_pg_query(r, &ngx_defarm_items_get_stmt, &ir->dfid,
+    ir->params[0] = ir->dfid;
+    ir->params[1] = ir->ctx->user_id;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_items_get_stmt, ir->params,
                                ngx_defarm_items_found, ir);
 }
 
@@ -813,7 +815,7 @@ ngx_defarm_items_found(ngx_http_request_t *r, void *data, PGresult *res)
     (void) ngx_defarm_pg_text(res, 0, 0, &owner);
     (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
 
-    ir->params[2] = owner;
+    ir->visible = (PQgetvalue(res, 0, 2)[0] == 't');
 
     record.len = owner.len + 1 + ir->json.len;
     record.data = ngx_pnalloc(r->pool, record.len);
@@ -834,7 +836,11 @@ ngx_defarm_items_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
 {
     ngx_defarm_items_req_t  *ir = data;
 
-    return ngx_defarm_items_visible(r, ir, &ir->params[2], &ir->json);
+    if (!ir->visible) {
+        return ngx_defarm_items_not_found(r);
+    }
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &ir->json);
 }
 
 

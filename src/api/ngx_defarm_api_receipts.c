@@ -96,7 +96,8 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_receipts_get_stmt = {
     "defarm_receipts_get",
     "SELECT defarm_receipt_json(id)::text, hash, "
            "floor(extract(epoch FROM created_at))::bigint "
-    "FROM receipts WHERE id = $2::uuid AND owner_id = $1",
+    "FROM receipts WHERE id = $2::uuid "
+      "AND (owner_id = $1 OR defarm_is_admin($1))",
     2, 0
 };
 
