@@ -206,4 +206,45 @@ is(by_key($ng, $key)->{status}, 200, 'the new worker serves the key');
 unlike($ng->log($mark), qr/\[(alert|crit|emerg)\]/, 'no alert on reload');
 stop_nginx($ng);
 
+# 5. a full usage table (256 keys) is sealed and written at once, from a
+#    posted event, not an hour later
+
+$ng = start_nginx(
+    name   => 'key-usage-full',
+    http   => db_config(size => 2) . "
+    defarm_cache zone=key_usage_full:4m ttl=1h;
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;
+    defarm_api_key_usage_flush 1h;",
+    server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+
+my ($token) = user_with_key($ng, 'full');
+my @keys;
+
+for my $i (1 .. 260) {
+    my $res = http($ng, POST => '/api/api-keys',
+                   headers => { 'Content-Type' => 'application/json',
+                                Authorization => "Bearer $token" },
+                   body => $json->encode({ name => "k$i",
+                                           organization_type => 'External' }));
+    push @keys, body($res)->{api_key} // '';
+}
+
+is(scalar(grep { by_key($ng, $_)->{status} == 200 } @keys), 260,
+   '260 keys used once each');
+
+my $owner = "t045_full_$$";
+ok(wait_until(sub { sql("SELECT coalesce(sum(k.usage_count), 0) "
+                        . "FROM api_keys k JOIN users u ON u.id = k.user_id "
+                        . "WHERE u.username = '$owner'") >= 256 },
+              $T, 'sealed table written'),
+   'the first 256 were written when the table filled, not after 1h');
+unlike($ng->log, qr/\[(alert|crit|emerg)\]|not counted/,
+       'nothing lost, no alert');
+stop_nginx($ng);
+
 done_testing();

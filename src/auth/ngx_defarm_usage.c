@@ -16,13 +16,14 @@
  * cancelable ticks every second (at most): it keeps a worker that is told
  * to stop (reload, quit) alive, and writes the figures on its next tick.
  * A batch the database cannot take is kept and tried again; a full table
- * is written at once.
+ * is sealed and sent at once, from a posted event.
  */
 
 
 #define NGX_DEFARM_USAGE_SLOTS    256
 #define NGX_DEFARM_USAGE_KEY_LEN  36                    /* a UUID */
 #define NGX_DEFARM_USAGE_TICK     1000
+#define NGX_DEFARM_USAGE_SEALED   8
 
 
 typedef struct {
@@ -44,6 +45,9 @@ typedef struct {
 typedef struct {
     ngx_defarm_usage_slot_t    slots[NGX_DEFARM_USAGE_SLOTS];
     ngx_uint_t                 nslots;
+    ngx_defarm_usage_batch_t  *sealed[NGX_DEFARM_USAGE_SEALED];
+    ngx_uint_t                 nsealed;
+    ngx_event_t                send;          /* posted: sealed batches */
     ngx_event_t                flush;
     ngx_msec_t                 interval;
     ngx_msec_t                 tick;
@@ -53,7 +57,11 @@ typedef struct {
 
 
 static void ngx_defarm_usage_flush_handler(ngx_event_t *ev);
-static ngx_int_t ngx_defarm_usage_flush(ngx_defarm_usage_t *u);
+static void ngx_defarm_usage_send_handler(ngx_event_t *ev);
+static ngx_defarm_usage_batch_t *ngx_defarm_usage_seal(
+    ngx_defarm_usage_t *u);
+static ngx_int_t ngx_defarm_usage_send(ngx_defarm_usage_t *u,
+    ngx_defarm_usage_batch_t *batch);
 static void ngx_defarm_usage_finished(void *data, ngx_int_t rc);
 static ngx_int_t ngx_defarm_usage_cmp(const void *one,
     const void *two);
@@ -114,6 +122,9 @@ ngx_defarm_usage_init_process(ngx_cycle_t *cycle, ngx_defarm_main_conf_t *mcf)
     u->flush.handler = ngx_defarm_usage_flush_handler;
     u->flush.data = u;
     u->flush.log = cycle->log;
+    u->send.handler = ngx_defarm_usage_send_handler;
+    u->send.data = u;
+    u->send.log = cycle->log;
 
     ngx_defarm_usage = u;
 
@@ -126,7 +137,7 @@ ngx_defarm_usage_init_process(ngx_cycle_t *cycle, ngx_defarm_main_conf_t *mcf)
 void
 ngx_defarm_usage_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t           i, n;
+    ngx_uint_t           i, j, n;
     ngx_defarm_usage_t  *u;
 
     u = ngx_defarm_usage;
@@ -137,6 +148,20 @@ ngx_defarm_usage_exit_process(ngx_cycle_t *cycle)
 
     for (n = 0, i = 0; i < u->nslots; i++) {
         n += u->slots[i].requests;
+    }
+
+    for (i = 0; i < u->nsealed; i++) {
+        for (j = 0; j < u->sealed[i]->nslots; j++) {
+            n += u->sealed[i]->slots[j].requests;
+        }
+
+        ngx_free(u->sealed[i]);
+    }
+
+    u->nsealed = 0;
+
+    if (u->send.posted) {
+        ngx_delete_posted_event(&u->send);
     }
 
     if (n) {
@@ -205,16 +230,27 @@ ngx_defarm_usage_record(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     s = ngx_defarm_usage_slot(u, ctx->key_id.data, day);
 
     if (s == NULL) {
-        /* full: write the table now and start a new one */
 
-        if (ngx_defarm_usage_flush(u) == NGX_OK) {
-            s = ngx_defarm_usage_slot(u, ctx->key_id.data, day);
+        /*
+         * Full: the table is sealed and sent from a posted event, never
+         * from here (a header filter must not drive the database pool,
+         * which may finalize other requests), and a new one starts.
+         */
+
+        if (u->nsealed < NGX_DEFARM_USAGE_SEALED) {
+            u->sealed[u->nsealed] = ngx_defarm_usage_seal(u);
+
+            if (u->sealed[u->nsealed]) {
+                u->nsealed++;
+                ngx_post_event(&u->send, &ngx_posted_events);
+                s = ngx_defarm_usage_slot(u, ctx->key_id.data, day);
+            }
         }
 
         if (s == NULL) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "defarm: API-key usage table full and the "
-                          "database busy: one request not counted");
+                          "defarm: API-key usage tables full: one request "
+                          "not counted");
             return;
         }
     }
@@ -235,6 +271,8 @@ ngx_defarm_usage_flush_handler(ngx_event_t *ev)
 {
     ngx_defarm_usage_t  *u = ev->data;
 
+    ngx_defarm_usage_batch_t  *batch;
+
     if (u->nslots == 0) {
         return;
     }
@@ -244,37 +282,42 @@ ngx_defarm_usage_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_defarm_usage_flush(u) == NGX_OK) {
-        return;
-    }
-
-    if (ngx_exiting) {
-        /* a stopping worker tries once */
-        ngx_log_error(NGX_LOG_WARN, u->log, 0,
-                      "defarm: API-key usage of %ui keys not written: the "
-                      "database is busy or unavailable", u->nslots);
-        u->nslots = 0;
-        return;
-    }
-
-    /* kept for the next try */
-
     u->flushed = ngx_current_msec;
-    ngx_add_timer(&u->flush, u->tick);
+
+    batch = ngx_defarm_usage_seal(u);
+
+    if (batch && ngx_defarm_usage_send(u, batch) != NGX_OK) {
+        /* counted again for the next try (a stopping worker says so) */
+        ngx_defarm_usage_finished(batch, NGX_ERROR);
+    }
 }
 
 
-/* one "{a,b,c}" array literal per column; all values are plain tokens */
-
-static ngx_int_t
-ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
+static void
+ngx_defarm_usage_send_handler(ngx_event_t *ev)
 {
-    u_char                    *p[6];
-    ngx_tm_t                   tm;
-    ngx_str_t                  params[6];
-    ngx_uint_t                 i, k;
-    ngx_pool_t                *pool;
-    ngx_defarm_usage_slot_t   *s;
+    ngx_defarm_usage_t  *u = ev->data;
+
+    ngx_uint_t                 i, n;
+    ngx_defarm_usage_batch_t  *sealed[NGX_DEFARM_USAGE_SEALED];
+
+    n = u->nsealed;
+    ngx_memcpy(sealed, u->sealed, n * sizeof(ngx_defarm_usage_batch_t *));
+    u->nsealed = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_defarm_usage_send(u, sealed[i]) != NGX_OK) {
+            ngx_defarm_usage_finished(sealed[i], NGX_ERROR);
+        }
+    }
+}
+
+
+/* the table as a batch (sorted), and a new table */
+
+static ngx_defarm_usage_batch_t *
+ngx_defarm_usage_seal(ngx_defarm_usage_t *u)
+{
     ngx_defarm_usage_batch_t  *batch;
 
     /* in one order everywhere, so that two workers' batches lock alike */
@@ -282,13 +325,49 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
     ngx_sort(u->slots, u->nslots, sizeof(ngx_defarm_usage_slot_t),
              ngx_defarm_usage_cmp);
 
+    batch = ngx_alloc(offsetof(ngx_defarm_usage_batch_t, slots)
+                      + u->nslots * sizeof(ngx_defarm_usage_slot_t), u->log);
+    if (batch == NULL) {
+        return NULL;
+    }
+
+    batch->nslots = u->nslots;
+    ngx_memcpy(batch->slots, u->slots,
+               u->nslots * sizeof(ngx_defarm_usage_slot_t));
+
+    u->nslots = 0;
+
+    if (u->flush.timer_set) {
+        ngx_del_timer(&u->flush);
+    }
+
+    return batch;
+}
+
+
+/*
+ * A batch to PostgreSQL, one "{a,b,c}" array literal per column (all
+ * values are plain tokens); it is kept until PostgreSQL took it
+ * (ngx_defarm_usage_finished).  NGX_ERROR: not sent, still the caller's.
+ */
+
+static ngx_int_t
+ngx_defarm_usage_send(ngx_defarm_usage_t *u, ngx_defarm_usage_batch_t *batch)
+{
+    u_char                   *p[6];
+    ngx_tm_t                  tm;
+    ngx_str_t                 params[6];
+    ngx_uint_t                i, k;
+    ngx_pool_t               *pool;
+    ngx_defarm_usage_slot_t  *s;
+
     pool = ngx_create_pool(1024, u->log);
     if (pool == NULL) {
         return NGX_ERROR;
     }
 
     for (k = 0; k < 6; k++) {
-        params[k].data = ngx_pnalloc(pool, u->nslots
+        params[k].data = ngx_pnalloc(pool, batch->nslots
                                            * (NGX_DEFARM_USAGE_KEY_LEN
                                               + NGX_INT64_LEN + 1) + 2);
         if (params[k].data == NULL) {
@@ -300,8 +379,8 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
         *p[k]++ = '{';
     }
 
-    for (i = 0; i < u->nslots; i++) {
-        s = &u->slots[i];
+    for (i = 0; i < batch->nslots; i++) {
+        s = &batch->slots[i];
 
         if (i) {
             for (k = 0; k < 6; k++) {
@@ -325,36 +404,15 @@ ngx_defarm_usage_flush(ngx_defarm_usage_t *u)
         params[k].len = p[k] - params[k].data;
     }
 
-    /* the batch is kept until PostgreSQL took it, to be counted again */
-
-    batch = ngx_alloc(offsetof(ngx_defarm_usage_batch_t, slots)
-                      + u->nslots * sizeof(ngx_defarm_usage_slot_t), u->log);
-    if (batch == NULL) {
-        ngx_destroy_pool(pool);
-        return NGX_ERROR;
-    }
-
-    batch->nslots = u->nslots;
-    ngx_memcpy(batch->slots, u->slots,
-               u->nslots * sizeof(ngx_defarm_usage_slot_t));
-
     if (ngx_defarm_pg_background(&ngx_defarm_usage_stmt, params,
                                  ngx_defarm_usage_finished, batch)
         != NGX_OK)
     {
-        ngx_free(batch);
         ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
     ngx_destroy_pool(pool);
-
-    u->nslots = 0;
-    u->flushed = ngx_current_msec;
-
-    if (u->flush.timer_set) {
-        ngx_del_timer(&u->flush);
-    }
 
     return NGX_OK;
 }
