@@ -17,28 +17,37 @@ my (undef, $secret_file) = jwt_secret();
 
 my %j = (headers => { 'Content-Type' => 'application/json' });
 
-sub body { my ($res) = @_; eval { $json->decode($res->{body}) } // {} }
+sub body { json_body(@_) }
 
-# a user and a key on $ng: (token, key, key id)
+# node($name, $http, db => [...], master => 1): an nginx of this test, with
+# the database, bcrypt cost 4, the JWT secret, $http, and the API with its
+# diagnostics
+sub node {
+    my ($name, $http, %opt) = @_;
+    return start_nginx(
+        name   => $name,
+        master => $opt{master},
+        http   => db_config(size => 2, @{ $opt{db} // [] }) . "
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;$http",
+        server => '
+        location / {
+            defarm_api on;
+            defarm_echo on;
+        }');
+}
+
+# a user and a key on $ng: (the user, key, key id)
 sub user_with_key {
     my ($ng, $name, %key) = @_;
-    my $user = "t045_${name}_$$";
+    my $user = api_user($ng, "t045_${name}_$$");
 
-    my $res = http($ng, POST => '/api/auth/register', %j,
-                   body => $json->encode({ username => $user,
-                                           password => 'Str0ng!pass',
-                                           email => "$user\@example.com" }));
-    my $token = body($res)->{token} // '';
-
-    $res = http($ng, POST => '/api/api-keys',
-                headers => { 'Content-Type' => 'application/json',
-                             Authorization => "Bearer $token" },
-                body => $json->encode({ name => $name,
-                                        organization_type => 'External',
-                                        %key }));
+    my $res = api_as($ng, $user, POST => '/api/api-keys',
+                     { name => $name, organization_type => 'External',
+                       %key });
     is($res->{status}, 201, "$name: key created");
 
-    return ($token, body($res)->{api_key} // '',
+    return ($user, body($res)->{api_key} // '',
             body($res)->{metadata}{id} // '');
 }
 
@@ -56,20 +65,11 @@ sub usage_count {
 
 # 1. PostgreSQL down
 
-my $ng = start_nginx(
-    name   => 'key-outage',
-    http   => db_config(size => 2,
-                        connect_timeout => valgrind() ? '10s' : '1s',
-                        retry_max => '1s') . "
+my $ng = node('key-outage', "
     defarm_cache zone=key_outage:1m ttl=1h;
-    defarm_bcrypt_cost 4;
-    defarm_jwt_secret file=$secret_file;
     defarm_api_key_usage_flush 1s;",
-    server => '
-        location / {
-            defarm_api on;
-            defarm_echo on;
-        }');
+    db => [ connect_timeout => valgrind() ? '10s' : '1s',
+            retry_max => '1s' ]);
 
 my (undef, $cached, $cached_id) = user_with_key($ng, 'cached');
 my (undef, $cold) = user_with_key($ng, 'cold');
@@ -106,17 +106,8 @@ stop_nginx($ng);
 
 # 2. the cache lock held by another worker's critical section
 
-$ng = start_nginx(
-    name   => 'key-lock',
-    http   => db_config(size => 2) . "
-    defarm_cache zone=key_lock:1m ttl=1h lock_timeout=50ms lock_step=5ms;
-    defarm_bcrypt_cost 4;
-    defarm_jwt_secret file=$secret_file;",
-    server => '
-        location / {
-            defarm_api on;
-            defarm_echo on;
-        }');
+$ng = node('key-lock', "
+    defarm_cache zone=key_lock:1m ttl=1h lock_timeout=50ms lock_step=5ms;");
 
 my (undef, $key) = user_with_key($ng, 'locked');
 is(by_key($ng, $key)->{status}, 200, 'the key works with the lock free');
@@ -149,16 +140,7 @@ stop_nginx($ng);
 
 # 3. no defarm_cache: the hourly counters have nowhere to live
 
-$ng = start_nginx(
-    name   => 'key-nocache',
-    http   => db_config(size => 2) . "
-    defarm_bcrypt_cost 4;
-    defarm_jwt_secret file=$secret_file;",
-    server => '
-        location / {
-            defarm_api on;
-            defarm_echo on;
-        }');
+$ng = node('key-nocache', '');
 
 (undef, $key) = user_with_key($ng, 'nocache');
 my $mark = $ng->log_mark;
@@ -171,19 +153,9 @@ stop_nginx($ng);
 
 # 4. a reload: the old worker writes what it counted before it leaves
 
-$ng = start_nginx(
-    name   => 'key-reload',
-    master => 1,
-    http   => db_config(size => 2) . "
+$ng = node('key-reload', "
     defarm_cache zone=key_reload:1m ttl=1h;
-    defarm_bcrypt_cost 4;
-    defarm_jwt_secret file=$secret_file;
-    defarm_api_key_usage_flush 1h;",
-    server => '
-        location / {
-            defarm_api on;
-            defarm_echo on;
-        }');
+    defarm_api_key_usage_flush 1h;", master => 1);
 
 my $id;
 (undef, $key, $id) = user_with_key($ng, 'reload');
@@ -209,28 +181,16 @@ stop_nginx($ng);
 # 5. a full usage table (256 keys) is sealed and written at once, from a
 #    posted event, not an hour later
 
-$ng = start_nginx(
-    name   => 'key-usage-full',
-    http   => db_config(size => 2) . "
+$ng = node('key-usage-full', "
     defarm_cache zone=key_usage_full:4m ttl=1h;
-    defarm_bcrypt_cost 4;
-    defarm_jwt_secret file=$secret_file;
-    defarm_api_key_usage_flush 1h;",
-    server => '
-        location / {
-            defarm_api on;
-            defarm_echo on;
-        }');
+    defarm_api_key_usage_flush 1h;");
 
-my ($token) = user_with_key($ng, 'full');
+my ($owner_user) = user_with_key($ng, 'full');
 my @keys;
 
 for my $i (1 .. 260) {
-    my $res = http($ng, POST => '/api/api-keys',
-                   headers => { 'Content-Type' => 'application/json',
-                                Authorization => "Bearer $token" },
-                   body => $json->encode({ name => "k$i",
-                                           organization_type => 'External' }));
+    my $res = api_as($ng, $owner_user, POST => '/api/api-keys',
+                     { name => "k$i", organization_type => 'External' });
     push @keys, body($res)->{api_key} // '';
 }
 

@@ -56,8 +56,6 @@ static ngx_int_t ngx_defarm_auth_login_cached(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_login_verify(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
-static ngx_int_t ngx_defarm_auth_reset_forget(ngx_http_request_t *r,
-    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_login_verified(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *hash);
 static ngx_int_t ngx_defarm_auth_profile(ngx_http_request_t *r,
@@ -1231,16 +1229,8 @@ ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
 
     ngx_sprintf(ar->key.data, "user:%s:auth", PQgetvalue(res, 0, 2));
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX, &ar->key,
-                                NULL, 0,
-                                ngx_defarm_auth_reset_forget, ar);
-}
+    ngx_defarm_cache_forget(r, &ar->key);
 
-
-static ngx_int_t
-ngx_defarm_auth_reset_forget(ngx_http_request_t *r, void *data, ngx_int_t rc,
-    ngx_str_t *value)
-{
     return ngx_defarm_auth_message(r, "Password reset successful. You can "
                                       "now log in with your new password.");
 }

@@ -34,10 +34,9 @@ typedef struct {
     ngx_defarm_ctx_t          *ctx;
     ngx_str_t                  params[8];
     ngx_str_t                  dfid;
-    ngx_str_t                  cache_key;
-    ngx_str_t                  cache_key2;    /* a merge's secondary */
+    ngx_str_t                  cache_key;     /* GET */
+    ngx_str_t                  second;        /* a merge's secondary */
     ngx_str_t                  json;
-    ngx_uint_t                 status;
     ngx_uint_t                 deleted;       /* DELETE: a message */
     ngx_uint_t                 visible;       /* GET: owner or admin */
 } ngx_defarm_items_req_t;
@@ -100,12 +99,6 @@ static ngx_int_t ngx_defarm_items_merge_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_split_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_merged(ngx_http_request_t *r,
-    void *data, PGresult *res);
-static ngx_int_t ngx_defarm_items_split_done(ngx_http_request_t *r,
-    void *data, PGresult *res);
-static ngx_int_t ngx_defarm_items_secondary_forgotten(ngx_http_request_t *r,
-    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_items_outcome(ngx_http_request_t *r,
     ngx_str_t *outcome);
 
@@ -119,8 +112,6 @@ static ngx_int_t ngx_defarm_items_stored(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_items_changed(ngx_http_request_t *r,
     void *data, PGresult *res);
-static ngx_int_t ngx_defarm_items_forgotten(ngx_http_request_t *r,
-    void *data, ngx_int_t rc, ngx_str_t *value);
 
 
 /* every route needs a principal; the key's permission goes by method */
@@ -317,6 +308,41 @@ static ngx_str_t  ngx_defarm_items_deleted =
     ngx_string("{\"message\":\"Item deprecated successfully\"}");
 
 
+/* "item:<dfid>:json": the cached JSON of an item, its own family */
+
+static ngx_int_t
+ngx_defarm_item_cache_key(ngx_http_request_t *r, ngx_str_t *dfid,
+    ngx_str_t *key)
+{
+    key->len = sizeof("item::json") - 1 + dfid->len;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "item:%V:json", dfid);
+
+    return NGX_OK;
+}
+
+
+/* an item changed: its cached JSON goes, here and on the other nodes */
+
+ngx_int_t
+ngx_defarm_item_forget(ngx_http_request_t *r, ngx_str_t *dfid)
+{
+    ngx_str_t  key;
+
+    if (ngx_defarm_item_cache_key(r, dfid, &key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_defarm_cache_forget(r, &key);
+
+    return NGX_OK;
+}
+
+
 static ngx_defarm_items_req_t *
 ngx_defarm_items_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
@@ -360,14 +386,6 @@ ngx_defarm_items_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
     ir->dfid = *dfid;
     ir->params[1] = *dfid;
-
-    ir->cache_key.len = sizeof("item::json") - 1 + dfid->len;
-    ir->cache_key.data = ngx_pnalloc(r->pool, ir->cache_key.len);
-    if (ir->cache_key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_sprintf(ir->cache_key.data, "item:%V:json", dfid);
 
     *irp = ir;
 
@@ -546,19 +564,11 @@ ngx_defarm_items_created(ngx_http_request_t *r, void *data, PGresult *res)
         return ngx_defarm_send_text(r, NGX_HTTP_CREATED, &ir->json);
     }
 
-    ir->status = NGX_HTTP_OK;
-
-    ir->cache_key.len = sizeof("item::json") - 1 + ir->dfid.len;
-    ir->cache_key.data = ngx_pnalloc(r->pool, ir->cache_key.len);
-    if (ir->cache_key.data == NULL) {
+    if (ngx_defarm_item_forget(r, &ir->dfid) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(ir->cache_key.data, "item:%V:json", &ir->dfid);
-
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &ir->cache_key, NULL, 0,
-                                ngx_defarm_items_forgotten, ir);
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &ir->json);
 }
 
 
@@ -755,6 +765,10 @@ ngx_defarm_items_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
+    if (ngx_defarm_item_cache_key(r, &ir->dfid, &ir->cache_key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &ir->cache_key,
                                 NULL, 0, ngx_defarm_items_cached, ir);
 }
@@ -866,8 +880,6 @@ ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    ir->status = NGX_HTTP_OK;
-
     return ngx_defarm_pg_query(r, &ngx_defarm_items_enrich_stmt, ir->params,
                                ngx_defarm_items_changed, ir);
 }
@@ -889,7 +901,6 @@ ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     /* DELETE answers a message; PUT .../deprecate, the item */
 
-    ir->status = NGX_HTTP_OK;
     ir->deleted = (r->method == NGX_HTTP_DELETE);
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_deprecate_stmt,
@@ -897,7 +908,7 @@ ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
-/* a write answered (outcome, the item's JSON) */
+/* a write (enrich, deprecate, merge, split) answered (outcome, JSON) */
 
 static ngx_int_t
 ngx_defarm_items_changed(ngx_http_request_t *r, void *data, PGresult *res)
@@ -920,21 +931,16 @@ ngx_defarm_items_changed(ngx_http_request_t *r, void *data, PGresult *res)
 
     (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
 
-    /* the cached JSON goes, here and on the other nodes */
+    /* the changed items' cached JSON goes (a merge changes two) */
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &ir->cache_key, NULL, 0,
-                                ngx_defarm_items_forgotten, ir);
-}
+    if (ngx_defarm_item_forget(r, &ir->dfid) != NGX_OK
+        || (ir->second.len && ngx_defarm_item_forget(r, &ir->second)
+                              != NGX_OK))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-
-static ngx_int_t
-ngx_defarm_items_forgotten(ngx_http_request_t *r, void *data, ngx_int_t rc,
-    ngx_str_t *value)
-{
-    ngx_defarm_items_req_t  *ir = data;
-
-    return ngx_defarm_send_text(r, ir->status,
+    return ngx_defarm_send_text(r, NGX_HTTP_OK,
                                 ir->deleted ? &ngx_defarm_items_deleted
                                             : &ir->json);
 }
@@ -975,19 +981,10 @@ ngx_defarm_items_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     ir->params[2] = *second;
-
-    ir->cache_key2.len = sizeof("item::json") - 1 + second->len;
-    ir->cache_key2.data = ngx_pnalloc(r->pool, ir->cache_key2.len);
-    if (ir->cache_key2.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_sprintf(ir->cache_key2.data, "item:%V:json", second);
-
-    ir->status = NGX_HTTP_OK;
+    ir->second = *second;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_merge_stmt, ir->params,
-                               ngx_defarm_items_merged, ir);
+                               ngx_defarm_items_changed, ir);
 }
 
 
@@ -1027,47 +1024,6 @@ ngx_defarm_items_outcome(ngx_http_request_t *r, ngx_str_t *outcome)
 }
 
 
-static ngx_int_t
-ngx_defarm_items_merged(ngx_http_request_t *r, void *data, PGresult *res)
-{
-    ngx_defarm_items_req_t  *ir = data;
-
-    ngx_int_t  rc;
-    ngx_str_t  outcome;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
-
-    rc = ngx_defarm_items_outcome(r, &outcome);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
-
-    /* both items changed: both cached copies go */
-
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &ir->cache_key2, NULL, 0,
-                                ngx_defarm_items_secondary_forgotten, ir);
-}
-
-
-static ngx_int_t
-ngx_defarm_items_secondary_forgotten(ngx_http_request_t *r, void *data,
-    ngx_int_t rc, ngx_str_t *value)
-{
-    ngx_defarm_items_req_t  *ir = data;
-
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &ir->cache_key, NULL, 0,
-                                ngx_defarm_items_forgotten, ir);
-}
-
-
 /* POST /api/items/:dfid/split {"identifiers_for_new_item": [...]} */
 
 
@@ -1100,38 +1056,8 @@ ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    ir->status = NGX_HTTP_OK;
-
     return ngx_defarm_pg_query(r, &ngx_defarm_items_split_stmt, ir->params,
-                               ngx_defarm_items_split_done, ir);
-}
-
-
-static ngx_int_t
-ngx_defarm_items_split_done(ngx_http_request_t *r, void *data,
-    PGresult *res)
-{
-    ngx_defarm_items_req_t  *ir = data;
-
-    ngx_int_t  rc;
-    ngx_str_t  outcome;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        return ngx_defarm_pg_sql_error(r, res);
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 0, &outcome);
-
-    rc = ngx_defarm_items_outcome(r, &outcome);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
-
-    (void) ngx_defarm_pg_text(res, 0, 1, &ir->json);
-
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &ir->cache_key, NULL, 0,
-                                ngx_defarm_items_forgotten, ir);
+                               ngx_defarm_items_changed, ir);
 }
 
 
@@ -1255,7 +1181,7 @@ ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
     PGresult *res)
 {
     u_char     *p, *last, *sp;
-    ngx_str_t   answer, enriched, key;
+    ngx_str_t   answer, enriched, dfid;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -1275,14 +1201,12 @@ ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
             sp = last;
         }
 
-        key.len = sizeof("item::json") - 1 + (sp - p);
-        key.data = ngx_pnalloc(r->pool, key.len);
-        if (key.data == NULL) {
+        dfid.data = p;
+        dfid.len = sp - p;
+
+        if (ngx_defarm_item_forget(r, &dfid) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        ngx_sprintf(key.data, "item:%*s:json", (size_t) (sp - p), p);
-        ngx_defarm_cache_forget(r, &key);
 
         p = sp + 1;
     }

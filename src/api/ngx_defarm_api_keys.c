@@ -67,7 +67,6 @@ typedef struct {
     ngx_str_t                  params[NGX_DEFARM_KEYS_NFIELDS + 4];
     ngx_str_t                  key;           /* a new key, shown once */
     ngx_str_t                  cache_key;     /* "apikey:<hash>" */
-    PGresult                  *res;
     ngx_uint_t                 status;
 } ngx_defarm_keys_req_t;
 
@@ -92,8 +91,6 @@ static ngx_int_t ngx_defarm_keys_updated(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_keys_changed(ngx_http_request_t *r,
     void *data, PGresult *res);
-static ngx_int_t ngx_defarm_keys_forgotten(ngx_http_request_t *r,
-    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_keys_counted(ngx_http_request_t *r,
     void *data, PGresult *res);
 
@@ -1221,6 +1218,8 @@ ngx_defarm_keys_changed(ngx_http_request_t *r, void *data, PGresult *res)
 
     ngx_str_t  hash;
 
+    static ngx_str_t  none = ngx_null_string;
+
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         return ngx_defarm_pg_sql_error(r, res);
     }
@@ -1229,34 +1228,20 @@ ngx_defarm_keys_changed(ngx_http_request_t *r, void *data, PGresult *res)
         return ngx_defarm_keys_not_found(r);
     }
 
-    kr->res = res;
-
     (void) ngx_defarm_pg_text(res, 0, 1, &hash);
 
     if (ngx_defarm_apikey_cache_key(r, &hash, &kr->cache_key) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_DELETE_PREFIX,
-                                &kr->cache_key,
-                                NULL, 0, ngx_defarm_keys_forgotten, kr);
-}
-
-
-static ngx_int_t
-ngx_defarm_keys_forgotten(ngx_http_request_t *r, void *data, ngx_int_t rc,
-    ngx_str_t *value)
-{
-    ngx_defarm_keys_req_t  *kr = data;
-
-    static ngx_str_t  none = ngx_null_string;
+    ngx_defarm_cache_forget(r, &kr->cache_key);
 
     if (r->method == NGX_HTTP_DELETE) {
         r->header_only = 1;
         return ngx_defarm_send_chain(r, NGX_HTTP_NO_CONTENT, &none, NULL, 0);
     }
 
-    return ngx_defarm_keys_send_metadata(r, kr->res, 2);
+    return ngx_defarm_keys_send_metadata(r, res, 2);
 }
 
 

@@ -168,11 +168,21 @@ ngx_defarm_local_invalid(ngx_http_request_t *r, const char *msg)
 }
 
 
+/* a route with a JSON object body: NGX_DECLINED and its request state */
+
 static ngx_int_t
-ngx_defarm_local_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_object(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_defarm_local_req_t **lrp)
 {
+    *lrp = NULL;
+
     if (ctx->body == NULL || ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
         return ngx_defarm_local_invalid(r, "The body must be a JSON object");
+    }
+
+    *lrp = ngx_defarm_local_req(r, ctx);
+    if (*lrp == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return NGX_DECLINED;
@@ -269,14 +279,9 @@ ngx_defarm_local_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_json_t       *v;
     ngx_defarm_local_req_t  *lr;
 
-    rc = ngx_defarm_local_object(r, ctx);
+    rc = ngx_defarm_local_object(r, ctx, &lr);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    lr = ngx_defarm_local_req(r, ctx);
-    if (lr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_str_set(&lr->params[1], "[]");
@@ -320,14 +325,9 @@ ngx_defarm_local_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_json_t       *list, *e, *o;
     ngx_defarm_local_req_t  *lr;
 
-    rc = ngx_defarm_local_object(r, ctx);
+    rc = ngx_defarm_local_object(r, ctx, &lr);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    lr = ngx_defarm_local_req(r, ctx);
-    if (lr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_defarm_local_uuid(r, ctx, "master_lid", &lr->params[1]);
@@ -397,14 +397,9 @@ ngx_defarm_local_unmerge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_int_t                rc;
     ngx_defarm_local_req_t  *lr;
 
-    rc = ngx_defarm_local_object(r, ctx);
+    rc = ngx_defarm_local_object(r, ctx, &lr);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    lr = ngx_defarm_local_req(r, ctx);
-    if (lr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_defarm_local_uuid(r, ctx, "merged_lid", &lr->params[1]);
@@ -446,14 +441,9 @@ ngx_defarm_local_organize_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_json_t       *v;
     ngx_defarm_local_req_t  *lr;
 
-    rc = ngx_defarm_local_object(r, ctx);
+    rc = ngx_defarm_local_object(r, ctx, &lr);
     if (rc != NGX_DECLINED) {
         return rc;
-    }
-
-    lr = ngx_defarm_local_req(r, ctx);
-    if (lr == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     v = ngx_defarm_json_get(ctx->body, "action");

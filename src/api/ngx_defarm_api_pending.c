@@ -7,7 +7,6 @@
 #include "api/ngx_defarm_api.h"
 #include "pg/ngx_defarm_pg.h"
 #include "auth/ngx_defarm_auth.h"
-#include "cache/ngx_defarm_cache.h"
 #include "items/ngx_defarm_items.h"
 
 
@@ -290,8 +289,7 @@ ngx_defarm_pending_resolve_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 static ngx_int_t
 ngx_defarm_pending_answer(ngx_http_request_t *r, void *data, PGresult *res)
 {
-    u_char     *p;
-    ngx_str_t   outcome, json, dfid, key;
+    ngx_str_t  outcome, json, dfid;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 1) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -325,18 +323,10 @@ ngx_defarm_pending_answer(ngx_http_request_t *r, void *data, PGresult *res)
 
     /* an item the resolution enriched: its cached JSON goes */
 
-    if (PQnfields(res) > 2 && ngx_defarm_pg_text(res, 0, 2, &dfid) == NGX_OK)
+    if (PQnfields(res) > 2 && ngx_defarm_pg_text(res, 0, 2, &dfid) == NGX_OK
+        && ngx_defarm_item_forget(r, &dfid) != NGX_OK)
     {
-        key.len = sizeof("item::json") - 1 + dfid.len;
-        key.data = ngx_pnalloc(r->pool, key.len);
-        if (key.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_sprintf(key.data, "item:%V:json", &dfid);
-        key.len = p - key.data;
-
-        ngx_defarm_cache_forget(r, &key);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_defarm_pg_text(res, 0, 1, &json) != NGX_OK) {

@@ -30,5 +30,9 @@ ngx_int_t ngx_defarm_enriched_data(ngx_http_request_t *r,
 ngx_int_t ngx_defarm_invalid(ngx_http_request_t *r, ngx_str_t *err,
     const char *fmt, ...);
 
+/* an item changed: its cached JSON goes (ngx_defarm_api_items.c) */
+
+ngx_int_t ngx_defarm_item_forget(ngx_http_request_t *r, ngx_str_t *dfid);
+
 
 #endif /* _NGX_DEFARM_ITEMS_H_INCLUDED_ */
