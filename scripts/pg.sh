@@ -20,18 +20,8 @@ as_pg() {
     fi
 }
 
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo "no free port found" >&2
-    exit 1
-}
+# shellcheck source=lib/free_port.sh
+. "$(dirname "$0")/lib/free_port.sh"
 
 case "$cmd" in
 start)

@@ -9,6 +9,9 @@ set -euo pipefail
 cmd=$1
 dir=$(realpath -m "$2")
 
+# shellcheck source=lib/free_port.sh
+. "$(dirname "$0")/lib/free_port.sh"
+
 case "$cmd" in
 start)
     mkdir -p "$dir"
@@ -16,12 +19,7 @@ start)
     if [ -f "$dir/port" ]; then
         port=$(cat "$dir/port")
     else
-        for _ in $(seq 1 50); do
-            port=$((40000 + RANDOM % 20000))
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                break
-            fi
-        done
+        port=$(free_port)
         echo "$port" > "$dir/port"
     fi
 

@@ -10,19 +10,22 @@
 
 
 /*
- * Request bodies are parsed with yajl's streaming parser straight from the
- * body's buffer chain into a tree in the request pool; depth and value count
- * are limited so that a small body cannot make a large tree.  Responses are
- * rendered with yajl_gen through a print callback that appends to nginx
- * buffers, so a response is never copied once it is rendered.
+ * Request bodies are parsed with yajl's streaming parser as they arrive,
+ * buffer by buffer, into a tree in the request pool: a body is never held
+ * whole, so what a connection costs is the body buffer plus what was
+ * really parsed.  Depth, value count and the tree's memory are limited so
+ * that a small body cannot make a large tree.  Responses are rendered with
+ * yajl_gen through a print callback that appends to nginx buffers, so a
+ * response is never copied once it is rendered.
  */
 
 
 #define NGX_DEFARM_JSON_BUF_SIZE  4096
 
 
-typedef struct {
+struct ngx_defarm_json_parser_s {
     ngx_pool_t                *pool;
+    yajl_handle                handle;
     ngx_defarm_json_t         *root;
     ngx_defarm_json_t         *cur;
     ngx_str_t                  key;
@@ -30,14 +33,23 @@ typedef struct {
     ngx_uint_t                 max_depth;
     ngx_uint_t                 nodes;
     ngx_uint_t                 max_nodes;
-    const char                *error;
-} ngx_defarm_json_parse_t;
+    size_t                     memory;
+    size_t                     max_memory;
+    off_t                      received;      /* bytes fed so far */
+    const char                *error;         /* from a callback */
+    ngx_str_t                  message;       /* the failure, once failed */
+    ngx_uint_t                 status;        /* 400 or 413, once failed */
+    unsigned                   failed:1;
+    unsigned                   nomem:1;
+};
 
 
-static ngx_defarm_json_t *ngx_defarm_json_add(ngx_defarm_json_parse_t *ps,
+static ngx_defarm_json_t *ngx_defarm_json_add(ngx_defarm_json_parser_t *ps,
     ngx_defarm_json_type_e type);
-static ngx_int_t ngx_defarm_json_copy(ngx_defarm_json_parse_t *ps,
+static ngx_int_t ngx_defarm_json_copy(ngx_defarm_json_parser_t *ps,
     ngx_str_t *dst, const unsigned char *s, size_t len);
+static ngx_int_t ngx_defarm_json_charge(ngx_defarm_json_parser_t *ps,
+    size_t size);
 static int ngx_defarm_json_on_null(void *ctx);
 static int ngx_defarm_json_on_bool(void *ctx, int b);
 static int ngx_defarm_json_on_number(void *ctx, const char *s, size_t len);
@@ -49,6 +61,8 @@ static int ngx_defarm_json_on_array_open(void *ctx);
 static int ngx_defarm_json_on_key(void *ctx, const unsigned char *s,
     size_t len);
 static int ngx_defarm_json_on_close(void *ctx);
+static void ngx_defarm_json_parser_cleanup(void *data);
+static void ngx_defarm_json_fail(ngx_defarm_json_parser_t *ps, size_t at);
 static void ngx_defarm_json_gen_cleanup(void *data);
 static void ngx_defarm_json_print(void *ctx, const char *s, size_t len);
 
@@ -68,13 +82,36 @@ static yajl_callbacks  ngx_defarm_json_callbacks = {
 };
 
 
+
+static ngx_int_t
+ngx_defarm_json_charge(ngx_defarm_json_parser_t *ps, size_t size)
+{
+    /* what the tree costs the request pool: values and their strings */
+
+    if (size > ps->max_memory - ps->memory) {
+        ps->error = "JSON body needs more memory than "
+                    "defarm_json_max_memory allows";
+        ps->status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        return NGX_ERROR;
+    }
+
+    ps->memory += size;
+
+    return NGX_OK;
+}
+
+
 static ngx_defarm_json_t *
-ngx_defarm_json_add(ngx_defarm_json_parse_t *ps, ngx_defarm_json_type_e type)
+ngx_defarm_json_add(ngx_defarm_json_parser_t *ps, ngx_defarm_json_type_e type)
 {
     ngx_defarm_json_t  *v, *parent;
 
     if (++ps->nodes > ps->max_nodes) {
         ps->error = "JSON body has too many values";
+        return NULL;
+    }
+
+    if (ngx_defarm_json_charge(ps, sizeof(ngx_defarm_json_t)) != NGX_OK) {
         return NULL;
     }
 
@@ -114,7 +151,7 @@ ngx_defarm_json_add(ngx_defarm_json_parse_t *ps, ngx_defarm_json_type_e type)
 
 
 static ngx_int_t
-ngx_defarm_json_copy(ngx_defarm_json_parse_t *ps, ngx_str_t *dst,
+ngx_defarm_json_copy(ngx_defarm_json_parser_t *ps, ngx_str_t *dst,
     const unsigned char *s, size_t len)
 {
     /*
@@ -124,6 +161,10 @@ ngx_defarm_json_copy(ngx_defarm_json_parse_t *ps, ngx_str_t *dst,
 
     if (len && ngx_strlchr((u_char *) s, (u_char *) s + len, '\0')) {
         ps->error = "JSON strings must not contain \\u0000";
+        return NGX_ERROR;
+    }
+
+    if (ngx_defarm_json_charge(ps, len + 1) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -196,7 +237,7 @@ ngx_defarm_json_on_string(void *ctx, const unsigned char *s, size_t len)
 static int
 ngx_defarm_json_on_open(void *ctx, ngx_defarm_json_type_e type)
 {
-    ngx_defarm_json_parse_t  *ps = ctx;
+    ngx_defarm_json_parser_t  *ps = ctx;
 
     ngx_defarm_json_t  *v;
 
@@ -233,7 +274,7 @@ ngx_defarm_json_on_array_open(void *ctx)
 static int
 ngx_defarm_json_on_key(void *ctx, const unsigned char *s, size_t len)
 {
-    ngx_defarm_json_parse_t  *ps = ctx;
+    ngx_defarm_json_parser_t  *ps = ctx;
 
     return ngx_defarm_json_copy(ps, &ps->key, s, len) == NGX_OK;
 }
@@ -242,7 +283,7 @@ ngx_defarm_json_on_key(void *ctx, const unsigned char *s, size_t len)
 static int
 ngx_defarm_json_on_close(void *ctx)
 {
-    ngx_defarm_json_parse_t  *ps = ctx;
+    ngx_defarm_json_parser_t  *ps = ctx;
 
     ps->depth--;
     ps->cur = ps->cur->parent;
@@ -251,81 +292,139 @@ ngx_defarm_json_on_close(void *ctx)
 }
 
 
-ngx_int_t
-ngx_defarm_json_parse(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_uint_t max_depth, ngx_uint_t max_nodes, ngx_defarm_json_t **root,
-    ngx_str_t *err)
+ngx_defarm_json_parser_t *
+ngx_defarm_json_parser(ngx_http_request_t *r, ngx_uint_t max_depth,
+    ngx_uint_t max_nodes, size_t max_memory)
 {
-    u_char                   *msg, *p, *last;
-    size_t                    offset, len;
-    yajl_handle               h;
-    yajl_status               st;
-    ngx_buf_t                *b;
-    ngx_defarm_json_parse_t   ps;
+    ngx_pool_cleanup_t        *cln;
+    ngx_defarm_json_parser_t  *ps;
 
-    ngx_memzero(&ps, sizeof(ngx_defarm_json_parse_t));
-    ps.pool = r->pool;
-    ps.max_depth = max_depth;
-    ps.max_nodes = max_nodes;
+    ps = ngx_pcalloc(r->pool, sizeof(ngx_defarm_json_parser_t));
+    if (ps == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ps->pool = r->pool;
+    ps->max_depth = max_depth;
+    ps->max_nodes = max_nodes;
+    ps->max_memory = max_memory;
 
     /*
-     * The handle is freed before this function returns on every path, so
-     * it needs no pool cleanup; yajl's own defaults (no comments, no
-     * trailing garbage, UTF-8 validated) are what an API wants.
+     * The handle lives across event-loop turns while the body arrives,
+     * so a pool cleanup frees it if the request ends first; it is freed
+     * as soon as the parse ends or fails.  yajl's own defaults (no
+     * comments, no trailing garbage, UTF-8 validated) are what an API
+     * wants.  Its lexer buffers at most the token that spans two body
+     * buffers, and that token's text is charged to the tree right after.
      */
 
-    h = yajl_alloc(&ngx_defarm_json_callbacks, NULL, &ps);
-    if (h == NULL) {
+    ps->handle = yajl_alloc(&ngx_defarm_json_callbacks, NULL, ps);
+    if (ps->handle == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_defarm_json_parser_cleanup;
+    cln->data = ps;
+
+    return ps;
+}
+
+
+static void
+ngx_defarm_json_parser_cleanup(void *data)
+{
+    ngx_defarm_json_parser_t  *ps = data;
+
+    if (ps->handle) {
+        yajl_free(ps->handle);
+        ps->handle = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_defarm_json_feed(ngx_defarm_json_parser_t *ps, u_char *data, size_t len)
+{
+    /* after a failure the rest of the body is only counted */
+
+    if (!ps->failed && yajl_parse(ps->handle, data, len) != yajl_status_ok) {
+        ngx_defarm_json_fail(ps, yajl_get_bytes_consumed(ps->handle));
+    }
+
+    ps->received += len;
+
+    return ps->nomem ? NGX_ERROR : NGX_OK;
+}
+
+
+ngx_int_t
+ngx_defarm_json_end(ngx_defarm_json_parser_t *ps, ngx_defarm_json_t **root,
+    ngx_str_t *err, ngx_uint_t *status)
+{
+    if (!ps->failed) {
+        if (yajl_complete_parse(ps->handle) != yajl_status_ok) {
+            ngx_defarm_json_fail(ps, 0);
+
+        } else {
+            ngx_defarm_json_parser_cleanup(ps);
+            *root = ps->root;
+            return NGX_OK;
+        }
+    }
+
+    if (ps->nomem) {
         return NGX_ERROR;
     }
 
-    st = yajl_status_ok;
-    offset = 0;
+    *err = ps->message;
+    *status = ps->status;
 
-    for ( /* void */ ; in; in = in->next) {
-        b = in->buf;
+    return NGX_DECLINED;
+}
 
-        if (b->in_file || ngx_buf_special(b)) {
-            continue;
-        }
 
-        len = b->last - b->pos;
+off_t
+ngx_defarm_json_received(ngx_defarm_json_parser_t *ps)
+{
+    return ps->received;
+}
 
-        st = yajl_parse(h, b->pos, len);
-        if (st != yajl_status_ok) {
-            offset += yajl_get_bytes_consumed(h);
-            break;
-        }
 
-        offset += len;
+static void
+ngx_defarm_json_fail(ngx_defarm_json_parser_t *ps, size_t at)
+{
+    u_char  *msg, *p, *last;
+    size_t   len;
+
+    /* the message is made now: the handle is freed to release its memory */
+
+    ps->failed = 1;
+
+    if (ps->status == 0) {
+        ps->status = NGX_HTTP_BAD_REQUEST;
     }
 
-    if (st == yajl_status_ok) {
-        st = yajl_complete_parse(h);
+    if (ps->error && ps->error[0] == '\0') {
+        ps->nomem = 1;                  /* allocation failed in a callback */
+        ngx_defarm_json_parser_cleanup(ps);
+        return;
     }
 
-    if (st == yajl_status_ok) {
-        yajl_free(h);
-        *root = ps.root;
-        return NGX_OK;
-    }
-
-    if (ps.error && ps.error[0] == '\0') {
-        /* allocation failure inside a callback */
-        yajl_free(h);
-        return NGX_ERROR;
-    }
-
-    if (ps.error) {
-        err->data = (u_char *) ps.error;
-        err->len = ngx_strlen(ps.error);
-        yajl_free(h);
-        return NGX_DECLINED;
+    if (ps->error) {
+        ps->message.data = (u_char *) ps->error;
+        ps->message.len = ngx_strlen(ps->error);
+        ngx_defarm_json_parser_cleanup(ps);
+        return;
     }
 
     /* yajl says "lexical error: invalid char in json text.\n" and the like */
 
-    msg = yajl_get_error(h, 0, NULL, 0);
+    msg = yajl_get_error(ps->handle, 0, NULL, 0);
 
     p = msg ? msg : (u_char *) "parse error";
     last = p + ngx_strlen(p);
@@ -337,29 +436,26 @@ ngx_defarm_json_parse(ngx_http_request_t *r, ngx_chain_t *in,
     }
 
     len = sizeof("Malformed JSON body: ") - 1 + (last - p)
-          + sizeof(" at byte ") - 1 + NGX_SIZE_T_LEN;
+          + sizeof(" at byte ") - 1 + NGX_OFF_T_LEN;
 
-    err->data = ngx_pnalloc(r->pool, len);
-    if (err->data == NULL) {
-        if (msg) {
-            yajl_free_error(h, msg);
-        }
+    ps->message.data = ngx_pnalloc(ps->pool, len);
 
-        yajl_free(h);
-        return NGX_ERROR;
+    if (ps->message.data == NULL) {
+        ps->nomem = 1;
+
+    } else {
+        ps->message.len = ngx_sprintf(ps->message.data,
+                                      "Malformed JSON body: %*s at byte %O",
+                                      (size_t) (last - p), p,
+                                      ps->received + (off_t) at)
+                          - ps->message.data;
     }
-
-    err->len = ngx_sprintf(err->data, "Malformed JSON body: %*s at byte %uz",
-                           (size_t) (last - p), p, offset)
-               - err->data;
 
     if (msg) {
-        yajl_free_error(h, msg);
+        yajl_free_error(ps->handle, msg);
     }
 
-    yajl_free(h);
-
-    return NGX_DECLINED;
+    ngx_defarm_json_parser_cleanup(ps);
 }
 
 

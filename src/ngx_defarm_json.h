@@ -54,11 +54,20 @@ struct ngx_defarm_json_writer_s {
 };
 
 
-/* parsing */
+/*
+ * parsing, as the body arrives: feed() each piece (NGX_ERROR only when
+ * memory ran out), then end() gives the tree, or a message and the
+ * status that goes with it (400, or 413 when the tree would need more
+ * than its memory bound)
+ */
 
-ngx_int_t ngx_defarm_json_parse(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_uint_t max_depth, ngx_uint_t max_nodes, ngx_defarm_json_t **root,
-    ngx_str_t *err);
+ngx_defarm_json_parser_t *ngx_defarm_json_parser(ngx_http_request_t *r,
+    ngx_uint_t max_depth, ngx_uint_t max_nodes, size_t max_memory);
+ngx_int_t ngx_defarm_json_feed(ngx_defarm_json_parser_t *ps, u_char *data,
+    size_t len);
+ngx_int_t ngx_defarm_json_end(ngx_defarm_json_parser_t *ps,
+    ngx_defarm_json_t **root, ngx_str_t *err, ngx_uint_t *status);
+off_t ngx_defarm_json_received(ngx_defarm_json_parser_t *ps);
 ngx_defarm_json_t *ngx_defarm_json_get(ngx_defarm_json_t *obj,
     const char *key);
 ngx_int_t ngx_defarm_json_int(ngx_defarm_json_t *v, int64_t *n);

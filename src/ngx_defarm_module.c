@@ -105,6 +105,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_loc_conf_t, json_max_nodes),
       &ngx_defarm_json_nodes_bounds },
 
+    { ngx_string("defarm_json_max_memory"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, json_max_memory),
+      NULL },
+
     { ngx_string("defarm_db"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_defarm_pg_set_db,
@@ -259,6 +266,7 @@ ngx_defarm_postconfiguration(ngx_conf_t *cf)
     }
 
     ngx_defarm_response_init();
+    ngx_defarm_request_body_init();
 
     return NGX_OK;
 }
@@ -338,6 +346,7 @@ ngx_defarm_create_loc_conf(ngx_conf_t *cf)
     lcf->echo = NGX_CONF_UNSET;
     lcf->json_max_depth = NGX_CONF_UNSET_UINT;
     lcf->json_max_nodes = NGX_CONF_UNSET_UINT;
+    lcf->json_max_memory = NGX_CONF_UNSET_SIZE;
     lcf->db_query_timeout = NGX_CONF_UNSET_MSEC;
 
     return lcf;
@@ -349,8 +358,6 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_defarm_loc_conf_t *prev = parent;
     ngx_defarm_loc_conf_t *conf = child;
-
-    ngx_http_core_loc_conf_t  *clcf;
 
     /*
      * defarm_api, defarm_health and defarm_errors install a content
@@ -374,6 +381,14 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->json_max_depth, prev->json_max_depth, 32);
     ngx_conf_merge_uint_value(conf->json_max_nodes, prev->json_max_nodes,
                               65536);
+    ngx_conf_merge_size_value(conf->json_max_memory, prev->json_max_memory,
+                              4 * 1024 * 1024);
+
+    if (conf->json_max_memory < 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_json_max_memory\" must be at least 1k");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_msec_value(conf->db_query_timeout, prev->db_query_timeout,
                               5000);
 
@@ -396,25 +411,6 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"defarm_health\" and \"defarm_errors\" cannot "
                            "share a location");
         return NGX_CONF_ERROR;
-    }
-
-    /*
-     * client_max_body_size is the API's body limit.  Request bodies are
-     * parsed from memory, never from a temporary file (that would be
-     * blocking disk I/O in the worker), so the body buffer is raised to
-     * hold a body of the largest size allowed.
-     */
-
-    if (conf->api) {
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        if (clcf->client_max_body_size
-            && (off_t) clcf->client_body_buffer_size
-               < clcf->client_max_body_size)
-        {
-            clcf->client_body_buffer_size =
-                                  (size_t) clcf->client_max_body_size;
-        }
     }
 
     return NGX_CONF_OK;

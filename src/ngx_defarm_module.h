@@ -23,6 +23,7 @@ typedef struct ngx_defarm_cache_s    ngx_defarm_cache_t;
 typedef struct ngx_defarm_crypt_conf_s  ngx_defarm_crypt_conf_t;
 typedef struct ngx_defarm_jwt_conf_s    ngx_defarm_jwt_conf_t;
 typedef struct ngx_defarm_json_writer_s ngx_defarm_json_writer_t;
+typedef struct ngx_defarm_json_parser_s ngx_defarm_json_parser_t;
 typedef struct ngx_defarm_redis_conf_s  ngx_defarm_redis_conf_t;
 
 
@@ -62,6 +63,7 @@ typedef struct {
     ngx_flag_t                 echo;          /* defarm_echo */
     ngx_uint_t                 json_max_depth;
     ngx_uint_t                 json_max_nodes;
+    size_t                     json_max_memory;
     ngx_msec_t                 db_query_timeout;
 } ngx_defarm_loc_conf_t;
 
@@ -80,6 +82,7 @@ typedef struct {
     ngx_uint_t                 nparams;
 
     ngx_defarm_json_t         *body;
+    ngx_defarm_json_parser_t  *parser;        /* while the body arrives */
 
     ngx_str_t                  error_kind;
     ngx_str_t                  user_id;
@@ -119,6 +122,7 @@ typedef struct {
 ngx_int_t ngx_defarm_conf_msec(ngx_str_t *arg, ngx_defarm_conf_msec_t *params);
 ngx_int_t ngx_defarm_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
+void ngx_defarm_request_body_init(void);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);

@@ -13,7 +13,11 @@
  * The content handler: route the request, read and parse its JSON body
  * when the route takes one, and hand it to the route's handler.  Bodies
  * are read with nginx's own reader, so client_max_body_size and
- * client_body_timeout govern them.
+ * client_body_timeout govern them, but a request body filter feeds each
+ * piece to the JSON parser as it arrives and keeps nothing: a body costs
+ * one client_body_buffer_size buffer while it is read (never a buffer of
+ * the size a client declared, never a temporary file), plus the tree,
+ * bounded by defarm_json_max_memory.
  */
 
 
@@ -21,6 +25,11 @@ static ngx_int_t ngx_defarm_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_defarm_dispatch(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static void ngx_defarm_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_defarm_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_request_body_filter_pt  ngx_defarm_next_body_filter;
 
 
 static ngx_int_t
@@ -70,48 +79,29 @@ ngx_defarm_json_content_type(ngx_http_request_t *r)
 static ngx_int_t
 ngx_defarm_dispatch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    ngx_int_t               rc;
-    ngx_str_t               err;
-    ngx_chain_t            *cl;
-    ngx_defarm_loc_conf_t  *lcf;
+    ngx_int_t   rc;
+    ngx_str_t   err;
+    ngx_uint_t  status;
 
     if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {
         return ctx->route->handler(r, ctx);
     }
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+    if (ngx_defarm_json_received(ctx->parser) == 0) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Request body is required");
     }
 
-    if (r->request_body->temp_file) {
-        /* only when client_max_body_size is 0 (unlimited) */
-        return ngx_defarm_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                NGX_DEFARM_ERR_PAYLOAD_TOO_LARGE,
-                                "Request body too large");
-    }
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (ngx_buf_size(cl->buf)) {
-            break;
-        }
-    }
-
-    if (cl == NULL) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION,
-                                "Request body is required");
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_defarm_module);
-
-    rc = ngx_defarm_json_parse(r, r->request_body->bufs, lcf->json_max_depth,
-                               lcf->json_max_nodes, &ctx->body, &err);
+    rc = ngx_defarm_json_end(ctx->parser, &ctx->body, &err, &status);
+    ctx->parser = NULL;
 
     if (rc == NGX_DECLINED) {
-        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                NGX_DEFARM_ERR_VALIDATION, "%V", &err);
+        return ngx_defarm_error(r, status,
+                                status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+                                ? NGX_DEFARM_ERR_PAYLOAD_TOO_LARGE
+                                : NGX_DEFARM_ERR_VALIDATION,
+                                "%V", &err);
     }
 
     if (rc != NGX_OK) {
@@ -121,6 +111,78 @@ ngx_defarm_dispatch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return ctx->route->handler(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_defarm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t         *b;
+    ngx_uint_t         last;
+    ngx_chain_t       *cl, out;
+    ngx_defarm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
+
+    if (ctx == NULL || ctx->parser == NULL) {
+        return ngx_defarm_next_body_filter(r, in);
+    }
+
+    /*
+     * Each buffer is parsed and marked consumed, so nginx reuses its one
+     * body buffer for what comes next.  After a parse error the rest is
+     * still read (and skipped): the error is answered with its message
+     * once the body has ended, and the connection stays usable.  Only the
+     * end of the body goes on to nginx's save filter, which it needs to
+     * know that reading is over.
+     */
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            /* never here: bodies are not written to files before this */
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (b->last > b->pos
+            && ngx_defarm_json_feed(ctx->parser, b->pos, b->last - b->pos)
+               == NGX_ERROR)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->pos = b->last;
+
+        if (b->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last_buf = 1;
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_defarm_next_body_filter(r, &out);
+}
+
+
+void
+ngx_defarm_request_body_init(void)
+{
+    ngx_defarm_next_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_defarm_body_filter;
 }
 
 
@@ -204,6 +266,13 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
         return ngx_defarm_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                 NGX_DEFARM_ERR_UNSUPPORTED_MEDIA_TYPE,
                                 "Content-Type must be application/json");
+    }
+
+    ctx->parser = ngx_defarm_json_parser(r, lcf->json_max_depth,
+                                         lcf->json_max_nodes,
+                                         lcf->json_max_memory);
+    if (ctx->parser == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_defarm_body_handler);

@@ -151,7 +151,8 @@ sub spawn {
 # start_nginx(name => 'pool', http => $text, server => $text) -> handle:
 # { name, port, root, pid }, with $h->log($mark) and $h->log_mark.
 # master => 1 runs a master process and one worker (what a reload needs);
-# $h->{pid} is then the master's.
+# $h->{pid} is then the master's.  connections => N sets
+# worker_connections (256 by default).
 sub start_nginx {
     my (%opt) = @_;
     my $name = $opt{name} // die "start_nginx: name => is required\n";
@@ -174,6 +175,8 @@ sub start_nginx {
 
     my $http = $opt{http} // '';
     my $server = $opt{server} // '';
+    my $conns = $opt{connections} // 256;
+    my $nofile = $conns * 2 + 64;
 
     open my $fh, '>', "$root/conf/nginx.conf" or die "$root: $!\n";
     print $fh <<"_EOC_";
@@ -182,8 +185,9 @@ $modules
 worker_processes 1;
 ${proc}error_log $root/logs/error.log info;
 pid $root/logs/nginx.pid;
+worker_rlimit_nofile $nofile;
 
-events { worker_connections 256; }
+events { worker_connections $conns; }
 
 http {
     access_log off;
