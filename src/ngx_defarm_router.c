@@ -14,6 +14,11 @@
  * segments match any non-empty segment).  When several routes match, the one
  * with the most literal segments wins, so "/api/items/stats" beats
  * "/api/items/:dfid" whatever the order of the tables.
+ *
+ * A request path matches exactly: "/metrics/", "//metrics" (with
+ * merge_slashes off) and "/api//items" are not routes, because nginx's own
+ * location matching does not see them as the same path, and an access rule
+ * on "location = /metrics" must not be walked around.
  */
 
 
@@ -30,6 +35,8 @@ typedef struct {
 
 static ngx_uint_t ngx_defarm_split(u_char *p, u_char *last, ngx_str_t *segs,
     ngx_uint_t max);
+static ngx_uint_t ngx_defarm_split_exact(u_char *p, u_char *last,
+    ngx_str_t *segs, ngx_uint_t max);
 
 
 static ngx_str_t  ngx_defarm_method_names[] = {
@@ -70,6 +77,45 @@ ngx_defarm_split(u_char *p, u_char *last, ngx_str_t *segs, ngx_uint_t max)
 
         while (p < last && *p != '/') {
             p++;
+        }
+
+        segs[n].data = start;
+        segs[n].len = p - start;
+        n++;
+    }
+
+    return n;
+}
+
+
+/* a request path: "/" and then non-empty segments, or max + 1 */
+
+static ngx_uint_t
+ngx_defarm_split_exact(u_char *p, u_char *last, ngx_str_t *segs,
+    ngx_uint_t max)
+{
+    u_char      *start;
+    ngx_uint_t   n;
+
+    if (p == last || *p != '/') {
+        return max + 1;
+    }
+
+    if (last - p == 1) {
+        return 0;                       /* "/" */
+    }
+
+    n = 0;
+
+    while (p < last) {
+        start = ++p;                    /* past the '/' */
+
+        while (p < last && *p != '/') {
+            p++;
+        }
+
+        if (p == start || n == max) {
+            return max + 1;             /* an empty segment, or too many */
         }
 
         segs[n].data = start;
@@ -150,8 +196,8 @@ ngx_defarm_router_match(ngx_http_request_t *r, ngx_defarm_main_conf_t *mcf,
         return NGX_DEFARM_ROUTE_NOT_FOUND;
     }
 
-    n = ngx_defarm_split(r->uri.data, r->uri.data + r->uri.len, segs,
-                         NGX_DEFARM_MAX_SEGMENTS);
+    n = ngx_defarm_split_exact(r->uri.data, r->uri.data + r->uri.len, segs,
+                               NGX_DEFARM_MAX_SEGMENTS);
 
     if (n > NGX_DEFARM_MAX_SEGMENTS) {
         return NGX_DEFARM_ROUTE_NOT_FOUND;
@@ -177,6 +223,10 @@ ngx_defarm_router_match(ngx_http_request_t *r, ngx_defarm_main_conf_t *mcf,
 
         if (!lcf->api && !(rt->flags & NGX_DEFARM_ROUTE_HEALTH)) {
             continue;
+        }
+
+        if (lcf->api && (rt->flags & NGX_DEFARM_ROUTE_METRICS)) {
+            continue;                   /* only where defarm_health is */
         }
 
         for (k = 0; k < n; k++) {

@@ -15,6 +15,7 @@
 #define NGX_DEFARM_ROUTE_HEALTH  0x01  /* also served by defarm_health */
 #define NGX_DEFARM_ROUTE_BODY    0x02  /* a JSON body is read and parsed */
 #define NGX_DEFARM_ROUTE_ECHO    0x04  /* only with defarm_echo on */
+#define NGX_DEFARM_ROUTE_METRICS 0x08  /* by defarm_health, not defarm_api */
 
 
 typedef ngx_int_t (*ngx_defarm_handler_pt)(ngx_http_request_t *r,

@@ -97,11 +97,46 @@ Allow: GET, HEAD
 
 
 
-=== TEST 7: a trailing slash and doubled slashes route the same
+=== TEST 7: a route matches exactly: a trailing slash or an empty segment is not it
+--- config
+    merge_slashes off;
+    location / {
+        defarm_api on;
+        defarm_echo on;
+    }
+--- request eval
+["GET /health/", "GET //health", "GET /api//version", "GET /health", "GET /"]
+--- error_code eval
+[404, 404, 404, 200, 200]
+
+
+
+=== TEST 7b: defarm_api does not serve /metrics, in any spelling
+--- config
+    merge_slashes off;
+    location / {
+        defarm_api on;
+    }
+    location = /metrics {
+        defarm_health on;
+        deny all;
+    }
+--- request eval
+["GET /metrics/", "GET //metrics", "GET /metrics//", "GET /metrics"]
+--- error_code eval
+[404, 404, 404, 403]
+
+
+
+=== TEST 7c: defarm_health serves /metrics
+--- config
+    location = /metrics {
+        defarm_health on;
+    }
 --- request
-GET //health/
+GET /metrics
 --- error_code: 200
---- response_body_like: "status":"healthy"
+--- response_body_like: ^# HELP defarm_
 
 
 

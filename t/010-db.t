@@ -23,6 +23,9 @@ add_block_preprocessor(sub {
         defarm_api on;
         defarm_echo on;
     }
+    location = /metrics {
+        defarm_health on;
+    }
 _EOC_
     }
 });

@@ -23,6 +23,9 @@ _EOC_
         add_header X-Cache $defarm_cache always;
         add_header X-Lock-Ms $defarm_lock_ms always;
     }
+    location = /metrics {
+        defarm_health on;
+    }
 _EOC_
     }
 

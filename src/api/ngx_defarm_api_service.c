@@ -41,7 +41,8 @@ ngx_defarm_route_t  ngx_defarm_service_routes[] = {
       ngx_defarm_service_version, NGX_DEFARM_ROUTE_HEALTH },
 
     { NGX_HTTP_GET, ngx_string("/metrics"),
-      ngx_defarm_metrics_handler, NGX_DEFARM_ROUTE_HEALTH },
+      ngx_defarm_metrics_handler,
+      NGX_DEFARM_ROUTE_HEALTH|NGX_DEFARM_ROUTE_METRICS },
 
     { NGX_HTTP_POST, ngx_string("/api/echo"),
       ngx_defarm_service_echo,

@@ -175,6 +175,9 @@ sub start_nginx {
 
     my $http = $opt{http} // '';
     my $server = $opt{server} // '';
+    # metrics are served by defarm_health only (metric() reads them)
+    $server .= "\n        location = /metrics { defarm_health on; }\n"
+        unless $server =~ m{location\s*=\s*/metrics\b};
     my $conns = $opt{connections} // 256;
     my $nofile = $conns * 2 + 64;
 
