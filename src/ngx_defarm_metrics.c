@@ -203,7 +203,12 @@ ngx_defarm_metrics_init_process(ngx_cycle_t *cycle)
             continue;                   /* another worker was quicker */
         }
 
-        ngx_memzero(&slots[i].pg, sizeof(ngx_defarm_pg_stats_t));
+        /* every figure after the pid: none of a dead worker's is kept */
+
+        ngx_memzero((u_char *) &slots[i]
+                    + offsetof(ngx_defarm_stats_slot_t, pg),
+                    sizeof(ngx_defarm_stats_slot_t)
+                    - offsetof(ngx_defarm_stats_slot_t, pg));
         ngx_defarm_metrics_mine = &slots[i];
 
         return NGX_OK;
@@ -342,6 +347,10 @@ ngx_defarm_metrics_cache(u_char *p, ngx_defarm_cache_stats_t *st)
             "room\n"
             "# TYPE defarm_cache_evictions_total counter\n"
             "defarm_cache_evictions_total %uA\n"
+            "# HELP defarm_cache_oversize_total values not stored: larger "
+            "than max_value\n"
+            "# TYPE defarm_cache_oversize_total counter\n"
+            "defarm_cache_oversize_total %uA\n"
             "# HELP defarm_cache_expired_total entries found expired or "
             "invalidated\n"
             "# TYPE defarm_cache_expired_total counter\n"
@@ -355,7 +364,7 @@ ngx_defarm_metrics_cache(u_char *p, ngx_defarm_cache_stats_t *st)
             "cache lock\n"
             "# TYPE defarm_cache_lock_wait_ms histogram\n",
             st->entries, st->hits, st->misses, st->sets, st->evictions,
-            st->expired, st->lock_first_try, st->lock_retries,
+            st->oversize, st->expired, st->lock_first_try, st->lock_retries,
             st->lock_timeouts);
 
     cumulative = 0;

@@ -127,3 +127,41 @@ qr/\[emerg\] .*defarm_redis: "no-such-host\.invalid:6379" could not be resolved/
 GET /health/redis
 --- error_code: 503
 --- response_body_like: "status":"disconnected"
+
+
+
+=== TEST 11: defarm_cache: a max_value over an eighth of the zone is refused
+--- http_config
+    defarm_cache zone=cfg_mv:64k max_value=16k;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_cache" directive has a max_value over an eighth of its zone/
+
+
+
+=== TEST 12: defarm_cache: a max_value that is not a size is refused
+--- http_config
+    defarm_cache zone=cfg_mv2:1m max_value=lots;
+--- config
+    location / {
+        defarm_api on;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*defarm_cache: invalid parameter "max_value=lots"/
+
+
+
+=== TEST 13: defarm_json_max_memory below 1k is refused
+--- config
+    location / {
+        defarm_api on;
+        defarm_json_max_memory 100;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"defarm_json_max_memory" must be at least 1k/

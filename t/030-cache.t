@@ -157,6 +157,39 @@ GET /api/echo/cache/short:1
 
 
 
+=== TEST 8b: a value too large for the zone is refused without evicting anything
+--- http_config
+    defarm_cache zone=defarm_tiny:32k;
+--- request eval
+[(map { "PUT /api/echo/cache/hot:$_\n{\"value\":\"v$_\"}" } 1 .. 5),
+ "PUT /api/echo/cache/huge:1\n{\"value\":\"" . ("x" x 40000) . "\"}",
+ "PUT /api/echo/cache/over:1\n{\"value\":\"" . ("x" x 4096) . "\"}",
+ (map { "GET /api/echo/cache/hot:$_" } 1 .. 5),
+ "GET /api/echo/cache/huge:1",
+ "GET /metrics"]
+--- error_code eval
+[(200) x 7, (200) x 5, 404, 200]
+--- response_body_like eval
+[("\\{\"stored\":true\\}") x 5, "\\{\"stored\":false\\}",
+ "\\{\"stored\":false\\}",
+ (map { "\"value\":\"v$_\"" } 1 .. 5), "not_found",
+ qr/defarm_cache_evictions_total 0\n.*defarm_cache_oversize_total 2\n/s]
+
+
+
+=== TEST 8c: max_value sets the bound
+--- http_config
+    defarm_cache zone=defarm_mv:1m max_value=100;
+--- request eval
+["PUT /api/echo/cache/mv:1\n{\"value\":\"" . ("x" x 90) . "\"}",
+ "PUT /api/echo/cache/mv:2\n{\"value\":\"" . ("x" x 97) . "\"}"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+["{\"stored\":true}", "{\"stored\":false}"]
+
+
+
 === TEST 9: while another holds the lock, a request gets 503 storage_lock_timeout
 --- request eval
 ["POST /api/echo/cache-lock/hold\n{\"ms\":10000}",

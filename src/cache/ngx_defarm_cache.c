@@ -114,7 +114,7 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                    ((u_char *) conf + cmd->offset);
 
     u_char                  *p;
-    ssize_t                  size;
+    ssize_t                  size, max_value;
     ngx_str_t               *value, name, s;
     ngx_uint_t               i;
     ngx_defarm_cache_t      *cache;
@@ -145,8 +145,22 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_null(&name);
     size = 0;
+    max_value = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "max_value=", 10) == 0) {
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            max_value = ngx_parse_size(&s);
+
+            if (max_value == NGX_ERROR || max_value == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             name.data = value[i].data + 5;
@@ -189,6 +203,21 @@ ngx_defarm_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (cache->lock_step > cache->lock_timeout) {
         return "has a lock_step longer than its lock_timeout";
     }
+
+    /*
+     * A value too large for the zone would make a set evict entry after
+     * entry under the lock before giving up, wiping hot entries on every
+     * miss of a large item: such values are refused before the lock.
+     */
+
+    if (max_value == 0) {
+        max_value = ngx_min(64 * 1024, size / 8);
+
+    } else if (max_value > size / 8) {
+        return "has a max_value over an eighth of its zone";
+    }
+
+    cache->max_value = (size_t) max_value;
 
     cache->zone = ngx_shared_memory_add(cf, &name, size, &ngx_defarm_module);
     if (cache->zone == NULL) {
@@ -671,6 +700,14 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
         return done(r, data, (op == NGX_DEFARM_CACHE_GET
                               || op == NGX_DEFARM_CACHE_INCR)
                              ? NGX_DECLINED : NGX_OK, NULL);
+    }
+
+    if ((op == NGX_DEFARM_CACHE_SET || op == NGX_DEFARM_CACHE_SET_IF)
+        && key->len + value->len > cache->max_value)
+    {
+        /* not stored, and nothing evicted for it: the lock is not taken */
+        (void) ngx_atomic_fetch_add(&cache->sh->stats.oversize, 1);
+        return done(r, data, NGX_DECLINED, NULL);
     }
 
     cr = ngx_pcalloc(r->pool, sizeof(ngx_defarm_cache_req_t));

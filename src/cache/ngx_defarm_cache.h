@@ -32,6 +32,7 @@ typedef struct {
     ngx_atomic_t               misses;
     ngx_atomic_t               sets;
     ngx_atomic_t               evictions;
+    ngx_atomic_t               oversize;      /* refused, over max_value */
     ngx_atomic_t               expired;
     ngx_atomic_t               lock_first_try;
     ngx_atomic_t               lock_retries;
@@ -58,6 +59,7 @@ struct ngx_defarm_cache_s {
     ngx_msec_t                 ttl;
     ngx_msec_t                 lock_timeout;
     ngx_msec_t                 lock_step;
+    size_t                     max_value;     /* key and value, bytes */
 };
 
 
