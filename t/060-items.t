@@ -400,6 +400,17 @@ is(as($alice, POST => "/api/items/$sh/share",
 is(as($alice, POST => "/api/items/$sh/share", {})->{status}, 400,
    'no recipient: 400');
 
+# a permission spelt NULL is that name, never an SQL NULL in the array
+$res = as($alice, POST => "/api/items/$sh/share",
+          { recipient_user_id => $bob->{id},
+            permissions => [ 'read', 'NULL', 'null' ] });
+is($res->{status}, 201, 'share with a permission named NULL');
+is_deeply(body($res)->{permissions}, [ 'read', 'NULL', 'null' ],
+          'the names come back as strings');
+is(sql("SELECT count(*) FROM item_shares WHERE dfid = '$sh' "
+       . "AND array_position(permissions, NULL) IS NOT NULL"), 0,
+   'no NULL element stored');
+
 # values PostgreSQL would refuse are 400s, not 500s
 
 my $vd = sub { { identifiers => [ { key => 'rfid', value => "98200000$$",

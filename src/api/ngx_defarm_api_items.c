@@ -1218,15 +1218,14 @@ ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
 /*
  * POST /api/items/:dfid/share {"recipient_user_id", "permissions"?}:
  * persisted (the original's shares were not).  Permissions are names of
- * [A-Za-z0-9_.:-], so they need no quoting in the array literal.
+ * [A-Za-z0-9_.:-].
  */
 
 
 static ngx_int_t
 ngx_defarm_items_share_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    u_char                  *p;
-    size_t                   i, len;
+    size_t                   i;
     ngx_int_t                rc;
     ngx_defarm_json_t       *v, *e;
     ngx_defarm_items_req_t  *ir;
@@ -1258,8 +1257,6 @@ ngx_defarm_items_share_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
             goto invalid;
         }
 
-        len = 2;
-
         for (e = v->child; e; e = e->next) {
             if (e->type != NGX_DEFARM_JSON_STRING || e->str.len == 0
                 || e->str.len > 32)
@@ -1276,24 +1273,11 @@ ngx_defarm_items_share_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                     goto invalid;
                 }
             }
-
-            len += e->str.len + 1;
         }
 
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
+        if (ngx_defarm_pg_text_array(r->pool, v, &ir->params[3]) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        ir->params[3].data = p;
-        *p++ = '{';
-
-        for (e = v->child; e; e = e->next) {
-            p = ngx_sprintf(p, "%s%V", e == v->child ? "" : ",", &e->str);
-        }
-
-        *p++ = '}';
-        ir->params[3].len = p - ir->params[3].data;
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_share_stmt, ir->params,

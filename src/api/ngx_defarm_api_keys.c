@@ -367,15 +367,13 @@ ngx_defarm_keys_string(ngx_http_request_t *r, ngx_defarm_json_t *v,
 /*
  * A list of paths or addresses, as a PostgreSQL array literal.  Entries
  * have no spaces or control characters (they are stored space-joined in
- * the auth record); quotes and backslashes are escaped for the literal.
+ * the auth record).
  */
 
 static ngx_int_t
 ngx_defarm_keys_list_param(ngx_http_request_t *r, ngx_defarm_json_t *v,
     const char *name, ngx_uint_t ips, ngx_str_t *out)
 {
-    u_char             *p;
-    size_t              len, i;
     ngx_cidr_t          cidr;
     ngx_defarm_json_t  *e;
 
@@ -391,8 +389,6 @@ ngx_defarm_keys_list_param(ngx_http_request_t *r, ngx_defarm_json_t *v,
         return ngx_defarm_keys_invalid(r, name,
                                        "may hold at most 64 entries");
     }
-
-    len = 2;
 
     for (e = v->child; e; e = e->next) {
 
@@ -420,38 +416,11 @@ ngx_defarm_keys_list_param(ngx_http_request_t *r, ngx_defarm_json_t *v,
                                     name, &e->str);
         }
 
-        len += 2 * e->str.len + 3;
     }
 
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
+    if (ngx_defarm_pg_text_array(r->pool, v, out) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    out->data = p;
-    *p++ = '{';
-
-    for (e = v->child; e; e = e->next) {
-
-        if (e != v->child) {
-            *p++ = ',';
-        }
-
-        *p++ = '"';
-
-        for (i = 0; i < e->str.len; i++) {
-            if (e->str.data[i] == '"' || e->str.data[i] == '\\') {
-                *p++ = '\\';
-            }
-
-            *p++ = e->str.data[i];
-        }
-
-        *p++ = '"';
-    }
-
-    *p++ = '}';
-    out->len = p - out->data;
 
     return NGX_DECLINED;
 }
