@@ -149,7 +149,9 @@ ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static void
+/* what is not UTF-8 (or was cut mid-character) becomes '?', in place */
+
+void
 ngx_defarm_utf8_repair(ngx_str_t *s)
 {
     u_char  *p, *last, *next;

@@ -480,6 +480,21 @@ like($r[3]{error} // '', qr/must be a JSON object/, 'item 4: not an object');
 like($r[4]{error} // '', qr/Invalid source entry UUID/, 'item 5: no source');
 is(body(as($alice, GET => "/api/items/$known"))->{enriched_data}{v}, 1,
    'the resolved item\'s cached JSON was dropped');
+
+# a reason cut at its length limit never ends in half a character: the
+# batch still answers per item (a broken byte would make PostgreSQL
+# refuse the whole batch's JSON)
+my $wide = "\x{e9}" x 300;      # the 400-byte limit falls inside one
+$res = as($alice, POST => '/api/items/batch', { items => [
+    { identifiers => [ { key => 'lot', value => "bu1-$$" } ],
+      source_entry => $uuid },
+    { identifiers => [ { key => 'lot', value => "bu2-$$" } ],
+      enriched_data => { $wide => undef }, source_entry => $uuid },
+] });
+is($res->{status}, 200, 'a batch with a long multibyte reason: 200');
+is(body($res)->{success_count}, 1, 'the valid item is created');
+like(body($res)->{results}[1]{error} // '', qr/^"enriched_data\.\x{e9}+/,
+     'the reason quotes the key, as valid UTF-8');
 is(as($alice, POST => '/api/items/batch', { items => [] })->{status}, 400,
    'an empty batch: 400');
 is(as($alice, POST => '/api/items/batch',

@@ -515,7 +515,12 @@ ngx_defarm_enriched_data(ngx_http_request_t *r, ngx_defarm_json_t *data,
 }
 
 
-/* a validation message, in the request pool: NGX_DECLINED */
+/*
+ * A validation message, in the request pool: NGX_DECLINED.  Messages
+ * quote input and are cut at NGX_DEFARM_MAX_INVALID bytes, perhaps inside
+ * a character: repaired here, since a batch embeds them in the JSON it
+ * sends to PostgreSQL, which refuses a broken byte for the whole batch.
+ */
 
 ngx_int_t
 ngx_defarm_invalid(ngx_http_request_t *r, ngx_str_t *err, const char *fmt,
@@ -535,6 +540,7 @@ ngx_defarm_invalid(ngx_http_request_t *r, ngx_str_t *err, const char *fmt,
     }
 
     ngx_memcpy(err->data, buf, err->len);
+    ngx_defarm_utf8_repair(err);
 
     return NGX_DECLINED;
 }
