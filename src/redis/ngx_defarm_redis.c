@@ -25,7 +25,10 @@
  * without Redis, and the waiter stays until hiredis calls back (with the
  * reply, or NULL when the context goes), which frees it.  A lost link is
  * reconnected with capped, jittered backoff; AUTH and SELECT go first on
- * every connection.
+ * every connection.  connect_timeout bounds the whole setup, TCP connect to
+ * the answer to PING or SUBSCRIBE, and an error reply to any of it (Redis
+ * says -LOADING while it reads its dataset after a restart) drops the
+ * connection: a link is either up or on its way to a new attempt.
  *
  * Publish/subscribe delivers nothing to a node that is not listening, so
  * a gap is made up for: invalidations this worker could not publish are
@@ -48,6 +51,7 @@ struct ngx_defarm_redis_link_s {
     ngx_log_t                 *log;
     ngx_uint_t                 subscriber;    /* unsigned  subscriber:1; */
     ngx_uint_t                 connected;     /* unsigned  connected:1; */
+    ngx_uint_t                 failing;       /* unsigned  failing:1; */
     ngx_uint_t                 timeouts;      /* in a row */
     ngx_uint_t                 waiting;       /* commands in flight */
 };
@@ -79,6 +83,8 @@ static void ngx_defarm_redis_on_disconnect(const redisAsyncContext *ac,
     int status);
 static void ngx_defarm_redis_setup_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
+static void ngx_defarm_redis_setup_failed(redisAsyncContext *ac,
+    const char *what, redisReply *rr);
 static void ngx_defarm_redis_message(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_defarm_redis_send_pending(ngx_defarm_redis_link_t *link);
@@ -375,6 +381,7 @@ ngx_defarm_redis_connect(ngx_defarm_redis_link_t *link)
 
     link->ac = ac;
     link->c = c;
+    link->failing = 0;
 
     ac->data = link;
     ac->ev.data = link;
@@ -388,6 +395,8 @@ ngx_defarm_redis_connect(ngx_defarm_redis_link_t *link)
 
     redisAsyncSetConnectCallback(ac, ngx_defarm_redis_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_defarm_redis_on_disconnect);
+
+    /* deleted once the link is up (ngx_defarm_redis_up), not on connect */
 
     ngx_add_timer(&link->connect_timer, link->conf->connect_timeout);
 }
@@ -435,19 +444,37 @@ ngx_defarm_redis_connect_timeout(ngx_event_t *ev)
 {
     ngx_defarm_redis_link_t  *link = ev->data;
 
+    ngx_uint_t  tcp;
+
     if (link->ac == NULL || link->connected) {
         return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, link->log, 0,
-                  "defarm: redis %V: connect timed out", &link->conf->name);
+    /*
+     * Connected but not up: Redis took the connection and did not answer
+     * AUTH, SELECT, PING or SUBSCRIBE in time (a stalled or overloaded
+     * peer).  redisAsyncDisconnect() would wait for those answers, so the
+     * context is freed: its callbacks run with NULL, then, since the TCP
+     * connection was made, hiredis calls the disconnect callback, which
+     * schedules the retry without logging again ("failing").  Not even
+     * connected: no disconnect callback, only the cleanup hook, and the
+     * retry is scheduled here.
+     */
 
-    /* not connected: no disconnect callback; the cleanup hook runs */
+    tcp = (link->ac->c.flags & REDIS_CONNECTED) ? 1 : 0;
+
+    ngx_log_error(NGX_LOG_WARN, link->log, 0,
+                  "defarm: redis %V: %s timed out", &link->conf->name,
+                  tcp ? "handshake" : "connect");
+
+    link->failing = 1;
 
     redisAsyncFree(link->ac);
     link->ac = NULL;
 
-    ngx_defarm_redis_schedule(link);
+    if (!tcp) {
+        ngx_defarm_redis_schedule(link);
+    }
 }
 
 
@@ -457,11 +484,11 @@ ngx_defarm_redis_on_connect(const redisAsyncContext *cac, int status)
     redisAsyncContext        *ac = (redisAsyncContext *) cac;
     ngx_defarm_redis_link_t  *link = ac->data;
 
-    if (link->connect_timer.timer_set) {
-        ngx_del_timer(&link->connect_timer);
-    }
-
     if (status != REDIS_OK) {
+        if (link->connect_timer.timer_set) {
+            ngx_del_timer(&link->connect_timer);
+        }
+
         ngx_log_error(NGX_LOG_WARN, link->log, 0,
                       "defarm: redis %V: cannot connect: %s",
                       &link->conf->name, ac->errstr);
@@ -490,7 +517,8 @@ ngx_defarm_redis_on_connect(const redisAsyncContext *cac, int status)
     /*
      * The link is up once Redis answered what goes first: for the
      * subscriber, its SUBSCRIBE (ngx_defarm_redis_message); for commands,
-     * a PING sent after AUTH and SELECT.
+     * a PING sent after AUTH and SELECT.  Until then the connect timer
+     * runs on.
      */
 
     if (link->subscriber) {
@@ -507,6 +535,10 @@ ngx_defarm_redis_on_connect(const redisAsyncContext *cac, int status)
 static void
 ngx_defarm_redis_up(ngx_defarm_redis_link_t *link)
 {
+    if (link->connect_timer.timer_set) {
+        ngx_del_timer(&link->connect_timer);
+    }
+
     link->connected = 1;
     link->backoff = 0;
     link->timeouts = 0;
@@ -523,10 +555,19 @@ ngx_defarm_redis_ready(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply               *rr = reply;
     ngx_defarm_redis_link_t  *link = ac->data;
 
-    if (rr == NULL || rr->type == REDIS_REPLY_ERROR
-        || ngx_defarm_redis_exiting)
-    {
-        return;                         /* setup failed: it disconnects */
+    /* NULL: the context is being freed, and the disconnect callback runs */
+
+    if (rr == NULL || ngx_defarm_redis_exiting) {
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR) {
+        ngx_defarm_redis_setup_failed(ac, "PING", rr);
+        return;
+    }
+
+    if (link->failing) {
+        return;                         /* AUTH or SELECT failed */
     }
 
     ngx_defarm_redis_up(link);
@@ -554,10 +595,14 @@ ngx_defarm_redis_on_disconnect(const redisAsyncContext *cac, int status)
         return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, link->log, 0,
-                  "defarm: redis %V: connection lost%s%s",
-                  &link->conf->name, status == REDIS_OK ? "" : ": ",
-                  status == REDIS_OK ? "" : ac->errstr);
+    /* a failed setup or a timeout already said why the link goes */
+
+    if (!link->failing) {
+        ngx_log_error(NGX_LOG_WARN, link->log, 0,
+                      "defarm: redis %V: connection lost%s%s",
+                      &link->conf->name, status == REDIS_OK ? "" : ": ",
+                      status == REDIS_OK ? "" : ac->errstr);
+    }
 
     ngx_defarm_redis_schedule(link);
 }
@@ -567,15 +612,42 @@ static void
 ngx_defarm_redis_setup_reply(redisAsyncContext *ac, void *reply,
     void *privdata)
 {
-    redisReply               *rr = reply;
+    redisReply  *rr = reply;
+
+    /* NULL: the context is being freed, and the disconnect callback runs */
+
+    if (rr && rr->type == REDIS_REPLY_ERROR && !ngx_defarm_redis_exiting) {
+        ngx_defarm_redis_setup_failed(ac, privdata, rr);
+    }
+}
+
+
+/*
+ * Redis refused a step of the setup: -LOADING while it reads its dataset
+ * after a restart, -BUSY, -NOAUTH, -NOPERM, a wrong password or database.
+ * The connection is dropped once the answers still due have come (the
+ * connect timer bounds that too); the disconnect callback then schedules
+ * the retry, so the backoff paces this warning, once per connection
+ * however many steps fail, and "connection lost" is not logged after it.
+ */
+
+static void
+ngx_defarm_redis_setup_failed(redisAsyncContext *ac, const char *what,
+    redisReply *rr)
+{
     ngx_defarm_redis_link_t  *link = ac->data;
 
-    if (rr && rr->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, link->log, 0,
-                      "defarm: redis %V: %s failed: %s", &link->conf->name,
-                      (char *) privdata, rr->str);
-        redisAsyncDisconnect(ac);
+    if (link->failing) {
+        return;
     }
+
+    link->failing = 1;
+
+    ngx_log_error(NGX_LOG_WARN, link->log, 0,
+                  "defarm: redis %V: %s failed: %s", &link->conf->name,
+                  what, rr->str);
+
+    redisAsyncDisconnect(ac);
 }
 
 
@@ -588,13 +660,36 @@ ngx_defarm_redis_message(redisAsyncContext *ac, void *reply, void *privdata)
     ngx_str_t                 key;
     ngx_defarm_redis_link_t  *link = privdata;
 
-    if (rr == NULL || rr->type != REDIS_REPLY_ARRAY || rr->elements != 3
+    /* NULL: the context is being freed, and the disconnect callback runs */
+
+    if (rr == NULL || ngx_defarm_redis_exiting) {
+        return;
+    }
+
+    /*
+     * hiredis 0.14 drops a subscribed context on an error reply itself
+     * (the disconnect callback logs it); a later one may pass it here
+     */
+
+    if (rr->type == REDIS_REPLY_ERROR) {
+        if (!link->connected) {
+            ngx_defarm_redis_setup_failed(ac, "SUBSCRIBE", rr);
+        }
+
+        return;
+    }
+
+    if (rr->type != REDIS_REPLY_ARRAY || rr->elements != 3
         || rr->element[0]->type != REDIS_REPLY_STRING)
     {
         return;
     }
 
     if (ngx_strcmp(rr->element[0]->str, "subscribe") == 0) {
+        if (link->failing) {
+            return;                     /* AUTH or SELECT failed */
+        }
+
         ngx_defarm_redis_up(link);
 
         /* whatever changed while nobody listened is forgotten */
