@@ -9,7 +9,8 @@ packages=(
     postgresql postgresql-contrib redis-server
     libtest-base-perl libipc-run-perl libtest-longstring-perl
     libtext-diff-perl liblist-moreutils-perl libwww-perl libhttp-tiny-perl
-    wrk curl valgrind procps
+    libio-socket-ssl-perl
+    wrk curl valgrind procps openssl
 )
 
 missing=()

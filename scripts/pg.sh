@@ -3,6 +3,9 @@
 #
 #   scripts/pg.sh start DIR   initdb (once) and start on a free loopback port;
 #                             prints shell assignments: PGHOST PGPORT ...
+#   scripts/pg.sh start DIR --ssl
+#                             the same, with TLS on (a self-signed certificate
+#                             made at initdb; it stays on across restarts)
 #   scripts/pg.sh stop DIR    stop it
 #
 # PostgreSQL refuses to run as root, so as root it runs as "postgres".
@@ -10,6 +13,7 @@ set -euo pipefail
 
 cmd=$1
 dir=$(realpath -m "$2")
+ssl=${3:-}
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 as_pg() {
@@ -37,6 +41,21 @@ start)
         as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust \
             -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
             || { cat "$dir/initdb.log" >&2; exit 1; }
+    fi
+
+    # The key must belong to the server's user and be 0600, so the pair is
+    # made in the data folder rather than taken from /etc/ssl.
+    if [ "$ssl" = --ssl ] && [ ! -f "$dir/data/server.key" ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
+            -keyout "$dir/data/server.key" -out "$dir/data/server.crt" \
+            >"$dir/openssl.log" 2>&1 \
+            || { cat "$dir/openssl.log" >&2; exit 1; }
+        chmod 0600 "$dir/data/server.key"
+        if [ "$(id -u)" -eq 0 ]; then
+            chown postgres:postgres "$dir/data/server.key" \
+                "$dir/data/server.crt"
+        fi
+        echo "ssl = on" >> "$dir/data/postgresql.conf"
     fi
 
     # a restart (tests stop and start the database) keeps its port
@@ -69,7 +88,7 @@ stop)
     ;;
 
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start DIR [--ssl] | stop DIR" >&2
     exit 2
     ;;
 esac

@@ -11,6 +11,7 @@ var=$top/var/test
 cd "$top"
 
 scripts/pg.sh stop "$var/pg" 2>/dev/null || true
+scripts/pg.sh stop "$var/pg-tls" 2>/dev/null || true     # t/013-db-tls.t's
 scripts/redis.sh stop "$var/redis" 2>/dev/null || true
 rm -rf "$var"
 mkdir -p "$var"
@@ -18,6 +19,7 @@ mkdir -p "$var"
 stop_all() {
     scripts/redis.sh stop "$var/redis" || true
     scripts/pg.sh stop "$var/pg" || true
+    scripts/pg.sh stop "$var/pg-tls" || true
 }
 trap stop_all EXIT
 

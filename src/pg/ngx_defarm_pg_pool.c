@@ -8,6 +8,8 @@
 #include "ngx_defarm_response.h"
 #include "ngx_defarm_metrics.h"
 
+#include <openssl/ssl.h>
+
 
 /*
  * A per-worker pool of non-blocking libpq connections driven by nginx
@@ -19,6 +21,15 @@
  * ngx_postgres hang), so the read event stays armed while the connection
  * lives, and the write event is armed only while libpq has bytes to flush
  * or a connect step waits for writability.
+ *
+ * Over TLS (sslmode other than disable) the socket is not the whole
+ * story: OpenSSL decrypts a record at a time and libpq reads no more than
+ * the room in its buffer, so the end of a record can wait, decrypted,
+ * inside OpenSSL while the kernel holds nothing.  No read event comes for
+ * those bytes, level-triggered or not; if they end a result, the query
+ * would wait for its timeout.  So wherever libpq would wait for input,
+ * it is first asked again for as long as OpenSSL still holds bytes
+ * (ngx_defarm_pg_ssl_pending), as libpq's own blocking waits do.
  *
  * A query belongs to its request and lives in the request pool.  A pool
  * cleanup detaches it from the queue or from its connection when the
@@ -113,6 +124,8 @@ static ngx_int_t ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
     ngx_uint_t on);
 static void ngx_defarm_pg_event_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_defarm_pg_ssl_pending(PGconn *pg);
+static ngx_int_t ngx_defarm_pg_ready(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc);
@@ -517,6 +530,13 @@ ngx_defarm_pg_connect_poll(ngx_defarm_pg_conn_t *pc)
         switch (st) {
 
         case PGRES_POLLING_READING:
+
+            /* the server's answer may be in OpenSSL already: see the top */
+
+            if (ngx_defarm_pg_ssl_pending(pc->pg)) {
+                continue;
+            }
+
             if (ngx_defarm_pg_want_write(pc, 0) != NGX_OK) {
                 ngx_defarm_pg_connect_failed(pc, "cannot watch its socket");
             }
@@ -740,6 +760,47 @@ ngx_defarm_pg_event_handler(ngx_event_t *ev)
 }
 
 
+/* bytes OpenSSL has decrypted and libpq not yet read: see the top */
+
+static ngx_uint_t
+ngx_defarm_pg_ssl_pending(PGconn *pg)
+{
+    SSL  *ssl;
+
+    /* NULL without TLS (and from a libpq built without OpenSSL) */
+
+    ssl = PQsslStruct(pg, "OpenSSL");
+
+    return ssl != NULL && SSL_pending(ssl) > 0;
+}
+
+
+/*
+ * PQisBusy() for an event loop: libpq is first given what OpenSSL holds.
+ * NGX_OK: PQgetResult() will not block; NGX_AGAIN: libpq waits for the
+ * server, and the socket's read event will say when more comes;
+ * NGX_ERROR: reading failed.  Each round takes at least a byte of the one
+ * record OpenSSL holds, so the loop ends.
+ */
+
+static ngx_int_t
+ngx_defarm_pg_ready(ngx_defarm_pg_conn_t *pc)
+{
+    while (PQisBusy(pc->pg)) {
+
+        if (!ngx_defarm_pg_ssl_pending(pc->pg)) {
+            return NGX_AGAIN;
+        }
+
+        if (!PQconsumeInput(pc->pg)) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc)
 {
@@ -758,7 +819,7 @@ ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc)
             PQfreemem(n);
         }
 
-        if (!PQisBusy(pc->pg)) {
+        if (ngx_defarm_pg_ready(pc) == NGX_OK) {
             res = PQgetResult(pc->pg);
 
             if (res == NULL) {
@@ -836,7 +897,17 @@ ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
-    /* 1: libpq still holds bytes; write when the socket can take them */
+    /*
+     * 1: libpq still holds bytes; write when the socket can take them.
+     * Meanwhile the read event stays armed and ngx_defarm_pg_read()
+     * calls PQconsumeInput() and flushes again, as libpq asks of a
+     * non-blocking caller.  The same holds over TLS: an SSL_write() that
+     * wants to read first is "nothing sent" to libpq (1 here), and the
+     * read it needs is done by libpq itself, in the PQconsumeInput() or
+     * in this PQflush() (which reads when it cannot send everything).
+     * PostgreSQL does not renegotiate (there is none in TLS 1.3), so
+     * that is not expected to happen at all.
+     */
 
     if (ngx_defarm_pg_want_write(pc, rc == 1) != NGX_OK) {
         ngx_defarm_pg_lost(pc, "cannot watch its socket");
@@ -850,6 +921,7 @@ ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc)
 static void
 ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
 {
+    ngx_int_t  rc;
     PGresult  *res;
 
     if (!PQconsumeInput(pc->pg)) {
@@ -863,7 +935,20 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
         return;
     }
 
-    while (!PQisBusy(pc->pg)) {
+    /* after each result too: the next one may be in OpenSSL already */
+
+    for ( ;; ) {
+        rc = ngx_defarm_pg_ready(pc);
+
+        if (rc == NGX_ERROR) {
+            ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
         res = PQgetResult(pc->pg);
 
         if (res == NULL) {
