@@ -105,6 +105,8 @@ typedef struct {
     unsigned                   db_timed:1;
     unsigned                   crypt_timed:1;
 
+    unsigned                   drop_body:1;   /* read, not parsed */
+
     unsigned                   via_key:1;     /* the principal: a key's */
     unsigned                   admin_known:1; /* is_admin was looked up */
     unsigned                   is_admin:1;
@@ -123,6 +125,7 @@ ngx_int_t ngx_defarm_conf_msec(ngx_str_t *arg, ngx_defarm_conf_msec_t *params);
 ngx_int_t ngx_defarm_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
 void ngx_defarm_request_body_init(void);
+void ngx_defarm_request_wait(ngx_http_request_t *r);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);

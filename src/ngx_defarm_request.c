@@ -124,13 +124,14 @@ ngx_defarm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_defarm_module);
 
-    if (ctx == NULL || ctx->parser == NULL) {
+    if (ctx == NULL || (ctx->parser == NULL && !ctx->drop_body)) {
         return ngx_defarm_next_body_filter(r, in);
     }
 
     /*
-     * Each buffer is parsed and marked consumed, so nginx reuses its one
-     * body buffer for what comes next.  After a parse error the rest is
+     * Each buffer is parsed (or, for a route without a body, dropped) and
+     * marked consumed, so nginx reuses its one body buffer for what comes
+     * next.  After a parse error the rest is
      * still read (and skipped): the error is answered with its message
      * once the body has ended, and the connection stays usable.  Only the
      * end of the body goes on to nginx's save filter, which it needs to
@@ -147,7 +148,7 @@ ngx_defarm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (b->last > b->pos
+        if (b->last > b->pos && ctx->parser
             && ngx_defarm_json_feed(ctx->parser, b->pos, b->last - b->pos)
                == NGX_ERROR)
         {
@@ -249,12 +250,29 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
     }
 
     if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
+
+        if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
+            return ngx_defarm_dispatch(r, ctx);
+        }
+
+        /*
+         * A body the route does not take is read and dropped before the
+         * handler runs, not left to nginx's discarding: a handler that
+         * waits (for the database, the lock) would otherwise take over
+         * the read handler that drains it, and nginx would arm its
+         * lingering timer at the first wait, so the connection would not
+         * be kept alive once answered.
+         */
+
+        ctx->drop_body = 1;
+
+        rc = ngx_http_read_client_request_body(r, ngx_defarm_body_handler);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
             return rc;
         }
 
-        return ngx_defarm_dispatch(r, ctx);
+        return NGX_DONE;
     }
 
     if (ngx_defarm_json_content_type(r) != NGX_OK) {
@@ -282,6 +300,20 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+/*
+ * A handler suspends its request to wait for PostgreSQL, Redis, the cache
+ * lock or a thread, and a client that goes away meanwhile is noticed.  The
+ * body was read before the handler ran, so there is nothing else to read.
+ */
+
+void
+ngx_defarm_request_wait(ngx_http_request_t *r)
+{
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
 }
 
 

@@ -221,9 +221,8 @@ ngx_defarm_crypt_post(ngx_http_request_t *r, ngx_defarm_crypt_task_t *ct)
                                 "Service temporarily busy, please retry");
     }
 
-    r->main->count++;
+    ngx_defarm_request_wait(r);
     r->main->blocked++;
-    r->read_event_handler = ngx_http_test_reading;
 
     return NGX_DONE;
 }

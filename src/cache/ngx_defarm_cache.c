@@ -801,8 +801,7 @@ ngx_defarm_cache_run(ngx_http_request_t *r, ngx_defarm_cache_op_e op,
 
     ngx_atomic_fetch_add(&cache->sh->stats.lock_retries, 1);
 
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
+    ngx_defarm_request_wait(r);
 
     ngx_add_timer(&cr->retry, cache->lock_step);
 

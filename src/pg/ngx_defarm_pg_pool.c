@@ -1477,8 +1477,7 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 
     /* suspended from here until the pool answers */
 
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
+    ngx_defarm_request_wait(r);
 
     /*
      * Until this function returns, a failure finalizes the request under

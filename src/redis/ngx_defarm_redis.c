@@ -778,8 +778,7 @@ ngx_defarm_redis_command(ngx_http_request_t *r,
 
     ngx_add_timer(&w->timer, link->conf->timeout);
 
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
+    ngx_defarm_request_wait(r);
 
     return NGX_DONE;
 }
