@@ -182,6 +182,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, usage_flush),
       NULL },
 
+    { ngx_string("defarm_user_status_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, status_ttl),
+      NULL },
+
     { ngx_string("defarm_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_defarm_redis_set,
@@ -294,6 +301,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->reset_log = NGX_CONF_UNSET;
     mcf->reset_limit = NGX_CONF_UNSET_UINT;
     mcf->usage_flush = NGX_CONF_UNSET_MSEC;
+    mcf->status_ttl = NGX_CONF_UNSET_MSEC;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -310,6 +318,14 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->reset_log, 0);
     ngx_conf_init_uint_value(mcf->reset_limit, 3);
     ngx_conf_init_msec_value(mcf->usage_flush, 10000);
+    ngx_conf_init_msec_value(mcf->status_ttl, 10000);
+
+    if (mcf->status_ttl == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"defarm_user_status_ttl\" must be more "
+                           "than 0");
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->usage_flush == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

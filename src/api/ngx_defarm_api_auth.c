@@ -191,9 +191,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_apply = {
         "RETURNING user_id), "
     "u AS ("
         "UPDATE users SET password_hash = $2 FROM t "
-        "WHERE users.id = t.user_id RETURNING users.username) "
+        "WHERE users.id = t.user_id RETURNING users.username, users.id) "
     "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u), "
-           "(SELECT username FROM u)",
+           "(SELECT username FROM u), (SELECT id FROM u)",
     2, 0
 };
 
@@ -712,7 +712,8 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
 {
     ngx_defarm_auth_req_t  *ar = data;
 
-    ngx_str_t  record;
+    ngx_str_t                record;
+    ngx_defarm_main_conf_t  *mcf;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -743,8 +744,13 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
                              &ar->workspace_id, &ar->hash)
                  - record.data;
 
+    /* its status is trusted no longer than a token's (defarm_auth.c) */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
     return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &ar->key, &record,
-                                0, ngx_defarm_auth_login_verify, ar);
+                                mcf->status_ttl, ngx_defarm_auth_login_verify,
+                                ar);
 }
 
 
@@ -1195,7 +1201,7 @@ ngx_defarm_auth_reset_hashed(ngx_http_request_t *r, void *data,
 static ngx_int_t
 ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
 {
-    ngx_defarm_auth_req_t  *ar = data;
+    ngx_str_t  username, user_id;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -1219,17 +1225,14 @@ ngx_defarm_auth_reset_done(ngx_http_request_t *r, void *data, PGresult *res)
                                 "found");
     }
 
-    /* the cached auth record holds the old hash: it goes */
+    /* the cached auth record holds the old hash: the user's records go */
 
-    ar->key.len = sizeof("user::auth") - 1 + PQgetlength(res, 0, 2);
-    ar->key.data = ngx_pnalloc(r->pool, ar->key.len);
-    if (ar->key.data == NULL) {
+    (void) ngx_defarm_pg_text(res, 0, 2, &username);
+    (void) ngx_defarm_pg_text(res, 0, 3, &user_id);
+
+    if (ngx_defarm_auth_user_changed(r, &user_id, &username) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ngx_sprintf(ar->key.data, "user:%s:auth", PQgetvalue(res, 0, 2));
-
-    ngx_defarm_cache_forget(r, &ar->key);
 
     return ngx_defarm_auth_message(r, "Password reset successful. You can "
                                       "now log in with your new password.");

@@ -8,6 +8,7 @@
 #include "auth/ngx_defarm_apikey.h"
 #include "auth/ngx_defarm_jwt.h"
 #include "pg/ngx_defarm_pg.h"
+#include "cache/ngx_defarm_cache.h"
 #include "ngx_defarm_response.h"
 
 
@@ -18,15 +19,30 @@
  * after a look-up for an API key or an admin route), and every refusal is
  * answered here: 401 auth_error (with WWW-Authenticate) for missing or bad
  * credentials, 403 for a principal that may not do this.
+ *
+ * A token proves who signed in, not that they may still come in: on every
+ * request the user's status is checked too, from a record that a change
+ * to the user drops (ngx_defarm_auth_user_changed, on every node through
+ * Redis), read again from PostgreSQL on a miss, and trusted at most
+ * defarm_user_status_ttl when a change was made outside the API.  An admin
+ * route asks PostgreSQL every time.
  */
 
 
 typedef struct {
     ngx_defarm_ctx_t          *ctx;
     ngx_defarm_handler_pt      next;
+    ngx_str_t                  key;           /* "uid:<id>:status" */
+    ngx_str_t                  record;        /* read from PostgreSQL */
 } ngx_defarm_auth_next_t;
 
 
+static ngx_int_t ngx_defarm_auth_status_cached(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_auth_status_read(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_status_check(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_admin_done(ngx_http_request_t *r,
     void *data, PGresult *res);
 static void ngx_defarm_auth_code(ngx_http_request_t *r,
@@ -196,12 +212,6 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     ctx->workspace_id = claims.workspace_id;
     ctx->tier = claims.tier;
 
-    if (!(flags & NGX_DEFARM_AUTH_ADMIN)) {
-        return next(r, ctx);
-    }
-
-    /* a token says nothing of admin rights: the database does, now */
-
     an = ngx_palloc(r->pool, sizeof(ngx_defarm_auth_next_t));
     if (an == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -210,8 +220,162 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     an->ctx = ctx;
     an->next = next;
 
-    return ngx_defarm_pg_query(r, &ngx_defarm_auth_admin_stmt, &ctx->user_id,
-                               ngx_defarm_auth_admin_done, an);
+    if (flags & NGX_DEFARM_AUTH_ADMIN) {
+
+        /* a token says nothing of admin rights: the database does, now */
+
+        return ngx_defarm_pg_query(r, &ngx_defarm_auth_admin_stmt,
+                                   &ctx->user_id, ngx_defarm_auth_admin_done,
+                                   an);
+    }
+
+    if (ngx_defarm_auth_status_key(r->pool, &ctx->user_id, &an->key)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &an->key, NULL, 0,
+                                ngx_defarm_auth_status_cached, an);
+}
+
+
+/* a family per user: what a change to the user drops */
+
+ngx_int_t
+ngx_defarm_auth_status_key(ngx_pool_t *pool, ngx_str_t *user_id,
+    ngx_str_t *key)
+{
+    key->len = sizeof("uid::status") - 1 + user_id->len;
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(key->data, "uid:%V:status", user_id);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A user's status, login or admin rights changed (or the user went):
+ * their cached records go, here and on every node, so that the change
+ * takes effect on the next request.  The routes that change a user call
+ * this before they answer.
+ */
+
+ngx_int_t
+ngx_defarm_auth_user_changed(ngx_http_request_t *r, ngx_str_t *user_id,
+    ngx_str_t *username)
+{
+    ngx_str_t  family;
+
+    family.len = sizeof("uid::") - 1 + user_id->len;
+    family.data = ngx_pnalloc(r->pool, family.len);
+    if (family.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(family.data, "uid:%V:", user_id);
+    ngx_defarm_cache_forget(r, &family);
+
+    if (username == NULL) {
+        return NGX_OK;
+    }
+
+    family.len = sizeof("user::") - 1 + username->len;
+    family.data = ngx_pnalloc(r->pool, family.len);
+    if (family.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(family.data, "user:%V:", username);
+    ngx_defarm_cache_forget(r, &family);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_status_cached(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *value)
+{
+    ngx_defarm_auth_next_t  *an = data;
+
+    if (rc == NGX_OK) {
+        return ngx_defarm_auth_status_check(r, an, NGX_OK, value);
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_auth_admin_stmt,
+                               &an->ctx->user_id, ngx_defarm_auth_status_read,
+                               an);
+}
+
+
+static ngx_int_t
+ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_auth_next_t  *an = data;
+
+    ngx_defarm_main_conf_t  *mcf;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    /* the status, or "-" for a user that no longer exists */
+
+    if (PQntuples(res) == 0) {
+        ngx_str_set(&an->record, "-");
+
+    } else {
+        (void) ngx_defarm_pg_text(res, 0, 0, &an->record);
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    /* stored only if no change came since the miss (SET_IF) */
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &an->key,
+                                &an->record, mcf->status_ttl,
+                                ngx_defarm_auth_status_check, an);
+}
+
+
+/* as a cache callback: a hit's record in "value", or the one just read */
+
+static ngx_int_t
+ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *value)
+{
+    ngx_defarm_auth_next_t  *an = data;
+
+    u_char     status[32];
+    ngx_int_t  st;
+
+    if (value == NULL) {
+        value = &an->record;
+    }
+
+    if (value->len == 0 || value->len >= sizeof(status)) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (value->len == 1 && value->data[0] == '-') {
+        /* the original's answer for a token of a user who is gone */
+        return ngx_defarm_error(r, NGX_HTTP_NOT_FOUND,
+                                NGX_DEFARM_ERR_NOT_FOUND, "User not found");
+    }
+
+    ngx_cpystrn(status, value->data, value->len + 1);
+
+    st = ngx_defarm_auth_status(r, (char *) status);
+    if (st != NGX_DECLINED) {
+        return st;
+    }
+
+    return an->next(r, an->ctx);
 }
 
 
