@@ -398,7 +398,7 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->json_max_nodes, prev->json_max_nodes,
                               65536);
     ngx_conf_merge_size_value(conf->json_max_memory, prev->json_max_memory,
-                              4 * 1024 * 1024);
+                              2 * 1024 * 1024);
 
     if (conf->json_max_memory < 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
