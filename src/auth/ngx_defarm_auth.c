@@ -37,6 +37,8 @@ typedef struct {
 } ngx_defarm_auth_next_t;
 
 
+static ngx_int_t ngx_defarm_auth_forget(ngx_http_request_t *r,
+    const char *prefix, ngx_str_t *name);
 static ngx_int_t ngx_defarm_auth_status_cached(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_status_read(ngx_http_request_t *r,
@@ -269,28 +271,29 @@ ngx_int_t
 ngx_defarm_auth_user_changed(ngx_http_request_t *r, ngx_str_t *user_id,
     ngx_str_t *username)
 {
+    if (ngx_defarm_auth_forget(r, "uid:", user_id) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return username ? ngx_defarm_auth_forget(r, "user:", username) : NGX_OK;
+}
+
+
+/* the family "<prefix><name>:" goes, here and on the other nodes */
+
+static ngx_int_t
+ngx_defarm_auth_forget(ngx_http_request_t *r, const char *prefix,
+    ngx_str_t *name)
+{
     ngx_str_t  family;
 
-    family.len = sizeof("uid::") - 1 + user_id->len;
+    family.len = ngx_strlen(prefix) + name->len + 1;
     family.data = ngx_pnalloc(r->pool, family.len);
     if (family.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(family.data, "uid:%V:", user_id);
-    ngx_defarm_cache_forget(r, &family);
-
-    if (username == NULL) {
-        return NGX_OK;
-    }
-
-    family.len = sizeof("user::") - 1 + username->len;
-    family.data = ngx_pnalloc(r->pool, family.len);
-    if (family.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(family.data, "user:%V:", username);
+    ngx_sprintf(family.data, "%s%V:", prefix, name);
     ngx_defarm_cache_forget(r, &family);
 
     return NGX_OK;
