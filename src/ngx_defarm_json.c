@@ -82,7 +82,6 @@ static yajl_callbacks  ngx_defarm_json_callbacks = {
 };
 
 
-
 static ngx_int_t
 ngx_defarm_json_charge(ngx_defarm_json_parser_t *ps, size_t size)
 {

@@ -131,11 +131,10 @@ ngx_defarm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     /*
      * Each buffer is parsed (or, for a route without a body, dropped) and
      * marked consumed, so nginx reuses its one body buffer for what comes
-     * next.  After a parse error the rest is
-     * still read (and skipped): the error is answered with its message
-     * once the body has ended, and the connection stays usable.  Only the
-     * end of the body goes on to nginx's save filter, which it needs to
-     * know that reading is over.
+     * next.  After a parse error the rest is still read (and skipped):
+     * the error is answered with its message once the body has ended, and
+     * the connection stays usable.  Only the end of the body goes on to
+     * nginx's save filter, which it needs to know that reading is over.
      */
 
     last = 0;
@@ -266,16 +265,7 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
 
         ctx->drop_body = 1;
 
-        rc = ngx_http_read_client_request_body(r, ngx_defarm_body_handler);
-
-        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        return NGX_DONE;
-    }
-
-    if (ngx_defarm_json_content_type(r) != NGX_OK) {
+    } else if (ngx_defarm_json_content_type(r) != NGX_OK) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -284,13 +274,14 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
         return ngx_defarm_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                 NGX_DEFARM_ERR_UNSUPPORTED_MEDIA_TYPE,
                                 "Content-Type must be application/json");
-    }
 
-    ctx->parser = ngx_defarm_json_parser(r, lcf->json_max_depth,
-                                         lcf->json_max_nodes,
-                                         lcf->json_max_memory);
-    if (ctx->parser == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    } else {
+        ctx->parser = ngx_defarm_json_parser(r, lcf->json_max_depth,
+                                             lcf->json_max_nodes,
+                                             lcf->json_max_memory);
+        if (ctx->parser == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_defarm_body_handler);

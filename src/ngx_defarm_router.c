@@ -35,8 +35,6 @@ typedef struct {
 
 static ngx_uint_t ngx_defarm_split(u_char *p, u_char *last, ngx_str_t *segs,
     ngx_uint_t max);
-static ngx_uint_t ngx_defarm_split_exact(u_char *p, u_char *last,
-    ngx_str_t *segs, ngx_uint_t max);
 
 
 static ngx_str_t  ngx_defarm_method_names[] = {
@@ -51,48 +49,10 @@ static ngx_uint_t  ngx_defarm_method_bits[] = {
 };
 
 
+/* a path, a route's or a request's: "/" then non-empty segments; or max + 1 */
+
 static ngx_uint_t
 ngx_defarm_split(u_char *p, u_char *last, ngx_str_t *segs, ngx_uint_t max)
-{
-    u_char      *start;
-    ngx_uint_t   n;
-
-    n = 0;
-
-    while (p < last) {
-
-        while (p < last && *p == '/') {
-            p++;
-        }
-
-        if (p == last) {
-            break;
-        }
-
-        if (n == max) {
-            return max + 1;
-        }
-
-        start = p;
-
-        while (p < last && *p != '/') {
-            p++;
-        }
-
-        segs[n].data = start;
-        segs[n].len = p - start;
-        n++;
-    }
-
-    return n;
-}
-
-
-/* a request path: "/" and then non-empty segments, or max + 1 */
-
-static ngx_uint_t
-ngx_defarm_split_exact(u_char *p, u_char *last, ngx_str_t *segs,
-    ngx_uint_t max)
 {
     u_char      *start;
     ngx_uint_t   n;
@@ -151,7 +111,8 @@ ngx_defarm_router_add(ngx_conf_t *cf, ngx_defarm_main_conf_t *mcf,
 
         if (n > NGX_DEFARM_MAX_SEGMENTS) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "defarm route \"%V\" has too many segments",
+                               "defarm route \"%V\" has an empty segment "
+                               "or too many",
                                &routes->pattern);
             return NGX_ERROR;
         }
@@ -196,8 +157,8 @@ ngx_defarm_router_match(ngx_http_request_t *r, ngx_defarm_main_conf_t *mcf,
         return NGX_DEFARM_ROUTE_NOT_FOUND;
     }
 
-    n = ngx_defarm_split_exact(r->uri.data, r->uri.data + r->uri.len, segs,
-                               NGX_DEFARM_MAX_SEGMENTS);
+    n = ngx_defarm_split(r->uri.data, r->uri.data + r->uri.len, segs,
+                         NGX_DEFARM_MAX_SEGMENTS);
 
     if (n > NGX_DEFARM_MAX_SEGMENTS) {
         return NGX_DEFARM_ROUTE_NOT_FOUND;

@@ -37,6 +37,8 @@ typedef struct {
 } ngx_defarm_auth_next_t;
 
 
+static ngx_int_t ngx_defarm_auth_status_key(ngx_pool_t *pool,
+    ngx_str_t *user_id, ngx_str_t *key);
 static ngx_int_t ngx_defarm_auth_forget(ngx_http_request_t *r,
     const char *prefix, ngx_str_t *name);
 static ngx_int_t ngx_defarm_auth_status_cached(ngx_http_request_t *r,
@@ -244,7 +246,7 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 /* a family per user: what a change to the user drops */
 
-ngx_int_t
+static ngx_int_t
 ngx_defarm_auth_status_key(ngx_pool_t *pool, ngx_str_t *user_id,
     ngx_str_t *key)
 {

@@ -27,8 +27,6 @@ ngx_int_t ngx_defarm_auth_require(ngx_http_request_t *r,
 ngx_int_t ngx_defarm_auth_fail(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *why);
 ngx_int_t ngx_defarm_auth_status(ngx_http_request_t *r, const char *status);
-ngx_int_t ngx_defarm_auth_status_key(ngx_pool_t *pool, ngx_str_t *user_id,
-    ngx_str_t *key);
 ngx_int_t ngx_defarm_auth_user_changed(ngx_http_request_t *r,
     ngx_str_t *user_id, ngx_str_t *username);
 
