@@ -146,29 +146,14 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_last_login = {
 
 /*
  * A reset token is 32 random bytes, shown once as 64 hex digits; only the
- * SHA-256 of the raw bytes is stored (PostgreSQL computes it).  One
- * statement finds the user, counts the last hour's tokens and inserts.
+ * SHA-256 of the raw bytes is stored (PostgreSQL computes it).  The
+ * function finds the user and, under a per-user lock, counts the last
+ * hour's tokens and inserts (sql/012).
  */
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_issue = {
     "defarm_auth_reset_issue",
-    "WITH u AS ("
-        "SELECT id FROM users "
-        "WHERE ($1::text IS NOT NULL AND email = $1) "
-           "OR ($1::text IS NULL AND username = $2) "
-        "LIMIT 1), "
-    "recent AS ("
-        "SELECT count(*) AS n FROM password_reset_tokens t "
-        "JOIN u ON t.user_id = u.id "
-        "WHERE t.created_at > now() - interval '1 hour'), "
-    "ins AS ("
-        "INSERT INTO password_reset_tokens "
-            "(user_id, token_hash, expires_at, ip_address, user_agent) "
-        "SELECT u.id, encode(sha256(decode($3, 'hex')), 'hex'), "
-               "now() + interval '30 minutes', $4, $5 "
-        "FROM u, recent WHERE recent.n < $6::int "
-        "RETURNING user_id) "
-    "SELECT user_id FROM ins",
+    "SELECT * FROM defarm_reset_issue($1, $2, $3, $4, $5, $6::int)",
     6, 0
 };
 
