@@ -126,6 +126,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, cache),
       NULL },
 
+    { ngx_string("defarm_item_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_defarm_loc_conf_t, item_cache),
+      NULL },
+
     { ngx_string("defarm_crypt_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_crypt_set_pool,
@@ -364,6 +371,7 @@ ngx_defarm_create_loc_conf(ngx_conf_t *cf)
     lcf->json_max_nodes = NGX_CONF_UNSET_UINT;
     lcf->json_max_memory = NGX_CONF_UNSET_SIZE;
     lcf->db_query_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->item_cache = NGX_CONF_UNSET;
 
     return lcf;
 }
@@ -394,6 +402,7 @@ ngx_defarm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_value(conf->echo, prev->echo, 0);
+    ngx_conf_merge_value(conf->item_cache, prev->item_cache, 1);
     ngx_conf_merge_uint_value(conf->json_max_depth, prev->json_max_depth, 32);
     ngx_conf_merge_uint_value(conf->json_max_nodes, prev->json_max_nodes,
                               65536);

@@ -66,6 +66,7 @@ typedef struct {
     ngx_uint_t                 json_max_nodes;
     size_t                     json_max_memory;
     ngx_msec_t                 db_query_timeout;
+    ngx_flag_t                 item_cache;    /* defarm_item_cache */
 } ngx_defarm_loc_conf_t;
 
 

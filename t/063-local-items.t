@@ -168,4 +168,7 @@ is(as($alice, POST => '/api/items/local/organize',
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 stop_nginx($ng);
 
+is(stale_documents(), 0,
+   'every write left its items\' stored JSON as they are now');
+
 done_testing();

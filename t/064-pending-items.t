@@ -120,4 +120,7 @@ is(as($bob, POST => "/api/items/pending/$p4/resolve",
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 stop_nginx($ng);
 
+is(stale_documents(), 0,
+   'every write left its items\' stored JSON as they are now');
+
 done_testing();

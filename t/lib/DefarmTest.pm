@@ -46,6 +46,7 @@ our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
     wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
     sql redis_start redis_stop redis_pid json_body api_user api_as
+    stale_documents
 );
 
 BEGIN {
@@ -609,6 +610,13 @@ sub sql {
         if $?;
     $out =~ s/\A\s+|\s+\z//g;
     return $out;
+}
+
+# stale_documents() -> how many items' stored JSON (items.doc) is not what
+# PostgreSQL renders for them now: 0 after any writes (sql/013)
+sub stale_documents {
+    return sql("SELECT count(*) FROM items "
+               . "WHERE doc IS DISTINCT FROM defarm_item_json(dfid)::text");
 }
 
 # db_config(size => 1, queue => 0, ...) -> the defarm_db directive for the
