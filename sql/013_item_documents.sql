@@ -61,20 +61,27 @@ CREATE TRIGGER items_doc BEFORE INSERT OR UPDATE ON items
 
 -- the items of the identifiers a statement inserted, updated or deleted
 
+-- (an array, so that the items are found by their key: a join with a
+-- transition table, which has no statistics, may be planned as a scan)
+
 CREATE FUNCTION defarm_item_identifiers_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_dfids  text[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE items SET doc = NULL
-        WHERE dfid IN (SELECT n.dfid FROM new_ids n);
+        v_dfids := ARRAY(SELECT DISTINCT n.dfid FROM new_ids n);
     ELSIF TG_OP = 'UPDATE' THEN
-        UPDATE items SET doc = NULL
-        WHERE dfid IN (SELECT n.dfid FROM new_ids n
-                       UNION SELECT o.dfid FROM old_ids o);
+        v_dfids := ARRAY(SELECT n.dfid FROM new_ids n
+                         UNION SELECT o.dfid FROM old_ids o);
     ELSE
-        UPDATE items SET doc = NULL
-        WHERE dfid IN (SELECT o.dfid FROM old_ids o);
+        v_dfids := ARRAY(SELECT DISTINCT o.dfid FROM old_ids o);
     END IF;
+
+    IF cardinality(v_dfids) > 0 THEN
+        UPDATE items SET doc = NULL WHERE dfid = ANY (v_dfids);
+    END IF;
+
     RETURN NULL;
 END
 $$;
