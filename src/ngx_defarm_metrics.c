@@ -50,6 +50,10 @@ static ngx_defarm_stats_slot_t  *ngx_defarm_metrics_mine;
     offsetof(ngx_defarm_stats_slot_t, redis)                                 \
     + offsetof(ngx_defarm_redis_stats_t, field)
 
+#define ngx_defarm_jwtc_metric(field)                                        \
+    offsetof(ngx_defarm_stats_slot_t, jwt_cache)                             \
+    + offsetof(ngx_defarm_jwt_cache_stats_t, field)
+
 static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
 
     { "defarm_db_connections", "gauge",
@@ -121,6 +125,20 @@ static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
     { "defarm_redis_invalidations_applied_total", "counter",
       "cache invalidations received and applied",
       ngx_defarm_redis_metric(applied) },
+
+    { "defarm_jwt_cache_entries", "gauge",
+      "verified tokens remembered by the workers",
+      ngx_defarm_jwtc_metric(entries) },
+
+    { "defarm_jwt_cache_hits_total", "counter",
+      "tokens found verified already", ngx_defarm_jwtc_metric(hits) },
+
+    { "defarm_jwt_cache_misses_total", "counter",
+      "tokens whose signature was checked", ngx_defarm_jwtc_metric(misses) },
+
+    { "defarm_jwt_cache_evictions_total", "counter",
+      "verified tokens forgotten for newer ones",
+      ngx_defarm_jwtc_metric(evictions) },
 
     { NULL, NULL, NULL, 0 }
 };

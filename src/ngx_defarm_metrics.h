@@ -11,6 +11,7 @@
 #include "ngx_defarm_module.h"
 #include "pg/ngx_defarm_pg.h"
 #include "redis/ngx_defarm_redis.h"
+#include "auth/ngx_defarm_jwt_cache.h"
 
 
 /*
@@ -28,6 +29,7 @@ typedef struct {
     ngx_atomic_t               pid;
     ngx_defarm_pg_stats_t      pg;
     ngx_defarm_redis_stats_t   redis;
+    ngx_defarm_jwt_cache_stats_t  jwt_cache;
 } ngx_defarm_stats_slot_t;
 
 

@@ -12,6 +12,7 @@
 #include "cache/ngx_defarm_cache.h"
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
+#include "auth/ngx_defarm_jwt_cache.h"
 #include "auth/ngx_defarm_usage.h"
 #include "redis/ngx_defarm_redis.h"
 #include "api/ngx_defarm_api.h"
@@ -150,6 +151,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
     { ngx_string("defarm_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_jwt_set_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_jwt_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_jwt_cache_set,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -312,6 +320,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
+    mcf->jwt->cache_max = NGX_CONF_UNSET_UINT;
 
     return mcf;
 }
@@ -342,6 +351,7 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     ngx_conf_init_value(mcf->jwt->ttl, 86400);
     ngx_conf_init_value(mcf->jwt->leeway, 60);
+    ngx_conf_init_uint_value(mcf->jwt->cache_max, 4096);
 
     /* the thread pool is asked for only where the API is served */
 
@@ -494,6 +504,10 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_defarm_metrics_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_defarm_jwt_cache_init_process(cycle, mcf->jwt) != NGX_OK) {
         return NGX_ERROR;
     }
 

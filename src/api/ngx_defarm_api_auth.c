@@ -38,6 +38,7 @@ typedef struct {
     ngx_str_t                  status;
     ngx_str_t                  tier;
     ngx_str_t                  workspace_id;  /* data NULL: null */
+    ngx_uint_t                 version;       /* users.token_version */
     ngx_uint_t                 found;
 } ngx_defarm_auth_req_t;
 
@@ -118,13 +119,13 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_insert_user = {
                        "credits, is_admin, workspace_id) "
     "VALUES ('user-' || gen_random_uuid(), $1, $2, $3, 'Basic', 'Active', "
             "100, false, $4) "
-    "RETURNING id, status, tier, workspace_id",
+    "RETURNING id, status, tier, workspace_id, token_version",
     4, 0
 };
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_user_by_name = {
     "defarm_auth_user_by_name",
-    "SELECT id, status, tier, workspace_id, password_hash "
+    "SELECT id, status, tier, workspace_id, password_hash, token_version "
     "FROM users WHERE username = $1",
     1, 0
 };
@@ -132,7 +133,7 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_user_by_name = {
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_user_by_id = {
     "defarm_auth_user_by_id",
     "SELECT id, status, tier, workspace_id, username, email, "
-           "extract(epoch FROM created_at)::bigint "
+           "extract(epoch FROM created_at)::bigint, token_version "
     "FROM users WHERE id = $1",
     1, 0
 };
@@ -175,7 +176,8 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_auth_reset_apply = {
           "AND used_at IS NULL AND expires_at > now() "
         "RETURNING user_id), "
     "u AS ("
-        "UPDATE users SET password_hash = $2 FROM t "
+        "UPDATE users SET password_hash = $2, "
+                         "token_version = token_version + 1 FROM t "
         "WHERE users.id = t.user_id RETURNING users.username, users.id) "
     "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u), "
            "(SELECT username FROM u), (SELECT id FROM u)",
@@ -443,12 +445,19 @@ ngx_defarm_auth_parse(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 
 static void
-ngx_defarm_auth_row(PGresult *res, ngx_defarm_auth_req_t *ar)
+ngx_defarm_auth_row(PGresult *res, int version_col,
+    ngx_defarm_auth_req_t *ar)
 {
+    ngx_int_t  v;
+
     (void) ngx_defarm_pg_text(res, 0, 0, &ar->user_id);
     (void) ngx_defarm_pg_text(res, 0, 1, &ar->status);
     (void) ngx_defarm_pg_text(res, 0, 2, &ar->tier);
     (void) ngx_defarm_pg_text(res, 0, 3, &ar->workspace_id);
+
+    v = ngx_atoi((u_char *) PQgetvalue(res, 0, version_col),
+                 PQgetlength(res, 0, version_col));
+    ar->version = (v == NGX_ERROR) ? 0 : (ngx_uint_t) v;
 
     ar->found = 1;
 }
@@ -575,7 +584,7 @@ ngx_defarm_auth_register_done(ngx_http_request_t *r, void *data,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_defarm_auth_row(res, ar);
+    ngx_defarm_auth_row(res, 4, ar);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -617,9 +626,11 @@ ngx_defarm_auth_login(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 /*
- * A cached auth record is "id\nstatus\ntier\nworkspace\nhash", the
- * workspace prefixed "=" (a null one is empty): lines, since none of the
- * fields can hold a newline (usernames, ids and hashes are checked).
+ * A cached auth record is "id\nstatus\ntier\nworkspace\nversion\nhash",
+ * the workspace prefixed "=" (a null one is empty): lines, since none of
+ * the fields can hold a newline (usernames, ids and hashes are checked).
+ * A record of another shape (an older module's, in a zone that outlived a
+ * reload) is a miss.
  */
 
 static ngx_int_t
@@ -627,20 +638,22 @@ ngx_defarm_auth_record_parse(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar,
     ngx_str_t *v)
 {
     u_char      *p, *last, *nl;
+    ngx_int_t    n;
+    ngx_str_t    version, *f[6];
     ngx_uint_t   i;
-    ngx_str_t   *f[5];
 
     f[0] = &ar->user_id;
     f[1] = &ar->status;
     f[2] = &ar->tier;
     f[3] = &ar->workspace_id;
-    f[4] = &ar->hash;
+    f[4] = &version;
+    f[5] = &ar->hash;
 
     p = v->data;
     last = v->data + v->len;
 
-    for (i = 0; i < 5; i++) {
-        nl = (i < 4) ? ngx_strlchr(p, last, '\n') : last;
+    for (i = 0; i < 6; i++) {
+        nl = (i < 5) ? ngx_strlchr(p, last, '\n') : last;
         if (nl == NULL) {
             return NGX_ERROR;
         }
@@ -649,6 +662,13 @@ ngx_defarm_auth_record_parse(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar,
         f[i]->len = nl - p;
         p = nl + 1;
     }
+
+    n = ngx_atoi(version.data, version.len);
+    if (n == NGX_ERROR || ngx_strlchr(ar->hash.data, last, '\n')) {
+        return NGX_ERROR;
+    }
+
+    ar->version = n;
 
     if (ar->workspace_id.len == 0) {
         ngx_str_null(&ar->workspace_id);
@@ -711,22 +731,22 @@ ngx_defarm_auth_login_found(ngx_http_request_t *r, void *data, PGresult *res)
                                        ngx_defarm_auth_login_verified, ar);
     }
 
-    ngx_defarm_auth_row(res, ar);
+    ngx_defarm_auth_row(res, 5, ar);
     (void) ngx_defarm_pg_text(res, 0, 4, &ar->hash);
 
     /* cached for the next login; bytes are copied, the lock is brief */
 
     record.len = ar->user_id.len + ar->status.len + ar->tier.len
-                 + ar->workspace_id.len + ar->hash.len + 5;
+                 + ar->workspace_id.len + NGX_INT_T_LEN + ar->hash.len + 6;
     record.data = ngx_pnalloc(r->pool, record.len);
     if (record.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    record.len = ngx_sprintf(record.data, "%V\n%V\n%V\n%s%V\n%V",
+    record.len = ngx_sprintf(record.data, "%V\n%V\n%V\n%s%V\n%ui\n%V",
                              &ar->user_id, &ar->status, &ar->tier,
                              ar->workspace_id.data ? "=" : "",
-                             &ar->workspace_id, &ar->hash)
+                             &ar->workspace_id, ar->version, &ar->hash)
                  - record.data;
 
     /* its status is trusted no longer than a token's (defarm_auth.c) */
@@ -900,7 +920,7 @@ ngx_defarm_auth_refresh_done(ngx_http_request_t *r, void *data,
         return rc;
     }
 
-    ngx_defarm_auth_row(res, ar);
+    ngx_defarm_auth_row(res, 7, ar);
 
     return ngx_defarm_auth_token(r, ar);
 }
@@ -921,6 +941,7 @@ ngx_defarm_auth_token(ngx_http_request_t *r, ngx_defarm_auth_req_t *ar)
     claims.user_id = ar->user_id;
     claims.workspace_id = ar->workspace_id;
     claims.tier = ar->tier;
+    claims.version = ar->version;
 
     if (ngx_defarm_jwt_sign(r, &claims, &token) != NGX_OK) {
         return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,

@@ -34,6 +34,7 @@ typedef struct {
     ngx_defarm_handler_pt      next;
     ngx_str_t                  key;           /* "uid:<id>:status" */
     ngx_str_t                  record;        /* read from PostgreSQL */
+    ngx_uint_t                 version;       /* the token's "tv" */
 } ngx_defarm_auth_next_t;
 
 
@@ -45,6 +46,8 @@ static ngx_int_t ngx_defarm_auth_status_cached(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_status_read(ngx_http_request_t *r,
     void *data, PGresult *res);
+static ngx_int_t ngx_defarm_auth_version(ngx_http_request_t *r,
+    ngx_defarm_auth_next_t *an, ngx_int_t version);
 static ngx_int_t ngx_defarm_auth_status_check(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_admin_done(ngx_http_request_t *r,
@@ -58,7 +61,7 @@ static ngx_str_t  ngx_defarm_www_authenticate = ngx_string("Bearer");
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_admin_stmt = {
     "defarm_auth_admin",
-    "SELECT status, is_admin FROM users WHERE id = $1",
+    "SELECT status, is_admin, token_version FROM users WHERE id = $1",
     1, 0
 };
 
@@ -223,6 +226,7 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
     an->ctx = ctx;
     an->next = next;
+    an->version = claims.version;
 
     if (flags & NGX_DEFARM_AUTH_ADMIN) {
 
@@ -329,13 +333,20 @@ ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
         return ngx_defarm_pg_sql_error(r, res);
     }
 
-    /* the status, or "-" for a user that no longer exists */
+    /* "<status> <token version>", or "-" for a user that no longer exists */
 
     if (PQntuples(res) == 0) {
         ngx_str_set(&an->record, "-");
 
     } else {
-        (void) ngx_defarm_pg_text(res, 0, 0, &an->record);
+        an->record.len = PQgetlength(res, 0, 0) + 1 + PQgetlength(res, 0, 2);
+        an->record.data = ngx_pnalloc(r->pool, an->record.len);
+        if (an->record.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(an->record.data, "%s %s", PQgetvalue(res, 0, 0),
+                    PQgetvalue(res, 0, 2));
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
@@ -356,8 +367,8 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 {
     ngx_defarm_auth_next_t  *an = data;
 
-    u_char     status[32];
-    ngx_int_t  st;
+    u_char     status[32], *sp;
+    ngx_int_t  st, version;
 
     if (value == NULL) {
         value = &an->record;
@@ -375,12 +386,23 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 
     ngx_cpystrn(status, value->data, value->len + 1);
 
-    st = ngx_defarm_auth_status(r, (char *) status);
-    if (st != NGX_DECLINED) {
-        return st;
+    /* an older module's record has no version: the token's is taken */
+
+    version = an->version;
+    sp = (u_char *) ngx_strchr(status, ' ');
+
+    if (sp) {
+        *sp++ = '\0';
+        version = ngx_atoi(sp, ngx_strlen(sp));
     }
 
-    return an->next(r, an->ctx);
+    st = ngx_defarm_auth_status(r, (char *) status);
+
+    if (st == NGX_DECLINED) {
+        st = ngx_defarm_auth_version(r, an, version);
+    }
+
+    return (st == NGX_DECLINED) ? an->next(r, an->ctx) : st;
 }
 
 
@@ -405,6 +427,13 @@ ngx_defarm_auth_admin_done(ngx_http_request_t *r, void *data, PGresult *res)
         return rc;
     }
 
+    rc = ngx_defarm_auth_version(r, an,
+                                 ngx_atoi((u_char *) PQgetvalue(res, 0, 2),
+                                          PQgetlength(res, 0, 2)));
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     an->ctx->admin_known = 1;
     an->ctx->is_admin = (PQgetvalue(res, 0, 1)[0] == 't');
 
@@ -415,6 +444,26 @@ ngx_defarm_auth_admin_done(ngx_http_request_t *r, void *data, PGresult *res)
     }
 
     return an->next(r, an->ctx);
+}
+
+
+/*
+ * A token issued before the user's last password reset (its "tv" behind
+ * the user's token version) no longer signs anyone in.  NGX_DECLINED
+ * means "go on".
+ */
+
+static ngx_int_t
+ngx_defarm_auth_version(ngx_http_request_t *r, ngx_defarm_auth_next_t *an,
+    ngx_int_t version)
+{
+    if (version != NGX_ERROR && (ngx_uint_t) version == an->version) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                "Invalid token: revoked (the password was "
+                                "reset since it was issued)");
 }
 
 

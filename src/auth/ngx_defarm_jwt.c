@@ -5,6 +5,7 @@
 
 
 #include "auth/ngx_defarm_jwt.h"
+#include "auth/ngx_defarm_jwt_cache.h"
 
 #include <jwt.h>
 
@@ -210,7 +211,8 @@ ngx_defarm_jwt_sign(ngx_http_request_t *r, ngx_defarm_claims_t *claims,
         || ngx_defarm_jwt_grant(jwt, "tier", &claims->tier, r->pool)
            != NGX_OK
         || jwt_add_grant_int(jwt, "iat", (long) claims->iat) != 0
-        || jwt_add_grant_int(jwt, "exp", (long) claims->exp) != 0)
+        || jwt_add_grant_int(jwt, "exp", (long) claims->exp) != 0
+        || jwt_add_grant_int(jwt, "tv", (long) claims->version) != 0)
     {
         goto done;
     }
@@ -292,6 +294,7 @@ ngx_defarm_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
 {
     u_char                  *t;
     jwt_t                   *jwt;
+    long                     v;
     time_t                   now;
     ngx_int_t                rc;
     ngx_defarm_main_conf_t  *mcf;
@@ -302,6 +305,11 @@ ngx_defarm_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
 
     if (mcf->jwt->secret.len == 0 || token->len == 0 || token->len > 4096) {
         return NGX_DECLINED;
+    }
+
+    rc = ngx_defarm_jwt_cache_get(r, token, claims);
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     t = ngx_pnalloc(r->pool, token->len + 1);
@@ -363,6 +371,21 @@ ngx_defarm_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
         rc = NGX_ERROR;
         goto done;
     }
+
+    /* a token issued before token versions is of version 0 */
+
+    errno = 0;
+    v = jwt_get_grant_int(jwt, "tv");
+
+    if (errno == 0 && v < 0) {
+        *why = "Invalid token: bad tv";
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    claims->version = (errno == 0) ? (ngx_uint_t) v : 0;
+
+    ngx_defarm_jwt_cache_put(token, claims);
 
     rc = NGX_OK;
 

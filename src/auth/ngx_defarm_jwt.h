@@ -18,10 +18,15 @@ struct ngx_defarm_jwt_conf_s {
     ngx_str_t                  secret;        /* defarm_jwt_secret */
     time_t                     ttl;           /* defarm_jwt_ttl */
     time_t                     leeway;        /* defarm_jwt_leeway */
+    ngx_uint_t                 cache_max;     /* defarm_jwt_cache */
 };
 
 
-/* what a token says: the claims of the original API, plus tier and iat */
+/*
+ * What a token says: the claims of the original API, plus tier, iat and
+ * the user's token version when it was issued (a password reset moves the
+ * version on, and older tokens stop working).
+ */
 
 typedef struct {
     ngx_str_t                  user_id;
@@ -29,6 +34,7 @@ typedef struct {
     ngx_str_t                  tier;
     time_t                     iat;
     time_t                     exp;
+    ngx_uint_t                 version;       /* "tv": users.token_version */
 } ngx_defarm_claims_t;
 
 
