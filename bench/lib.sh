@@ -8,8 +8,12 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 
+# every run from a new database: one left by an earlier run keeps the
+# migrations it was made with and the bloat of its runs
 bench_pg_start() {
     mkdir -p "$bench_var"
+    "$top/scripts/pg.sh" stop "$bench_var/pg" >/dev/null 2>&1 || true
+    rm -rf "$bench_var/pg"
     local pgenv
     pgenv=$("$top/scripts/pg.sh" start "$bench_var/pg")
     eval "$pgenv"
