@@ -13,9 +13,12 @@
 #      pool), against pgbench -S -M prepared with as many clients as wrk
 #      has connections; and, for information, against pgbench running the
 #      very statement of a miss;
+#   (1 and 2 in ROUNDS=3 rounds, the median of each kept);
 #   3. POST /api/items, every request a new item (a unique identifier),
 #      against pgbench calling defarm_item_create() the same way, each
 #      run from the same tables (vacuumed and analysed);
+#   4. the resident memory of both nginx after each run, and over 10^6
+#      more GETs (MEM_SECONDS=20 of cached and uncached at once);
 # and prints the ratios.  wrk's non-2xx responses and socket errors, and
 # pgbench's failed transactions, are printed and must be 0.
 set -euo pipefail
@@ -118,11 +121,26 @@ x_cache "$pa" >/dev/null                       # warms the cache
     || { echo "the uncached nginx answers X-Cache: HIT" >&2; exit 1; }
 [ "$(curl -fsS "http://127.0.0.1:$pa/static")" = "$body" ]
 
-declare -A rate bad
+declare -A rate bad runs
+
+# the median of the runs so far of NAME, given the rate of one more
+median_of() {
+    local name=$1
+    runs[$name]="${runs[$name]:-} $2"
+    rate[$name]=$(echo ${runs[$name]} | tr ' ' '\n' | sort -g \
+                  | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+}
+
+# a run's errors, kept if an earlier run of the same name had some
+note_bad() {
+    case ${bad[$1]:-} in
+        "" | "non-2xx 0, socket errors 0" | "failed 0") bad[$1]=$2 ;;
+    esac
+}
 
 # wrk_run NAME URL [wrk args]: requests/s, non-2xx + socket errors
 wrk_run() {
-    local name=$1 url=$2 out non2xx sock
+    local name=$1 url=$2 out non2xx sock r
     shift 2
     echo "== $name" >&2
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
@@ -131,14 +149,15 @@ wrk_run() {
     non2xx=$(echo "$out" | awk '/^ *Non-2xx or 3xx responses:/ { print $5 }')
     sock=$(echo "$out" | awk '/^ *Socket errors:/ {
                gsub(",", ""); print $4 + $6 + $8 + $10 }')
-    rate[$name]=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
-    [ -n "${rate[$name]}" ] || { echo "wrk did not run" >&2; exit 1; }
-    bad[$name]="non-2xx ${non2xx:-0}, socket errors ${sock:-0}"
+    r=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+    [ -n "$r" ] || { echo "wrk did not run" >&2; exit 1; }
+    median_of "$name" "$r"
+    note_bad "$name" "non-2xx ${non2xx:-0}, socket errors ${sock:-0}"
 }
 
 # pgbench_run NAME [pgbench args]: transactions/s, failed transactions
 pgbench_run() {
-    local name=$1 out failed
+    local name=$1 out failed r
     shift
     echo "== $name" >&2
     out=$(pgbench -M prepared -c "$CONNECTIONS" -j "$THREADS" \
@@ -146,29 +165,47 @@ pgbench_run() {
     echo "$out" >&2
     failed=$(echo "$out" \
              | awk '/^number of failed transactions:/ { print $5 }')
-    rate[$name]=$(echo "$out" | awk '/^tps = / { print $3; exit }')
-    [ -n "${rate[$name]}" ] || { echo "pgbench did not run" >&2; exit 1; }
-    bad[$name]="failed ${failed:-?}"
+    r=$(echo "$out" | awk '/^tps = / { print $3; exit }')
+    [ -n "$r" ] || { echo "pgbench did not run" >&2; exit 1; }
+    median_of "$name" "$r"
+    note_bad "$name" "failed ${failed:-?}"
 }
 
-# 1. cached GET against return 200 of the same bytes
+# the memory of both nginx, after each run; the peak is reported
+declare -A rss
+peak_rss=0
+note_rss() {
+    local a b
+    a=$(bench_rss items-cache)
+    b=$(bench_rss items-nocache)
+    rss[$1]="$a KiB + $b KiB"
+    [ $((a + b)) -le "$peak_rss" ] || peak_rss=$((a + b))
+}
+note_rss start
 
-wrk_run static "http://127.0.0.1:$pa/static"
-wrk_run cached "http://127.0.0.1:$pa/api/items/$dfid" -H "$auth"
-[ "$(x_cache "$pa")" = HIT ] \
-    || { echo "the item is no longer cached after the run" >&2; exit 1; }
-
-# 2. uncached GET against pgbench -S and the statement of a miss
-
-wrk_run uncached "http://127.0.0.1:$pb/api/items/$dfid" -H "$auth"
-
-pgbench_run pgbench_S -S
+# 1. cached GET against return 200 of the same bytes, and 2. uncached GET
+# against pgbench -S and the statement of a miss: ROUNDS rounds of all of
+# them, one after the other, and the median of each (the machine's speed
+# drifts from one run to the next more than the ratios differ)
 
 script=$bench_var/items-get.sql
 printf '%s\n' \
     "SELECT owner_id, doc, owner_id = '$user_id' OR defarm_is_admin('$user_id') FROM items WHERE dfid = :dfid;" \
     > "$script"
-pgbench_run pgbench_get -n -f "$script" -D dfid="$dfid"
+
+for round in $(seq 1 "${ROUNDS:-3}"); do
+    echo "== round $round" >&2
+    wrk_run static "http://127.0.0.1:$pa/static"
+    wrk_run cached "http://127.0.0.1:$pa/api/items/$dfid" -H "$auth"
+    note_rss cached
+    [ "$(x_cache "$pa")" = HIT ] \
+        || { echo "the item is no longer cached after the run" >&2; exit 1; }
+
+    wrk_run uncached "http://127.0.0.1:$pb/api/items/$dfid" -H "$auth"
+    note_rss uncached
+    pgbench_run pgbench_S -S
+    pgbench_run pgbench_get -n -f "$script" -D dfid="$dfid"
+done
 
 # 3. POST /api/items, a new item each, against defarm_item_create()
 
@@ -226,13 +263,33 @@ _EOS_
 fresh_tables
 wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
 post_items=$(created "w-$run-")
+note_rss post
+
+# 4. memory over 10^6 more requests: cached GETs on one nginx, uncached on
+# the other, at once; the growth should be nothing
+mem_requests() {
+    local out
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$1s" -H "$auth" "$2")
+    echo "$out" | awk '/requests in/ { print $1 }'
+}
+before=$(( $(bench_rss items-cache) + $(bench_rss items-nocache) ))
+mem_secs=${MEM_SECONDS:-20}
+echo "== memory: cached and uncached GETs at once, ${mem_secs}s" >&2
+mem_requests "$mem_secs" "http://127.0.0.1:$pb/api/items/$dfid" \
+    > "$bench_var/mem-uncached" &
+mem_cached=$(mem_requests "$mem_secs" "http://127.0.0.1:$pa/api/items/$dfid")
+wait
+mem_total=$((mem_cached + $(cat "$bench_var/mem-uncached")))
+after=$(( $(bench_rss items-cache) + $(bench_rss items-nocache) ))
+[ "$after" -le "$peak_rss" ] || peak_rss=$after
 
 fresh_tables
 pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
 pgbench_items=$(created "p-")
 
 echo
-printf '%-46s %12s  %s\n' "measurement ($CONNECTIONS clients, ${DURATION}s)" \
+printf '%-46s %12s  %s\n' \
+    "measurement ($CONNECTIONS clients, ${DURATION}s, median)" \
     "per second" "errors"
 row() { printf '%-46s %12.0f  %s\n' "$1" "${rate[$2]}" "${bad[$2]}"; }
 row "nginx return 200 (same ${#body} bytes)" static
@@ -244,6 +301,14 @@ row "pgbench, defarm_item_create()" pgbench_create
 row "POST /api/items" post
 echo "  POST /api/items in the database:  $post_items"
 echo "  pgbench creates in the database:  $pgbench_items"
+echo
+echo "RSS of both nginx (master and workers):"
+for k in start cached uncached post; do
+    printf '  after %-10s %s\n' "$k" "${rss[$k]}"
+done
+echo "  peak                  $peak_rss KiB"
+echo "  over $mem_total more requests: $before -> $after KiB" \
+     "($((after - before)) KiB)"
 echo
 ratio() {
     awk -v a="${rate[$2]}" -v b="${rate[$3]}" -v l="$1" -v t="$4" \

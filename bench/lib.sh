@@ -25,13 +25,14 @@ bench_pg_stop() {
     "$top/scripts/pg.sh" stop "$bench_var/pg" || true
 }
 
-# bench_nginx_start PORT HTTP_CONFIG SERVER_CONFIG [NAME]
+# bench_nginx_start PORT HTTP_CONFIG SERVER_CONFIG [NAME [MAIN_CONFIG]]
 bench_nginx_start() {
-    local port=$1 http=$2 server=$3 root=$bench_var/${4:-nginx}
+    local port=$1 http=$2 server=$3 root=$bench_var/${4:-nginx} main=${5:-}
     mkdir -p "$root/logs" "$root/conf"
     cat > "$root/conf/nginx.conf" <<_EOC_
 load_module $top/build/ngx_defarm_module.so;
 worker_processes ${WORKERS:-auto};
+$main
 error_log $root/logs/error.log warn;
 pid $root/logs/nginx.pid;
 events { worker_connections 4096; }
@@ -53,6 +54,18 @@ _EOC_
     echo "nginx did not start" >&2
     tail -n 20 "$root/logs/error.log" >&2
     return 1
+}
+
+# bench_rss [NAME]: the resident memory of the whole nginx (the master and
+# its workers), in KiB
+bench_rss() {
+    local root=$bench_var/${1:-nginx} master pid total=0 kb
+    master=$(cat "$root/logs/nginx.pid")
+    for pid in "$master" $(pgrep -P "$master"); do
+        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
 }
 
 # bench_nginx_stop [NAME]
