@@ -3,7 +3,8 @@
 # own client.
 #
 # Measures, in one run on this machine (two nginx of WORKERS=2 workers on
-# one PostgreSQL, a JWT of a user registered through the API):
+# one PostgreSQL, POOL_SIZE=25 connections a worker: as many in all as
+# pgbench has clients; a JWT of a user registered through the API):
 #   1. GET /api/items/:dfid served from the shared-memory cache
 #      ($defarm_cache HIT) under wrk, against nginx's return 200 of the
 #      same body bytes in the same nginx: the cost of the router, the JWT
@@ -13,19 +14,19 @@
 #      pool), against pgbench -S -M prepared with as many clients as wrk
 #      has connections; and, for information, against pgbench running the
 #      very statement of a miss;
-#   (1 and 2 in ROUNDS=3 rounds, the median of each kept);
+#   (1, 2 and 3 in ROUNDS=3 rounds, the median of each kept);
 #   3. POST /api/items, every request a new item (a unique identifier),
 #      against pgbench calling defarm_item_create() the same way, each
 #      run from the same tables (vacuumed and analysed);
 #   4. the resident memory of both nginx after each run, and over 10^6
-#      more GETs (MEM_SECONDS=20 of cached and uncached at once);
+#      more GETs (cached and uncached at once);
 # and prints the ratios.  wrk's non-2xx responses and socket errors, and
 # pgbench's failed transactions, are printed and must be 0.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 WORKERS=${WORKERS:-2}
-POOL_SIZE=${POOL_SIZE:-8}
+POOL_SIZE=${POOL_SIZE:-25}
 
 user_id=
 trap 'bench_nginx_stop items-cache; bench_nginx_stop items-nocache;
@@ -260,32 +261,37 @@ cat > "$script" <<_EOS_
 SELECT * FROM defarm_item_create(:owner, ('[{"namespace":"generic","key":"lot","value":"p-' || :client_id::int || '-' || :r::bigint || '","id_type":"Contextual","scope":"user"}]')::jsonb, '{}'::jsonb, '$source_entry'::uuid);
 _EOS_
 
-fresh_tables
-wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
-post_items=$(created "w-$run-")
-note_rss post
+# in rounds too, each run from the same tables
+for round in $(seq 1 "${ROUNDS:-3}"); do
+    echo "== write round $round" >&2
+    fresh_tables
+    wrk_run post "http://127.0.0.1:$pa/api/items" -s "$lua"
+    post_items=$(created "w-$run-")
+    note_rss post
+    fresh_tables
+    pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
+    pgbench_items=$(created "p-")
+done
 
 # 4. memory over 10^6 more requests: cached GETs on one nginx, uncached on
 # the other, at once; the growth should be nothing
 mem_requests() {
     local out
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"$1s" -H "$auth" "$2")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1s" -H "$auth" "$2")
     echo "$out" | awk '/requests in/ { print $1 }'
 }
 before=$(( $(bench_rss items-cache) + $(bench_rss items-nocache) ))
-mem_secs=${MEM_SECONDS:-20}
-echo "== memory: cached and uncached GETs at once, ${mem_secs}s" >&2
-mem_requests "$mem_secs" "http://127.0.0.1:$pb/api/items/$dfid" \
-    > "$bench_var/mem-uncached" &
-mem_cached=$(mem_requests "$mem_secs" "http://127.0.0.1:$pa/api/items/$dfid")
-wait
-mem_total=$((mem_cached + $(cat "$bench_var/mem-uncached")))
+mem_total=0
+while [ "$mem_total" -lt 1000000 ]; do
+    echo "== memory: cached and uncached GETs at once, 10s" >&2
+    mem_requests 10 "http://127.0.0.1:$pb/api/items/$dfid" \
+        > "$bench_var/mem-uncached" &
+    mem_cached=$(mem_requests 10 "http://127.0.0.1:$pa/api/items/$dfid")
+    wait
+    mem_total=$((mem_total + mem_cached + $(cat "$bench_var/mem-uncached")))
+done
 after=$(( $(bench_rss items-cache) + $(bench_rss items-nocache) ))
 [ "$after" -le "$peak_rss" ] || peak_rss=$after
-
-fresh_tables
-pgbench_run pgbench_create -n -f "$script" -D owner="$user_id"
-pgbench_items=$(created "p-")
 
 echo
 printf '%-46s %12s  %s\n' \
@@ -299,8 +305,8 @@ row "pgbench, the statement of a miss" pgbench_get
 row "GET /api/items/:dfid, defarm_item_cache off" uncached
 row "pgbench, defarm_item_create()" pgbench_create
 row "POST /api/items" post
-echo "  POST /api/items in the database:  $post_items"
-echo "  pgbench creates in the database:  $pgbench_items"
+echo "  POST /api/items in the database (last round):  $post_items"
+echo "  pgbench creates in the database (last round):  $pgbench_items"
 echo
 echo "RSS of both nginx (master and workers):"
 for k in start cached uncached post; do
