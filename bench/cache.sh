@@ -14,7 +14,7 @@ set -euo pipefail
 trap 'kill $holder 2>/dev/null || true; bench_nginx_stop' EXIT
 holder=
 
-port=$((30000 + RANDOM % 10000))
+port=$(free_port)
 value=$(head -c 200 /dev/zero | tr '\0' 'v')
 body="{\"key\":\"item:bench\",\"value\":\"$value\"}"
 

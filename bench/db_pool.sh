@@ -32,7 +32,7 @@ same_tps=$(pgbench -n -f "$script" -M prepared -c "$CONNECTIONS" \
            -j "$THREADS" -T "$DURATION" 2>/dev/null \
            | awk '/^tps = / { print $3; exit }')
 
-port=$((30000 + RANDOM % 10000))
+port=$(free_port)
 pool=${POOL_SIZE:-16}
 bench_nginx_start "$port" \
     "defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$PGUSER\" size=$pool queue=4096;" \

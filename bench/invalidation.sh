@@ -21,8 +21,9 @@ eval "$redisenv"
 mkdir -p "$bench_var"
 head -c 48 /dev/urandom | base64 > "$bench_var/jwt.secret"
 
-pa=$((30000 + RANDOM % 10000))
-pb=$((pa + 1))
+pa=$(free_port)
+pb=$(free_port)
+while [ "$pb" = "$pa" ]; do pb=$(free_port); done
 
 for node in a b; do
     port=$pa

@@ -44,8 +44,9 @@ head -c 36 /dev/urandom | base64 | tr -d '\n' > "$bench_var/items-jwt.secret"
 
 run=$$
 source_entry=7d8f2a4e-3b1c-4c5d-9e6f-0a1b2c3d4e5f
-pa=$((30000 + RANDOM % 10000))
-pb=$((pa + 1))
+pa=$(free_port)
+pb=$(free_port)
+while [ "$pb" = "$pa" ]; do pb=$(free_port); done
 
 http_common="defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
                          user=$PGUSER sslmode=disable\" size=$POOL_SIZE;

@@ -8,6 +8,10 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 
+# ports for the benchmarks' nginx: below the ephemeral range, where the
+# clients' own connections (wrk leaves thousands) cannot hold them
+. "$top/scripts/lib/free_port.sh"
+
 # every run from a new database: one left by an earlier run keeps the
 # migrations it was made with and the bloat of its runs
 bench_pg_start() {

@@ -25,7 +25,7 @@ bench_pg_start
 mkdir -p "$bench_var"
 head -c 36 /dev/urandom | base64 | tr -d '\n' > "$bench_var/login-jwt.secret"
 
-port=$((30000 + RANDOM % 10000))
+port=$(free_port)
 # the thread pool is a main-context directive: it goes before http{}
 root=$bench_var/login
 mkdir -p "$root"
