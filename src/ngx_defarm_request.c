@@ -7,12 +7,14 @@
 #include "ngx_defarm_module.h"
 #include "ngx_defarm_router.h"
 #include "ngx_defarm_response.h"
+#include "auth/ngx_defarm_auth.h"
 
 
 /*
  * The content handler: route the request, read and parse its JSON body
- * when the route takes one, and hand it to the route's handler.  Bodies
- * are read with nginx's own reader, so client_max_body_size and
+ * when the route takes one, authenticate the caller when the route says
+ * who may call it, and hand it to the route's handler.  Bodies are read
+ * with nginx's own reader, so client_max_body_size and
  * client_body_timeout govern them, but a request body filter feeds each
  * piece to the JSON parser as it arrives and keeps nothing: a body costs
  * one client_body_buffer_size buffer while it is read (never a buffer of
@@ -24,6 +26,7 @@
 static ngx_int_t ngx_defarm_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_defarm_dispatch(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx);
 static void ngx_defarm_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_defarm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -84,7 +87,7 @@ ngx_defarm_dispatch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_uint_t  status;
 
     if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {
-        return ctx->route->handler(r, ctx);
+        return ngx_defarm_run(r, ctx);
     }
 
     if (ngx_defarm_json_received(ctx->parser) == 0) {
@@ -108,6 +111,26 @@ ngx_defarm_dispatch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                 NGX_DEFARM_ERR_INTERNAL,
                                 "Internal server error");
+    }
+
+    return ngx_defarm_run(r, ctx);
+}
+
+
+/* the route's access rule first: its handler runs once the caller is known */
+
+static ngx_int_t
+ngx_defarm_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_uint_t  flags;
+
+    flags = ctx->route->flags;
+
+    if (flags & NGX_DEFARM_ROUTE_AUTH) {
+        return ngx_defarm_auth_require(r, ctx,
+                                       flags & (NGX_DEFARM_ROUTE_JWT
+                                                |NGX_DEFARM_ROUTE_ADMIN),
+                                       ctx->route->handler);
     }
 
     return ctx->route->handler(r, ctx);

@@ -17,6 +17,18 @@
 #define NGX_DEFARM_ROUTE_ECHO    0x04  /* only with defarm_echo on */
 #define NGX_DEFARM_ROUTE_METRICS 0x08  /* by defarm_health, not defarm_api */
 
+/*
+ * Who may call a route: none of these is anyone; the router authenticates
+ * before the handler runs (ngx_defarm_auth_require), and an API key's
+ * permission goes by the method.
+ */
+#define NGX_DEFARM_ROUTE_PRINCIPAL 0x10  /* a user's token or an API key */
+#define NGX_DEFARM_ROUTE_JWT       0x20  /* a user's token: keys refused */
+#define NGX_DEFARM_ROUTE_ADMIN     0x40  /* an administrator's token */
+
+#define NGX_DEFARM_ROUTE_AUTH                                                 \
+    (NGX_DEFARM_ROUTE_PRINCIPAL|NGX_DEFARM_ROUTE_JWT|NGX_DEFARM_ROUTE_ADMIN)
+
 
 typedef ngx_int_t (*ngx_defarm_handler_pt)(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);

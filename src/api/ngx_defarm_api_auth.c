@@ -61,14 +61,10 @@ static ngx_int_t ngx_defarm_auth_login_verified(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *hash);
 static ngx_int_t ngx_defarm_auth_profile(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_auth_profile_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_auth_refresh_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_auth_refresh(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_auth_profile_done(ngx_http_request_t *r,
     void *data, PGresult *res);
-static ngx_int_t ngx_defarm_auth_refresh(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_auth_refresh_done(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_auth_token(ngx_http_request_t *r,
@@ -98,10 +94,10 @@ ngx_defarm_route_t  ngx_defarm_auth_routes[] = {
       ngx_defarm_auth_login, NGX_DEFARM_ROUTE_BODY },
 
     { NGX_HTTP_GET, ngx_string("/api/auth/profile"),
-      ngx_defarm_auth_profile, 0 },
+      ngx_defarm_auth_profile, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/auth/refresh"),
-      ngx_defarm_auth_refresh, 0 },
+      ngx_defarm_auth_refresh, NGX_DEFARM_ROUTE_JWT },     /* not a key */
 
     { NGX_HTTP_POST, ngx_string("/api/auth/forgot-password"),
       ngx_defarm_auth_forgot, NGX_DEFARM_ROUTE_BODY },
@@ -801,13 +797,6 @@ ngx_defarm_auth_login_verified(ngx_http_request_t *r, void *data,
 static ngx_int_t
 ngx_defarm_auth_profile(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    return ngx_defarm_auth_require(r, ctx, 0, ngx_defarm_auth_profile_user);
-}
-
-
-static ngx_int_t
-ngx_defarm_auth_profile_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
     return ngx_defarm_pg_query(r, &ngx_defarm_auth_user_by_id, &ctx->user_id,
                                ngx_defarm_auth_profile_done, ctx);
 }
@@ -884,16 +873,6 @@ ngx_defarm_auth_profile_done(ngx_http_request_t *r, void *data,
 
 static ngx_int_t
 ngx_defarm_auth_refresh(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    /* a key cannot mint tokens */
-
-    return ngx_defarm_auth_require(r, ctx, NGX_DEFARM_AUTH_JWT_ONLY,
-                                   ngx_defarm_auth_refresh_user);
-}
-
-
-static ngx_int_t
-ngx_defarm_auth_refresh_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_defarm_auth_req_t  *ar;
 

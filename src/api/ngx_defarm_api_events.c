@@ -43,66 +43,47 @@ static ngx_int_t ngx_defarm_events_list(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_events_metadata(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
-static ngx_int_t ngx_defarm_events_create_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_events_get_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_events_list_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_events_metadata_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-
 static ngx_int_t ngx_defarm_events_outcome(ngx_http_request_t *r,
     void *data, PGresult *res);
-
-
-#define ngx_defarm_events_route(name)                                        \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
-    }
-
-ngx_defarm_events_route(ngx_defarm_events_create)
-ngx_defarm_events_route(ngx_defarm_events_get)
-ngx_defarm_events_route(ngx_defarm_events_list)
-ngx_defarm_events_route(ngx_defarm_events_metadata)
 
 
 ngx_defarm_route_t  ngx_defarm_events_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/events"),
-      ngx_defarm_events_create, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_events_create,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/events/local"),
-      ngx_defarm_events_create, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_events_create,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/local/:local_event_id"),
-      ngx_defarm_events_get, 0 },
+      ngx_defarm_events_get, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/item/:dfid"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/type/:event_type"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/visibility/:visibility"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/timeline"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/public"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/private"),
-      ngx_defarm_events_list, 0 },
+      ngx_defarm_events_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/events/:event_id"),
-      ngx_defarm_events_get, 0 },
+      ngx_defarm_events_get, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/events/:event_id/metadata"),
-      ngx_defarm_events_metadata, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_events_metadata,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     ngx_defarm_route_null
 };
@@ -232,7 +213,7 @@ ngx_defarm_events_not_found(ngx_http_request_t *r, const char *what)
 
 
 static ngx_int_t
-ngx_defarm_events_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_events_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t                *name, none;
     ngx_uint_t                local;
@@ -365,7 +346,7 @@ ngx_defarm_events_outcome(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_events_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_events_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t                *id;
     ngx_uint_t                local;
@@ -430,7 +411,7 @@ ngx_defarm_events_time(ngx_http_request_t *r, const char *name,
 
 
 static ngx_int_t
-ngx_defarm_events_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_events_list(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     time_t                    from, to;
     ngx_int_t                 rc, n;
@@ -536,7 +517,7 @@ ngx_defarm_events_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_events_metadata_user(ngx_http_request_t *r,
+ngx_defarm_events_metadata(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t                *id;

@@ -43,6 +43,19 @@ typedef struct {
 } ngx_defarm_items_req_t;
 
 
+static ngx_int_t ngx_defarm_items_share(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_items_shared_with(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_shared_to(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_batch(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_items_batch_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+
 static ngx_int_t ngx_defarm_items_create(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_list(ngx_http_request_t *r,
@@ -59,46 +72,7 @@ static ngx_int_t ngx_defarm_items_by_identifier(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_merge(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_batch(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_share(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_share_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_shared(ngx_http_request_t *r,
-    void *data, PGresult *res);
-static ngx_int_t ngx_defarm_items_shared_with(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_shared_to(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_batch_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_batch_done(ngx_http_request_t *r,
-    void *data, PGresult *res);
 static ngx_int_t ngx_defarm_items_split(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-
-static ngx_int_t ngx_defarm_items_create_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_list_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_stats_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_get_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_enrich_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_delete_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_merge_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_items_split_user(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_items_outcome(ngx_http_request_t *r,
     ngx_str_t *outcome);
@@ -115,76 +89,58 @@ static ngx_int_t ngx_defarm_items_changed(ngx_http_request_t *r,
     void *data, PGresult *res);
 
 
-/* every route needs a principal; the key's permission goes by method */
-
-#define ngx_defarm_items_route(name)                                         \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
-    }
-
-ngx_defarm_items_route(ngx_defarm_items_create)
-ngx_defarm_items_route(ngx_defarm_items_list)
-ngx_defarm_items_route(ngx_defarm_items_stats)
-ngx_defarm_items_route(ngx_defarm_items_get)
-ngx_defarm_items_route(ngx_defarm_items_enrich)
-ngx_defarm_items_route(ngx_defarm_items_delete)
-ngx_defarm_items_route(ngx_defarm_items_by_identifier)
-ngx_defarm_items_route(ngx_defarm_items_merge)
-ngx_defarm_items_route(ngx_defarm_items_batch)
-ngx_defarm_items_route(ngx_defarm_items_share)
-ngx_defarm_items_route(ngx_defarm_items_shared_with)
-ngx_defarm_items_route(ngx_defarm_items_shared_to)
-ngx_defarm_items_route(ngx_defarm_items_split)
-
-
 ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/items"),
-      ngx_defarm_items_create, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_create,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items"),
-      ngx_defarm_items_list, 0 },
+      ngx_defarm_items_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/batch"),
-      ngx_defarm_items_batch, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_batch,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/search"),
-      ngx_defarm_items_list, 0 },
+      ngx_defarm_items_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/stats"),
-      ngx_defarm_items_stats, 0 },
+      ngx_defarm_items_stats, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/:dfid"),
-      ngx_defarm_items_get, 0 },
+      ngx_defarm_items_get, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_PUT, ngx_string("/api/items/:dfid"),
-      ngx_defarm_items_enrich, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_enrich,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_DELETE, ngx_string("/api/items/:dfid"),
-      ngx_defarm_items_delete, 0 },
+      ngx_defarm_items_delete, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_PUT, ngx_string("/api/items/:dfid/deprecate"),
-      ngx_defarm_items_delete, 0 },
+      ngx_defarm_items_delete, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/identifier/:key/:value"),
-      ngx_defarm_items_by_identifier, 0 },
+      ngx_defarm_items_by_identifier, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/:dfid/merge"),
-      ngx_defarm_items_merge, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_merge,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/:dfid/split"),
-      ngx_defarm_items_split, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_split,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/:dfid/share"),
-      ngx_defarm_items_share, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_items_share,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/:dfid/shared-with/:user_id"),
-      ngx_defarm_items_shared_with, 0 },
+      ngx_defarm_items_shared_with, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/shared-to/:user_id"),
-      ngx_defarm_items_shared_to, 0 },
+      ngx_defarm_items_shared_to, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     ngx_defarm_route_null
 };
@@ -502,7 +458,7 @@ ngx_defarm_items_checked(ngx_http_request_t *r, ngx_int_t rc, ngx_str_t *err)
 
 
 static ngx_int_t
-ngx_defarm_items_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_str_t                err;
@@ -642,7 +598,7 @@ ngx_defarm_items_arg(ngx_http_request_t *r, const char *name, ngx_str_t *out)
 
 
 static ngx_int_t
-ngx_defarm_items_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_list(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     size_t                   i;
     ngx_int_t                rc;
@@ -712,7 +668,7 @@ ngx_defarm_items_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 /* GET /api/items/identifier/:key/:value: the list, filtered */
 
 static ngx_int_t
-ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
+ngx_defarm_items_by_identifier(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t               *p;
@@ -739,7 +695,7 @@ ngx_defarm_items_by_identifier_user(ngx_http_request_t *r,
 /* GET /api/items/stats */
 
 static ngx_int_t
-ngx_defarm_items_stats_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_stats(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_defarm_items_req_t  *ir;
 
@@ -760,7 +716,7 @@ ngx_defarm_items_stats_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
  */
 
 static ngx_int_t
-ngx_defarm_items_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_defarm_loc_conf_t   *lcf;
@@ -874,7 +830,7 @@ ngx_defarm_items_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
 
 
 static ngx_int_t
-ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_enrich(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_str_t                err;
@@ -901,7 +857,7 @@ ngx_defarm_items_enrich_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_items_delete_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_delete(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_defarm_items_req_t  *ir;
@@ -962,7 +918,7 @@ ngx_defarm_items_changed(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_items_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_merge(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_str_t               *second;
@@ -1040,7 +996,7 @@ ngx_defarm_items_outcome(ngx_http_request_t *r, ngx_str_t *outcome)
 
 
 static ngx_int_t
-ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_split(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_str_t                err;
@@ -1082,7 +1038,7 @@ ngx_defarm_items_split_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_items_batch_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_batch(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     u_char                  *p;
     size_t                   len;
@@ -1235,7 +1191,7 @@ ngx_defarm_items_batch_done(ngx_http_request_t *r, void *data,
 
 
 static ngx_int_t
-ngx_defarm_items_share_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_items_share(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     size_t                   i;
     ngx_int_t                rc;
@@ -1330,7 +1286,7 @@ ngx_defarm_items_shared(ngx_http_request_t *r, void *data, PGresult *res)
 /* GET /api/items/:dfid/shared-with/:user_id: for the item's owner */
 
 static ngx_int_t
-ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
+ngx_defarm_items_shared_with(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
@@ -1351,7 +1307,7 @@ ngx_defarm_items_shared_with_user(ngx_http_request_t *r,
 /* GET /api/items/shared-to/:user_id: only one's own */
 
 static ngx_int_t
-ngx_defarm_items_shared_to_user(ngx_http_request_t *r,
+ngx_defarm_items_shared_to(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t               *user;

@@ -71,16 +71,6 @@ typedef struct {
 } ngx_defarm_keys_req_t;
 
 
-static ngx_int_t ngx_defarm_keys_create(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_list(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_get(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_update(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_usage(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_keys_created(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_keys_listed(ngx_http_request_t *r,
@@ -95,56 +85,40 @@ static ngx_int_t ngx_defarm_keys_counted(ngx_http_request_t *r,
     void *data, PGresult *res);
 
 
-/* every route needs a user's token: a key cannot manage keys */
-
-#define ngx_defarm_keys_route(name)                                          \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, NGX_DEFARM_AUTH_JWT_ONLY,     \
-                                       name ## _user);                       \
-    }
-
-static ngx_int_t ngx_defarm_keys_create_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_keys_create(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_list_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_keys_list(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_get_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_keys_get(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_update_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_keys_update(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_keys_usage_user(ngx_http_request_t *r,
+static ngx_int_t ngx_defarm_keys_usage(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-
-ngx_defarm_keys_route(ngx_defarm_keys_create)
-ngx_defarm_keys_route(ngx_defarm_keys_list)
-ngx_defarm_keys_route(ngx_defarm_keys_get)
-ngx_defarm_keys_route(ngx_defarm_keys_update)
-ngx_defarm_keys_route(ngx_defarm_keys_usage)
 
 
 ngx_defarm_route_t  ngx_defarm_keys_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/api-keys"),
-      ngx_defarm_keys_list, 0 },
+      ngx_defarm_keys_list, NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_POST, ngx_string("/api/api-keys"),
-      ngx_defarm_keys_create, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_keys_create, NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_GET, ngx_string("/api/api-keys/:key_id"),
-      ngx_defarm_keys_get, 0 },
+      ngx_defarm_keys_get, NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_PATCH, ngx_string("/api/api-keys/:key_id"),
-      ngx_defarm_keys_update, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_keys_update, NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_DELETE, ngx_string("/api/api-keys/:key_id"),
-      ngx_defarm_keys_get, 0 },
+      ngx_defarm_keys_get, NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_POST, ngx_string("/api/api-keys/:key_id/revoke"),
-      ngx_defarm_keys_get, 0 },
+      ngx_defarm_keys_get, NGX_DEFARM_ROUTE_JWT },
 
     { NGX_HTTP_GET, ngx_string("/api/api-keys/:key_id/usage"),
-      ngx_defarm_keys_usage, 0 },
+      ngx_defarm_keys_usage, NGX_DEFARM_ROUTE_JWT },
 
     ngx_defarm_route_null
 };
@@ -256,7 +230,6 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_keys_usage_stmt = {
     "ORDER BY s.day",
     3, 0
 };
-
 
 
 static const char  *ngx_defarm_keys_org_types[] = {
@@ -902,7 +875,7 @@ ngx_defarm_keys_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 
 static ngx_int_t
-ngx_defarm_keys_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_keys_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t               rc;
     ngx_str_t               fields[NGX_DEFARM_KEYS_NFIELDS], hash, *p;
@@ -1000,7 +973,7 @@ ngx_defarm_keys_created(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_keys_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_keys_list(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t               arg;
     ngx_defarm_keys_req_t  *kr;
@@ -1066,7 +1039,7 @@ ngx_defarm_keys_listed(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_keys_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_keys_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t               rc;
     ngx_defarm_keys_req_t  *kr;
@@ -1112,7 +1085,7 @@ ngx_defarm_keys_one(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_keys_update_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_keys_update(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t               rc;
     ngx_str_t               fields[NGX_DEFARM_KEYS_NFIELDS], *p;
@@ -1218,7 +1191,7 @@ ngx_defarm_keys_changed(ngx_http_request_t *r, void *data, PGresult *res)
 
 
 static ngx_int_t
-ngx_defarm_keys_usage_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_keys_usage(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t               rc, days;
     ngx_str_t               arg;

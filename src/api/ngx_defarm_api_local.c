@@ -40,57 +40,33 @@ static ngx_int_t ngx_defarm_local_organize(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_local_mapping(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
-static ngx_int_t ngx_defarm_local_create_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_local_merge_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_local_unmerge_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_local_duplicates_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_local_organize_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_local_mapping_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-
 static ngx_int_t ngx_defarm_local_answer(ngx_http_request_t *r,
     void *data, PGresult *res);
-
-
-#define ngx_defarm_local_route(name)                                         \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
-    }
-
-ngx_defarm_local_route(ngx_defarm_local_create)
-ngx_defarm_local_route(ngx_defarm_local_merge)
-ngx_defarm_local_route(ngx_defarm_local_unmerge)
-ngx_defarm_local_route(ngx_defarm_local_duplicates)
-ngx_defarm_local_route(ngx_defarm_local_organize)
-ngx_defarm_local_route(ngx_defarm_local_mapping)
 
 
 ngx_defarm_route_t  ngx_defarm_local_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/items/local"),
-      ngx_defarm_local_create, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_local_create,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/local/merge"),
-      ngx_defarm_local_merge, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_local_merge,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/local/unmerge"),
-      ngx_defarm_local_unmerge, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_local_unmerge,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/local/duplicates"),
-      ngx_defarm_local_duplicates, 0 },
+      ngx_defarm_local_duplicates, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/local/organize"),
-      ngx_defarm_local_organize, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_local_organize,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/mapping/:local_id"),
-      ngx_defarm_local_mapping, 0 },
+      ngx_defarm_local_mapping, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     ngx_defarm_route_null
 };
@@ -272,7 +248,7 @@ ngx_defarm_local_strategy(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 
 static ngx_int_t
-ngx_defarm_local_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_str_t                err;
@@ -318,7 +294,7 @@ ngx_defarm_local_create_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_local_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_merge(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     u_char                  *p;
     ngx_int_t                rc;
@@ -392,7 +368,7 @@ ngx_defarm_local_merge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_local_unmerge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_unmerge(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_defarm_local_req_t  *lr;
@@ -416,7 +392,7 @@ ngx_defarm_local_unmerge_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_local_duplicates_user(ngx_http_request_t *r,
+ngx_defarm_local_duplicates(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_defarm_local_req_t  *lr;
@@ -435,7 +411,7 @@ ngx_defarm_local_duplicates_user(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_defarm_local_organize_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_organize(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                rc;
     ngx_defarm_json_t       *v;
@@ -497,7 +473,7 @@ ngx_defarm_local_organize_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_local_mapping_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_local_mapping(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t               *lid;
     ngx_defarm_local_req_t  *lr;

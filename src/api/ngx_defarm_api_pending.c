@@ -28,38 +28,21 @@ static ngx_int_t ngx_defarm_pending_get(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_pending_resolve(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_pending_list_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_pending_get_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_pending_resolve_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_pending_answer(ngx_http_request_t *r,
     void *data, PGresult *res);
-
-
-#define ngx_defarm_pending_route(name)                                       \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
-    }
-
-ngx_defarm_pending_route(ngx_defarm_pending_list)
-ngx_defarm_pending_route(ngx_defarm_pending_get)
-ngx_defarm_pending_route(ngx_defarm_pending_resolve)
 
 
 ngx_defarm_route_t  ngx_defarm_pending_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/items/pending"),
-      ngx_defarm_pending_list, 0 },
+      ngx_defarm_pending_list, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/items/pending/:id"),
-      ngx_defarm_pending_get, 0 },
+      ngx_defarm_pending_get, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/items/pending/:id/resolve"),
-      ngx_defarm_pending_resolve, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_pending_resolve,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     ngx_defarm_route_null
 };
@@ -122,7 +105,7 @@ ngx_defarm_pending_invalid(ngx_http_request_t *r, const char *msg)
 /* GET /api/items/pending?reason&priority_min=1..4&limit=1..100 */
 
 static ngx_int_t
-ngx_defarm_pending_list_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_pending_list(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                  n;
     ngx_str_t                  arg;
@@ -198,7 +181,7 @@ ngx_defarm_pending_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 /* GET /api/items/pending/:id */
 
 static ngx_int_t
-ngx_defarm_pending_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_pending_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                  rc;
     ngx_defarm_pending_req_t  *pr;
@@ -219,7 +202,7 @@ ngx_defarm_pending_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
  */
 
 static ngx_int_t
-ngx_defarm_pending_resolve_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_pending_resolve(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                  rc;
     ngx_str_t                  err;

@@ -11,15 +11,11 @@
 /*
  * Diagnostics (defarm_echo on): who the credentials of a request make the
  * caller, by any method, and the same behind an admin route.  They show
- * what ngx_defarm_auth_require() resolved, so a client (or a test) can
+ * what authentication resolved, so a client (or a test) can
  * check a key's rules without a side effect.
  */
 
 
-static ngx_int_t ngx_defarm_principal(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_principal_admin(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_principal_send(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
@@ -29,28 +25,15 @@ ngx_defarm_route_t  ngx_defarm_principal_routes[] = {
     { NGX_HTTP_GET|NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH
       |NGX_HTTP_DELETE|NGX_HTTP_OPTIONS,
       ngx_string("/api/echo/auth"),
-      ngx_defarm_principal, NGX_DEFARM_ROUTE_ECHO },
+      ngx_defarm_principal_send,
+      NGX_DEFARM_ROUTE_ECHO|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/echo/auth/admin"),
-      ngx_defarm_principal_admin, NGX_DEFARM_ROUTE_ECHO },
+      ngx_defarm_principal_send,
+      NGX_DEFARM_ROUTE_ECHO|NGX_DEFARM_ROUTE_ADMIN },
 
     ngx_defarm_route_null
 };
-
-
-static ngx_int_t
-ngx_defarm_principal(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    return ngx_defarm_auth_require(r, ctx, 0, ngx_defarm_principal_send);
-}
-
-
-static ngx_int_t
-ngx_defarm_principal_admin(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
-{
-    return ngx_defarm_auth_require(r, ctx, NGX_DEFARM_AUTH_ADMIN,
-                                   ngx_defarm_principal_send);
-}
 
 
 static ngx_int_t

@@ -33,54 +33,35 @@ static ngx_int_t ngx_defarm_receipts_verify(ngx_http_request_t *r,
 static ngx_int_t ngx_defarm_receipts_search(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 
-static ngx_int_t ngx_defarm_receipts_issue_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_receipts_get_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_receipts_verify_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-static ngx_int_t ngx_defarm_receipts_search_user(ngx_http_request_t *r,
-    ngx_defarm_ctx_t *ctx);
-
 static ngx_int_t ngx_defarm_receipts_verified(ngx_http_request_t *r,
     void *data, PGresult *res);
-
-
-#define ngx_defarm_receipts_route(name)                                      \
-    static ngx_int_t                                                         \
-    name(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)                       \
-    {                                                                        \
-        return ngx_defarm_auth_require(r, ctx, 0, name ## _user);            \
-    }
-
-ngx_defarm_receipts_route(ngx_defarm_receipts_issue)
-ngx_defarm_receipts_route(ngx_defarm_receipts_get)
-ngx_defarm_receipts_route(ngx_defarm_receipts_verify)
-ngx_defarm_receipts_route(ngx_defarm_receipts_search)
 
 
 ngx_defarm_route_t  ngx_defarm_receipts_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/api/receipts"),
-      ngx_defarm_receipts_issue, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_receipts_issue,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/receipts/list"),
-      ngx_defarm_receipts_search, 0 },
+      ngx_defarm_receipts_search, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/receipts/search/identifier"),
-      ngx_defarm_receipts_search, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_receipts_search,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/receipts/search/key/:key"),
-      ngx_defarm_receipts_search, 0 },
+      ngx_defarm_receipts_search, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/receipts/search/value/:value"),
-      ngx_defarm_receipts_search, 0 },
+      ngx_defarm_receipts_search, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_GET, ngx_string("/api/receipts/:id"),
-      ngx_defarm_receipts_get, 0 },
+      ngx_defarm_receipts_get, NGX_DEFARM_ROUTE_PRINCIPAL },
 
     { NGX_HTTP_POST, ngx_string("/api/receipts/:id/verify"),
-      ngx_defarm_receipts_verify, NGX_DEFARM_ROUTE_BODY },
+      ngx_defarm_receipts_verify,
+      NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL },
 
     ngx_defarm_route_null
 };
@@ -181,7 +162,7 @@ ngx_defarm_receipts_data(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 
 static ngx_int_t
-ngx_defarm_receipts_issue_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_receipts_issue(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     size_t                      size;
     ngx_int_t                   rc;
@@ -270,7 +251,7 @@ ngx_defarm_receipts_target(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
 
 
 static ngx_int_t
-ngx_defarm_receipts_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+ngx_defarm_receipts_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t                   rc;
     ngx_defarm_receipts_req_t  *rr;
@@ -286,7 +267,7 @@ ngx_defarm_receipts_get_user(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_defarm_receipts_verify_user(ngx_http_request_t *r,
+ngx_defarm_receipts_verify(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     size_t                      size;
@@ -364,7 +345,7 @@ ngx_defarm_receipts_verified(ngx_http_request_t *r, void *data,
 
 
 static ngx_int_t
-ngx_defarm_receipts_search_user(ngx_http_request_t *r,
+ngx_defarm_receipts_search(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t                  *v;

@@ -12,9 +12,9 @@
 #include "ngx_defarm_router.h"
 
 
-/* what a route requires of its caller */
-#define NGX_DEFARM_AUTH_JWT_ONLY  0x01  /* a user's token; keys refused */
-#define NGX_DEFARM_AUTH_ADMIN     0x02  /* an admin route */
+/* what a route requires of its caller: its route flags (router.h) */
+#define NGX_DEFARM_AUTH_JWT_ONLY  NGX_DEFARM_ROUTE_JWT
+#define NGX_DEFARM_AUTH_ADMIN     NGX_DEFARM_ROUTE_ADMIN
 
 /* an API key's permissions */
 #define NGX_DEFARM_PERM_READ      0x01
