@@ -22,6 +22,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_receipts_routes,
     ngx_defarm_local_routes,
     ngx_defarm_pending_routes,
+    ngx_defarm_circuits_routes,
     NULL
 };
 

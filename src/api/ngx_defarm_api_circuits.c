@@ -1,0 +1,289 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "api/ngx_defarm_api.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * /api/circuits.  A circuit route is one PL/pgSQL function (sql/016) of
+ * the caller, the circuit id, the body (or, for a GET, the query
+ * arguments) as jsonb, and a second path argument; it checks the caller's
+ * permission and makes the change in one transaction, with the caller's
+ * member row locked, and answers a status with the response's JSON, or
+ * an error status with its message.  So this file is a table: route i
+ * runs statement i, and every answer goes through one function.
+ *
+ * The router authenticates first (an API key acts as its owner); the
+ * key's read or write permission goes by the method.
+ */
+
+
+typedef struct {
+    ngx_str_t                  params[4];
+} ngx_defarm_circuits_req_t;
+
+
+static ngx_int_t ngx_defarm_circuits_run(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_circuits_args(ngx_http_request_t *r,
+    ngx_str_t *json);
+static ngx_int_t ngx_defarm_circuits_done(ngx_http_request_t *r,
+    void *data, PGresult *res);
+
+
+#define NGX_DEFARM_CIRCUITS_READ   NGX_DEFARM_ROUTE_PRINCIPAL
+#define NGX_DEFARM_CIRCUITS_WRITE                                            \
+    (NGX_DEFARM_ROUTE_BODY|NGX_DEFARM_ROUTE_PRINCIPAL)
+
+
+ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/list"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/member/:member_id"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_PUT|NGX_HTTP_PATCH, ngx_string("/api/circuits/:id"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_PUT, ngx_string("/api/circuits/:id/deactivate"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/members"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_PATCH, ngx_string("/api/circuits/:id/members/:user_id"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/roles"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    ngx_defarm_route_null
+};
+
+
+#define ngx_defarm_circuits_stmt(fn)                                         \
+    { fn, "SELECT status, body FROM " fn "($1, $2, $3::jsonb, $4)", 4, 0 }
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_create =
+    ngx_defarm_circuits_stmt("defarm_circuit_create");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_list =
+    ngx_defarm_circuits_stmt("defarm_circuit_list");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_get =
+    ngx_defarm_circuits_stmt("defarm_circuit_get");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_update =
+    ngx_defarm_circuits_stmt("defarm_circuit_update");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_deactivate =
+    ngx_defarm_circuits_stmt("defarm_circuit_deactivate");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_add_member =
+    ngx_defarm_circuits_stmt("defarm_circuit_add_member");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_assign_role =
+    ngx_defarm_circuits_stmt("defarm_circuit_assign_role");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_roles =
+    ngx_defarm_circuits_stmt("defarm_circuit_roles");
+
+/* in the order of the routes above */
+
+static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
+    &ngx_defarm_circuit_create,
+    &ngx_defarm_circuit_list,
+    &ngx_defarm_circuit_list,
+    &ngx_defarm_circuit_list,
+    &ngx_defarm_circuit_get,
+    &ngx_defarm_circuit_update,
+    &ngx_defarm_circuit_deactivate,
+    &ngx_defarm_circuit_add_member,
+    &ngx_defarm_circuit_assign_role,
+    &ngx_defarm_circuit_roles
+};
+
+
+static ngx_int_t
+ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_str_t                  *v;
+    ngx_uint_t                  i;
+    ngx_defarm_pg_stmt_t       *stmt;
+    ngx_defarm_circuits_req_t  *cr;
+
+    i = ctx->route - ngx_defarm_circuits_routes;
+
+    if (i >= sizeof(ngx_defarm_circuits_stmts)
+             / sizeof(ngx_defarm_pg_stmt_t *))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    stmt = ngx_defarm_circuits_stmts[i];
+
+    cr = ngx_pcalloc(r->pool, sizeof(ngx_defarm_circuits_req_t));
+    if (cr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a NULL parameter is a string with no data */
+
+    cr->params[0] = ctx->user_id;
+
+    v = ngx_defarm_param(ctx, "id");
+    if (v) {
+        cr->params[1] = *v;
+    }
+
+    if (ctx->body) {
+        if (ngx_defarm_json_render(r, ctx->body, &cr->params[2]) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else if (ngx_defarm_circuits_args(r, &cr->params[2]) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v = ngx_defarm_param(ctx, "user_id");
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "member_id");
+    }
+
+    if (v) {
+        cr->params[3] = *v;
+    }
+
+    return ngx_defarm_pg_query(r, stmt, cr->params, ngx_defarm_circuits_done,
+                               cr);
+}
+
+
+/*
+ * The query arguments as a JSON object of strings, decoded ("%2B" and
+ * "+" as the client meant them); a repeated name keeps its last value.
+ */
+
+static ngx_int_t
+ngx_defarm_circuits_args(ngx_http_request_t *r, ngx_str_t *json)
+{
+    u_char                    *p, *last, *amp, *eq, *dst, *src, *last_value;
+    ngx_str_t                  name, value;
+    ngx_defarm_json_writer_t  *w;
+
+    w = ngx_defarm_json_writer(r);
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_defarm_jw_map_open(w);
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+
+        name.data = p;
+        name.len = (eq ? eq : amp) - p;
+
+        value.len = 0;
+        value.data = (u_char *) "";
+
+        if (eq && amp - eq > 1) {
+
+            /* a copy: the request's own arguments stay as they came */
+
+            value.data = ngx_pnalloc(r->pool, amp - eq - 1);
+            if (value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            last_value = ngx_cpymem(value.data, eq + 1, amp - eq - 1);
+
+            for (src = value.data; src < last_value; src++) {
+                if (*src == '+') {
+                    *src = ' ';
+                }
+            }
+
+            src = value.data;
+            dst = value.data;
+            ngx_unescape_uri(&dst, &src, amp - eq - 1, NGX_UNESCAPE_URI);
+            value.len = dst - value.data;
+        }
+
+        if (name.len) {
+            ngx_defarm_jw_str(w, &name);
+            ngx_defarm_jw_str(w, &value);
+        }
+
+        p = amp + 1;
+    }
+
+    ngx_defarm_jw_map_close(w);
+
+    return ngx_defarm_json_text(w, json);
+}
+
+
+static ngx_int_t
+ngx_defarm_circuits_done(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_int_t         status;
+    ngx_str_t         body;
+    ngx_defarm_err_e  kind;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    status = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                      PQgetlength(res, 0, 0));
+    (void) ngx_defarm_pg_text(res, 0, 1, &body);
+
+    if (status >= NGX_HTTP_OK && status < NGX_HTTP_BAD_REQUEST) {
+        return ngx_defarm_send_text(r, status, &body);
+    }
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_REQUEST:
+        kind = NGX_DEFARM_ERR_VALIDATION;
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        kind = NGX_DEFARM_ERR_AUTH;
+        break;
+
+    case NGX_HTTP_NOT_FOUND:
+        kind = NGX_DEFARM_ERR_NOT_FOUND;
+        break;
+
+    case NGX_HTTP_CONFLICT:
+        kind = NGX_DEFARM_ERR_CONFLICT;
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "defarm: a circuit function answered %i", status);
+        return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                NGX_DEFARM_ERR_INTERNAL,
+                                "Internal server error");
+    }
+
+    return ngx_defarm_error(r, status, kind, "%V", &body);
+}
