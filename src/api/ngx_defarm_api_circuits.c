@@ -72,6 +72,32 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_GET, ngx_string("/api/circuits/:id/roles"),
       ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
 
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/roles"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_PUT, ngx_string("/api/circuits/:id/roles/:role_name"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_DELETE, ngx_string("/api/circuits/:id/roles/:role_name"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_JWT },
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/requests"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/requests/pending"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_POST,
+      ngx_string("/api/circuits/:id/requests/:requester_id/approve"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_POST,
+      ngx_string("/api/circuits/:id/requests/:requester_id/reject"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_PUT, ngx_string("/api/circuits/:id/visibility/toggle"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
     ngx_defarm_route_null
 };
 
@@ -95,6 +121,22 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_assign_role =
     ngx_defarm_circuits_stmt("defarm_circuit_assign_role");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_roles =
     ngx_defarm_circuits_stmt("defarm_circuit_roles");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_role_create =
+    ngx_defarm_circuits_stmt("defarm_circuit_role_create");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_role_update =
+    ngx_defarm_circuits_stmt("defarm_circuit_role_update");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_role_delete =
+    ngx_defarm_circuits_stmt("defarm_circuit_role_delete");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_request =
+    ngx_defarm_circuits_stmt("defarm_circuit_request");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_requests =
+    ngx_defarm_circuits_stmt("defarm_circuit_requests");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_approve =
+    ngx_defarm_circuits_stmt("defarm_circuit_approve");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_reject =
+    ngx_defarm_circuits_stmt("defarm_circuit_reject");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_toggle =
+    ngx_defarm_circuits_stmt("defarm_circuit_toggle");
 
 /* in the order of the routes above */
 
@@ -108,7 +150,15 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_circuit_deactivate,
     &ngx_defarm_circuit_add_member,
     &ngx_defarm_circuit_assign_role,
-    &ngx_defarm_circuit_roles
+    &ngx_defarm_circuit_roles,
+    &ngx_defarm_circuit_role_create,
+    &ngx_defarm_circuit_role_update,
+    &ngx_defarm_circuit_role_delete,
+    &ngx_defarm_circuit_request,
+    &ngx_defarm_circuit_requests,
+    &ngx_defarm_circuit_approve,
+    &ngx_defarm_circuit_reject,
+    &ngx_defarm_circuit_toggle
 };
 
 
@@ -153,9 +203,20 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the second path argument, by whichever name the route gives it */
+
     v = ngx_defarm_param(ctx, "user_id");
+
     if (v == NULL) {
         v = ngx_defarm_param(ctx, "member_id");
+    }
+
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "role_name");
+    }
+
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "requester_id");
     }
 
     if (v) {
