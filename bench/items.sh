@@ -192,7 +192,7 @@ note_rss start
 
 script=$bench_var/items-get.sql
 printf '%s\n' \
-    "SELECT owner_id, doc, owner_id = '$user_id' OR defarm_is_admin('$user_id') FROM items WHERE dfid = :dfid;" \
+    "SELECT owner_id, doc, owner_id = '$user_id' OR defarm_item_readable(dfid, '$user_id') FROM items WHERE dfid = :dfid;" \
     > "$script"
 
 for round in $(seq 1 "${ROUNDS:-3}"); do

@@ -98,6 +98,39 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_PUT, ngx_string("/api/circuits/:id/visibility/toggle"),
       ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
 
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push/:dfid"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/pull/:dfid"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/operations"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/operations/pending"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_POST,
+      ngx_string("/api/circuits/operations/:operation_id/approve"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/pending-items"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_POST,
+      ngx_string("/api/circuits/:id/pending-items/:pending_id/approve"),
+      ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    { NGX_HTTP_POST,
+      ngx_string("/api/circuits/:id/pending-items/:pending_id/reject"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/items"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/activities"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
     ngx_defarm_route_null
 };
 
@@ -137,6 +170,26 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_reject =
     ngx_defarm_circuits_stmt("defarm_circuit_reject");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_toggle =
     ngx_defarm_circuits_stmt("defarm_circuit_toggle");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push =
+    ngx_defarm_circuits_stmt("defarm_circuit_push");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_pull =
+    ngx_defarm_circuits_stmt("defarm_circuit_pull");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_operations =
+    ngx_defarm_circuits_stmt("defarm_circuit_operations");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_pending_ops =
+    ngx_defarm_circuits_stmt("defarm_circuit_pending_ops");
+static ngx_defarm_pg_stmt_t  ngx_defarm_operation_approve =
+    ngx_defarm_circuits_stmt("defarm_operation_approve");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_pending_items =
+    ngx_defarm_circuits_stmt("defarm_circuit_pending_items");
+static ngx_defarm_pg_stmt_t  ngx_defarm_pending_item_approve =
+    ngx_defarm_circuits_stmt("defarm_pending_item_approve");
+static ngx_defarm_pg_stmt_t  ngx_defarm_pending_item_reject =
+    ngx_defarm_circuits_stmt("defarm_pending_item_reject");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_items =
+    ngx_defarm_circuits_stmt("defarm_circuit_items");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_activities =
+    ngx_defarm_circuits_stmt("defarm_circuit_activities");
 
 /* in the order of the routes above */
 
@@ -158,7 +211,17 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_circuit_requests,
     &ngx_defarm_circuit_approve,
     &ngx_defarm_circuit_reject,
-    &ngx_defarm_circuit_toggle
+    &ngx_defarm_circuit_toggle,
+    &ngx_defarm_circuit_push,
+    &ngx_defarm_circuit_pull,
+    &ngx_defarm_circuit_operations,
+    &ngx_defarm_circuit_pending_ops,
+    &ngx_defarm_operation_approve,
+    &ngx_defarm_circuit_pending_items,
+    &ngx_defarm_pending_item_approve,
+    &ngx_defarm_pending_item_reject,
+    &ngx_defarm_circuit_items,
+    &ngx_defarm_circuit_activities
 };
 
 
@@ -217,6 +280,18 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     if (v == NULL) {
         v = ngx_defarm_param(ctx, "requester_id");
+    }
+
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "dfid");
+    }
+
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "operation_id");
+    }
+
+    if (v == NULL) {
+        v = ngx_defarm_param(ctx, "pending_id");
     }
 
     if (v) {

@@ -15,9 +15,11 @@
  * /api/items: supply-chain items, their identifiers and enriched data.
  *
  * Every route needs a principal (a JWT, or a key with read or write
- * permission by method); an item is its owner's, and another user's item
- * is the same 404 as an unknown one.  PostgreSQL renders an item's JSON
- * when the item changes and stores it (items.doc, sql/013): a read
+ * permission by method); an item is its owner's, readable too by the
+ * members of a circuit it was pushed into (until it is pulled), and
+ * another user's item is the same 404 as an unknown one.  PostgreSQL
+ * renders an item's JSON when the item changes and stores it (items.doc,
+ * sql/013): a read
  * returns it as it is.  The writes that must not interleave are single
  * functions (sql/004_items.sql).  One item's JSON is cached under
  * "item:<dfid>:json" with its owner, and every write to the item
@@ -156,7 +158,8 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_get_stmt = {
     "defarm_items_get",
-    "SELECT owner_id, doc, owner_id = $2 OR defarm_is_admin($2) "
+    "SELECT owner_id, doc, "
+           "owner_id = $2 OR defarm_item_readable(dfid, $2) "
     "FROM items WHERE dfid = $1",
     2, 0
 };
