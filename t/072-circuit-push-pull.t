@@ -95,6 +95,18 @@ is($res->{status}, 200, 'activities');
 is(body($res)->[0]{activity_type}, 'Push', '... the push');
 like(body($res)->[0]{activity_id}, qr/^ACTIVITY-\d+-[0-9a-f]{8}$/, '... its id');
 
+# events follow: CircuitOnly readable by members, Private not
+as($owner, POST => '/api/events', { dfid => $d, event_type => 'updated', visibility => 'circuitonly',
+                                    metadata => { n => 'shared' } });
+as($owner, POST => '/api/events', { dfid => $d, event_type => 'updated', visibility => 'private',
+                                    metadata => { n => 'secret' } });
+my $evs = body(as($member, GET => "/api/events/item/$d"));
+ok((grep { ($_->{metadata}{n} // '') eq 'shared' } @$evs), 'a member reads the CircuitOnly event');
+ok(!(grep { ($_->{metadata}{n} // '') eq 'secret' } @$evs), '... not the Private one');
+my ($shared) = grep { ($_->{metadata}{n} // '') eq 'shared' } @$evs;
+is(as($member, GET => "/api/events/$shared->{event_id}")->{status}, 200, '... also by its id');
+is(as($other, GET => "/api/events/$shared->{event_id}")->{status}, 404, 'a non-member: 404');
+
 # refusals
 is_err(as($owner, POST => "/api/circuits/$c/push/$d", {}), 409, qr/already in the circuit/, 'pushed twice');
 is_err(as($viewer, POST => "/api/circuits/$c/push/" . item($viewer, 'v'), {}), 403, qr/needs Push/,
@@ -114,6 +126,8 @@ is(body($res)->{status}, 'Completed', '... completed');
 is(as($member, GET => "/api/items/$d")->{status}, 404, 'the member no longer reads it');
 is(as($viewer, GET => "/api/items/$d")->{status}, 404, '... nor the viewer');
 is(as($owner, GET => "/api/items/$d")->{status}, 200, 'the owner still does');
+is(as($member, GET => "/api/events/$shared->{event_id}")->{status}, 404,
+   'the CircuitOnly event is gone for the member too');
 is_deeply(body(as($member, GET => "/api/circuits/$c/items")), [], 'the circuit has no item');
 is_err(as($member, POST => "/api/circuits/$c/pull/$d", {}), 404, qr/not in this circuit/, 'pulled twice');
 is(sql("SELECT count(*) FROM events WHERE dfid = '$d' AND event_type = 'PulledFromCircuit'"), 1,

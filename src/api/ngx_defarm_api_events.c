@@ -12,8 +12,9 @@
 
 /*
  * /api/events: what happens to items.  Every route needs a principal.
- * An event is its creator's; the others see it only when it is Public
- * (an unknown event and one they may not see are the same 404).  Events
+ * An event is its creator's; the others see it when it is Public, or
+ * CircuitOnly and its item is in a circuit they are members of (an
+ * unknown event and one they may not see are the same 404).  Events
  * are deduplicated by a content hash made in PostgreSQL (sql/007_events.
  * sql): creating one that exists returns it, was_deduplicated true.
  */
@@ -102,7 +103,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_events_get_stmt = {
     "WHERE (e.event_id = $2::uuid OR e.local_event_id = $2::uuid) "
       "AND ($3::bool = (e.local_event_id IS NOT NULL)) "
       "AND (e.owner_id = $1 OR e.visibility = 'Public' "
-           "OR defarm_is_admin($1))",
+           "OR defarm_is_admin($1) "
+           "OR (e.visibility = 'CircuitOnly' "
+               "AND defarm_circuit_shares(e.dfid, $1)))",
     3, 0
 };
 
@@ -116,7 +119,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_events_list_stmt = {
     "FROM events e WHERE e.event_id IN ("
         "SELECT f.event_id "
         "FROM events f, (SELECT defarm_is_admin($1) AS admin) a "
-        "WHERE (f.owner_id = $1 OR f.visibility = 'Public' OR a.admin) "
+        "WHERE (f.owner_id = $1 OR f.visibility = 'Public' OR a.admin "
+               "OR (f.visibility = 'CircuitOnly' "
+                   "AND defarm_circuit_shares(f.dfid, $1))) "
           "AND ($2::text IS NULL OR f.dfid = $2) "
           "AND ($3::text IS NULL OR f.event_type = $3) "
           "AND ($4::text IS NULL OR f.visibility = $4) "
