@@ -6,6 +6,7 @@
 
 #include "api/ngx_defarm_api.h"
 #include "pg/ngx_defarm_pg.h"
+#include "auth/ngx_defarm_crypt.h"
 
 
 /*
@@ -18,12 +19,17 @@
  * runs statement i, and every answer goes through one function.
  *
  * The router authenticates first (an API key acts as its owner); the
- * key's read or write permission goes by the method.
+ * key's read or write permission goes by the method.  Two routes do more
+ * here: public settings hash a protected circuit's password (bcrypt, in
+ * the thread pool) before their statement, and a public join verifies the
+ * password against the stored hash before its own.
  */
 
 
 typedef struct {
     ngx_str_t                  params[4];
+    ngx_str_t                  details;       /* a 422's */
+    ngx_str_t                  password;      /* a public join's */
 } ngx_defarm_circuits_req_t;
 
 
@@ -33,6 +39,14 @@ static ngx_int_t ngx_defarm_circuits_args(ngx_http_request_t *r,
     ngx_str_t *json);
 static ngx_int_t ngx_defarm_circuits_done(ngx_http_request_t *r,
     void *data, PGresult *res);
+static ngx_int_t ngx_defarm_circuits_hashed(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *hash);
+static ngx_int_t ngx_defarm_circuits_join_hash(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_circuits_join_verified(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *hash);
+static void ngx_defarm_circuits_details(ngx_http_request_t *r,
+    ngx_defarm_json_writer_t *w, void *data);
 
 
 #define NGX_DEFARM_CIRCUITS_READ   NGX_DEFARM_ROUTE_PRINCIPAL
@@ -131,6 +145,17 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_GET, ngx_string("/api/circuits/:id/activities"),
       ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
 
+    { NGX_HTTP_PUT, ngx_string("/api/circuits/:id/public-settings"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    /* the public page needs no caller */
+
+    { NGX_HTTP_GET, ngx_string("/api/circuits/:id/public"),
+      ngx_defarm_circuits_run, 0 },
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/public/join"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
     ngx_defarm_route_null
 };
 
@@ -190,6 +215,14 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_items =
     ngx_defarm_circuits_stmt("defarm_circuit_items");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_activities =
     ngx_defarm_circuits_stmt("defarm_circuit_activities");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_public_settings =
+    ngx_defarm_circuits_stmt("defarm_circuit_public_settings");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_public =
+    ngx_defarm_circuits_stmt("defarm_circuit_public");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_join_hash =
+    ngx_defarm_circuits_stmt("defarm_circuit_join_hash");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_public_join =
+    ngx_defarm_circuits_stmt("defarm_circuit_public_join");
 
 /* in the order of the routes above */
 
@@ -221,7 +254,10 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_pending_item_approve,
     &ngx_defarm_pending_item_reject,
     &ngx_defarm_circuit_items,
-    &ngx_defarm_circuit_activities
+    &ngx_defarm_circuit_activities,
+    &ngx_defarm_circuit_public_settings,
+    &ngx_defarm_circuit_public,
+    &ngx_defarm_circuit_join_hash          /* then public_join */
 };
 
 
@@ -230,6 +266,7 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_str_t                  *v;
     ngx_uint_t                  i;
+    ngx_defarm_json_t          *pw;
     ngx_defarm_pg_stmt_t       *stmt;
     ngx_defarm_circuits_req_t  *cr;
 
@@ -298,8 +335,128 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         cr->params[3] = *v;
     }
 
+    if (stmt == &ngx_defarm_circuit_public_settings) {
+        pw = ngx_defarm_json_get(ngx_defarm_json_get(ctx->body,
+                                                     "public_settings"),
+                                 "access_password");
+
+        if (pw && pw->type == NGX_DEFARM_JSON_STRING && pw->str.len) {
+            if (pw->str.len > 72) {
+                return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                        NGX_DEFARM_ERR_VALIDATION,
+                                        "access_password is at most 72 "
+                                        "bytes");
+            }
+
+            return ngx_defarm_crypt_hash(r, &pw->str,
+                                         ngx_defarm_circuits_hashed, cr);
+        }
+    }
+
+    if (stmt == &ngx_defarm_circuit_join_hash) {
+        pw = ngx_defarm_json_get(ctx->body, "access_password");
+
+        if (pw && pw->type == NGX_DEFARM_JSON_STRING) {
+            cr->password = pw->str;
+
+        } else if (pw && pw->type != NGX_DEFARM_JSON_NULL) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "access_password must be a string");
+        }
+
+        return ngx_defarm_pg_query(r, stmt, cr->params,
+                                   ngx_defarm_circuits_join_hash, cr);
+    }
+
     return ngx_defarm_pg_query(r, stmt, cr->params, ngx_defarm_circuits_done,
                                cr);
+}
+
+
+/* public settings: the new password's hash is the statement's argument */
+
+static ngx_int_t
+ngx_defarm_circuits_hashed(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *hash)
+{
+    ngx_defarm_circuits_req_t  *cr = data;
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cr->params[3] = *hash;
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_settings,
+                               cr->params, ngx_defarm_circuits_done, cr);
+}
+
+
+/*
+ * A public join: the circuit's password hash ("-": none), then the
+ * password verified against it in the thread pool, then the join, told
+ * which hash was verified.  A wrong password is refused before the join.
+ */
+
+static ngx_int_t
+ngx_defarm_circuits_join_hash(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_circuits_req_t  *cr = data;
+
+    ngx_str_t  hash;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1
+        || ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                    PQgetlength(res, 0, 0)) != NGX_HTTP_OK)
+    {
+        return ngx_defarm_circuits_done(r, data, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &hash);
+
+    if (hash.len == 1 && hash.data[0] == '-') {
+        ngx_str_set(&cr->params[3], "-");
+
+        return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_join,
+                                   cr->params, ngx_defarm_circuits_done, cr);
+    }
+
+    if (cr->password.len == 0) {
+        return ngx_defarm_error(r, NGX_HTTP_FORBIDDEN, NGX_DEFARM_ERR_AUTH,
+                                "This circuit needs its access password");
+    }
+
+    cr->params[3].data = ngx_pstrdup(r->pool, &hash);
+    if (cr->params[3].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cr->params[3].len = hash.len;
+
+    return ngx_defarm_crypt_verify(r, &cr->password, &cr->params[3],
+                                   ngx_defarm_circuits_join_verified, cr);
+}
+
+
+static ngx_int_t
+ngx_defarm_circuits_join_verified(ngx_http_request_t *r, void *data,
+    ngx_int_t rc, ngx_str_t *hash)
+{
+    ngx_defarm_circuits_req_t  *cr = data;
+
+    if (rc == NGX_DECLINED) {
+        return ngx_defarm_error(r, NGX_HTTP_FORBIDDEN, NGX_DEFARM_ERR_AUTH,
+                                "Invalid access password");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_join,
+                               cr->params, ngx_defarm_circuits_done, cr);
 }
 
 
@@ -379,9 +536,13 @@ ngx_defarm_circuits_args(ngx_http_request_t *r, ngx_str_t *json)
 static ngx_int_t
 ngx_defarm_circuits_done(ngx_http_request_t *r, void *data, PGresult *res)
 {
-    ngx_int_t         status;
-    ngx_str_t         body;
-    ngx_defarm_err_e  kind;
+    ngx_defarm_circuits_req_t  *cr = data;
+
+    u_char            *nl;
+    ngx_int_t          status;
+    ngx_str_t          body;
+    ngx_defarm_ctx_t  *ctx;
+    ngx_defarm_err_e   kind;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
@@ -413,6 +574,24 @@ ngx_defarm_circuits_done(ngx_http_request_t *r, void *data, PGresult *res)
         kind = NGX_DEFARM_ERR_CONFLICT;
         break;
 
+    case 422:
+
+        /* "message\n{details}": the details go in the error as they are */
+
+        kind = NGX_DEFARM_ERR_VALIDATION;
+        nl = ngx_strlchr(body.data, body.data + body.len, '\n');
+        ctx = ngx_defarm_get_ctx(r);
+
+        if (nl && ctx) {
+            cr->details.data = nl + 1;
+            cr->details.len = body.data + body.len - (nl + 1);
+            body.len = nl - body.data;
+            ctx->error_fields = ngx_defarm_circuits_details;
+            ctx->error_data = cr;
+        }
+
+        break;
+
     default:
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "defarm: a circuit function answered %i", status);
@@ -422,4 +601,22 @@ ngx_defarm_circuits_done(ngx_http_request_t *r, void *data, PGresult *res)
     }
 
     return ngx_defarm_error(r, status, kind, "%V", &body);
+}
+
+
+/*
+ * A 422's "details", written as PostgreSQL rendered them: a JSON object
+ * (jsonb output), given to yajl as one number token, which it copies.
+ */
+
+static void
+ngx_defarm_circuits_details(ngx_http_request_t *r,
+    ngx_defarm_json_writer_t *w, void *data)
+{
+    ngx_defarm_circuits_req_t  *cr = data;
+
+    ngx_defarm_jw_key(w, "details");
+    ngx_defarm_jw_check(w, yajl_gen_number(w->gen,
+                                           (const char *) cr->details.data,
+                                           cr->details.len));
 }
