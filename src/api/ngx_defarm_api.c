@@ -23,6 +23,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_local_routes,
     ngx_defarm_pending_routes,
     ngx_defarm_circuits_routes,
+    ngx_defarm_notifications_routes,
     NULL
 };
 
