@@ -199,6 +199,32 @@ my $readable = as($member, GET => "/api/items/$d5")->{status};
 ok(($in == 1 && $readable == 200) || ($in == 0 && $readable == 404),
    "push and pull at once (@st): in the circuit $in, a member reads $readable");
 
+# batch push: each item its own answer
+my @bd = map { item($owner, "batch$_") } 1 .. 2;
+$res = as($owner, POST => "/api/circuits/$c/push/batch",
+          { items => [ { dfid => $bd[0] }, { dfid => $bd[1] }, { dfid => $bd[0] },
+                       { dfid => item($other, 'notmine') } ] });
+is($res->{status}, 200, 'batch push: 200');
+is(body($res)->{success_count}, 2, '... two pushed');
+is(body($res)->{failed_count}, 2, '... two refused');
+like(body($res)->{results}[2]{error_message}, qr/already in the circuit/, '... the repeat, said why');
+like(body($res)->{results}[3]{error_message}, qr/Item not found/, "... another's item");
+is(body($res)->{results}[0]{operation}{status}, 'Completed', '... with its operation');
+is_err(as($owner, POST => "/api/circuits/$c/push/batch", { items => [] }), 400, qr/1 to 100/, 'no items');
+is_err(as($owner, POST => "/api/circuits/$c/push/batch", { items => [ 'x' ] }), 400, qr/dfid/,
+       'an item not an object');
+is_err(as($owner, POST => "/api/circuits/$c/push/batch", { dfids => [] }), 400, qr/items/, 'no items key');
+is_err(as($viewer, POST => "/api/circuits/$c/push/batch", { items => [ { dfid => $bd[0] } ] }), 403,
+       qr/needs Push/, 'a viewer: 403');
+
+# the activity log across circuits, scoped to the caller's circuits
+my $acts = body(as($member, GET => '/api/activities'));
+ok(@$acts >= 3, 'activities: the member sees its circuits\' activity (' . scalar(@$acts) . ')');
+ok(!(grep { $_->{circuit_id} ne $c && $_->{circuit_id} ne $ca } @$acts), '... only theirs');
+is(scalar @{ body(as($other, GET => '/api/activities')) }, 0, 'a non-member sees none');
+my $mine = body(as($member, GET => "/api/activities/user/$member->{id}"));
+ok(@$mine && !(grep { $_->{user_id} ne $member->{id} } @$mine), 'activities/user/:id: that user only');
+
 # an API key with read only cannot push
 my $key = body(as($owner, POST => '/api/api-keys',
                   { name => 'ro', organization_type => 'Producer',

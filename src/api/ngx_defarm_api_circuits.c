@@ -98,6 +98,9 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push/:dfid"),
       ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
 
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push/batch"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
     { NGX_HTTP_POST, ngx_string("/api/circuits/:id/pull/:dfid"),
       ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
 
@@ -139,6 +142,14 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_POST, ngx_string("/api/circuits/:id/public/join"),
       ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
 
+    /* the activity log across the caller's circuits */
+
+    { NGX_HTTP_GET, ngx_string("/api/activities"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
+    { NGX_HTTP_GET, ngx_string("/api/activities/user/:user_id"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_READ },
+
     ngx_defarm_route_null
 };
 
@@ -177,6 +188,10 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_toggle =
     ngx_defarm_fn_stmt("defarm_circuit_toggle");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push =
     ngx_defarm_fn_stmt("defarm_circuit_push");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push_batch =
+    ngx_defarm_fn_stmt("defarm_circuit_push_batch");
+static ngx_defarm_pg_stmt_t  ngx_defarm_activities =
+    ngx_defarm_fn_stmt("defarm_activities");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_pull =
     ngx_defarm_fn_stmt("defarm_circuit_pull");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_operations =
@@ -226,6 +241,7 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_circuit_reject,
     &ngx_defarm_circuit_toggle,
     &ngx_defarm_circuit_push,
+    &ngx_defarm_circuit_push_batch,
     &ngx_defarm_circuit_pull,
     &ngx_defarm_circuit_operations,
     &ngx_defarm_circuit_pending_ops,
@@ -237,7 +253,9 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_circuit_activities,
     &ngx_defarm_circuit_public_settings,
     &ngx_defarm_circuit_public,
-    &ngx_defarm_circuit_join_hash          /* then public_join */
+    &ngx_defarm_circuit_join_hash,         /* then public_join */
+    &ngx_defarm_activities,
+    &ngx_defarm_activities
 };
 
 
