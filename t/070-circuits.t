@@ -21,6 +21,7 @@ my $ng = start_nginx(
     server => '
         location / {
             defarm_api on;
+            add_header X-Cache $defarm_cache always;
         }');
 
 sub body { json_body(@_) }
@@ -206,6 +207,34 @@ $res = as($owner, PUT => "/api/circuits/$id/deactivate", {});
 is($res->{status}, 200, 'the owner deactivates');
 is(body($res)->{status}, 'Inactive', '... Inactive');
 is_deeply(ids(as($member, GET => '/api/circuits?status=INACTIVE')), [ $id ], 'status filter, any case');
+
+# the cache: a member's GET from shared memory, dropped by every change
+
+my $cid = body(as($owner, POST => '/api/circuits', { name => 'Cached' }))->{circuit_id};
+as($owner, POST => "/api/circuits/$cid/members", { member_id => $member->{id}, role => 'member' });
+$res = as($member, GET => "/api/circuits/$cid");
+is($res->{headers}{'x-cache'}, 'MISS', 'cache: the first read from PostgreSQL');
+my $first = $res->{body};
+$res = as($member, GET => "/api/circuits/$cid");
+is($res->{headers}{'x-cache'}, 'HIT', '... then from the cache');
+is($res->{body}, $first, '... the same bytes');
+is(as($owner, GET => "/api/circuits/$cid")->{headers}{'x-cache'}, 'HIT', '... for every member');
+is(as($stranger, GET => "/api/circuits/$cid")->{status}, 404, 'a non-member: still 404 with the record cached');
+
+as($owner, PUT => "/api/circuits/$cid", { description => 'changed' });
+$res = as($member, GET => "/api/circuits/$cid");
+is($res->{headers}{'x-cache'}, 'MISS', 'a change drops the record');
+is(body($res)->{description}, 'changed', '... and the change shows');
+
+as($owner, POST => "/api/circuits/$cid/members", { member_id => $stranger->{id}, role => 'viewer' });
+$res = as($stranger, GET => "/api/circuits/$cid");
+is($res->{status}, 200, 'a member added reads it at once');
+ok((grep { $_->{member_id} eq $stranger->{id} } @{ body($res)->{members} }), '... listed');
+is(as($member, GET => "/api/circuits/$cid")->{headers}{'x-cache'}, 'HIT', 'cached again');
+sql("DELETE FROM circuit_members WHERE circuit_id = '$cid' AND member_id = '$stranger->{id}'");
+as($owner, PATCH => "/api/circuits/$cid", {});
+is(as($stranger, GET => "/api/circuits/$cid")->{status}, 404,
+   'removed (in SQL), then any change through the API: the former member is refused');
 
 # an API key acts as its owner; a read key cannot write
 

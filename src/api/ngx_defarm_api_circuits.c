@@ -6,6 +6,7 @@
 
 #include "api/ngx_defarm_api_fn.h"
 #include "auth/ngx_defarm_crypt.h"
+#include "cache/ngx_defarm_cache.h"
 
 
 /*
@@ -19,11 +20,26 @@
  * here: public settings hash a protected circuit's password (bcrypt, in
  * the thread pool) before their statement, and a public join verifies the
  * password against the stored hash before its own.
+ *
+ * A circuit's JSON is cached for its members under "circuit:<id>:json"
+ * as "<member ids, space separated>\n<json>": a member's GET is then a
+ * look-up in shared memory; anyone else's goes to PostgreSQL, which says
+ * whether they may read it.  Every change made through a route with the
+ * circuit's id drops the family "circuit:<id>:" here and, through Redis,
+ * on the other nodes, before the answer goes out.
  */
 
 
 static ngx_int_t ngx_defarm_circuits_run(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_circuits_changed(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_circuits_cached(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
+static ngx_int_t ngx_defarm_circuits_read(ngx_http_request_t *r,
+    void *data, PGresult *res);
+static ngx_int_t ngx_defarm_circuits_stored(ngx_http_request_t *r,
+    void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_circuits_hashed(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *hash);
 static ngx_int_t ngx_defarm_circuits_join_hash(ngx_http_request_t *r,
@@ -158,8 +174,17 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_create =
     ngx_defarm_fn_stmt("defarm_circuit_create");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_list =
     ngx_defarm_fn_stmt("defarm_circuit_list");
-static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_get =
-    ngx_defarm_fn_stmt("defarm_circuit_get");
+/* with the member ids, for the cached record */
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_get = {
+    "defarm_circuit_get",
+    "SELECT a.status, a.body, "
+           "CASE WHEN defarm_is_uuid($2) THEN "
+               "(SELECT string_agg(m.member_id, ' ') FROM circuit_members m "
+                "WHERE m.circuit_id = $2::uuid) END "
+    "FROM defarm_circuit_get($1, $2, $3::jsonb, $4) a",
+    4, 0
+};
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_update =
     ngx_defarm_fn_stmt("defarm_circuit_update");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_deactivate =
@@ -282,6 +307,21 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (stmt == &ngx_defarm_circuit_get && cr->params[1].len
+        && cr->params[1].len <= 64)
+    {
+        cr->key.len = sizeof("circuit::json") - 1 + cr->params[1].len;
+        cr->key.data = ngx_pnalloc(r->pool, cr->key.len);
+        if (cr->key.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(cr->key.data, "circuit:%V:json", &cr->params[1]);
+
+        return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_GET, &cr->key,
+                                    NULL, 0, ngx_defarm_circuits_cached, cr);
+    }
+
     if (stmt == &ngx_defarm_circuit_public_settings) {
         pw = ngx_defarm_json_get(ngx_defarm_json_get(ctx->body,
                                                      "public_settings"),
@@ -316,8 +356,121 @@ ngx_defarm_circuits_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                    ngx_defarm_circuits_join_hash, cr);
     }
 
-    return ngx_defarm_pg_query(r, stmt, cr->params, ngx_defarm_fn_done,
+    return ngx_defarm_pg_query(r, stmt, cr->params,
+                               r->method == NGX_HTTP_GET
+                               ? ngx_defarm_fn_done
+                               : ngx_defarm_circuits_changed,
                                cr);
+}
+
+
+/* a change through a route with the circuit's id: its records go */
+
+static ngx_int_t
+ngx_defarm_circuits_changed(ngx_http_request_t *r, void *data,
+    PGresult *res)
+{
+    ngx_defarm_fn_req_t  *cr = data;
+
+    ngx_str_t  family;
+
+    if (cr->params[1].len && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == '2')
+    {
+        family.len = sizeof("circuit::") - 1 + cr->params[1].len;
+        family.data = ngx_pnalloc(r->pool, family.len);
+        if (family.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(family.data, "circuit:%V:", &cr->params[1]);
+        ngx_defarm_cache_forget(r, &family);
+    }
+
+    return ngx_defarm_fn_done(r, data, res);
+}
+
+
+/* a member's GET from the cache; anyone else's from PostgreSQL */
+
+static ngx_int_t
+ngx_defarm_circuits_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_fn_req_t  *cr = data;
+
+    u_char     *nl, *p, *sp;
+    ngx_str_t   json, *user;
+
+    user = &cr->params[0];
+
+    if (rc == NGX_OK && user->len) {
+        nl = ngx_strlchr(value->data, value->data + value->len, '\n');
+
+        for (p = value->data; nl && p < nl; p = sp + 1) {
+            sp = ngx_strlchr(p, nl, ' ');
+            if (sp == NULL) {
+                sp = nl;
+            }
+
+            if ((size_t) (sp - p) == user->len
+                && ngx_strncmp(p, user->data, user->len) == 0)
+            {
+                json.data = nl + 1;
+                json.len = value->data + value->len - json.data;
+
+                return ngx_defarm_send_text(r, NGX_HTTP_OK, &json);
+            }
+        }
+    }
+
+    return ngx_defarm_pg_query(r, &ngx_defarm_circuit_get, cr->params,
+                               ngx_defarm_circuits_read, cr);
+}
+
+
+static ngx_int_t
+ngx_defarm_circuits_read(ngx_http_request_t *r, void *data, PGresult *res)
+{
+    ngx_defarm_fn_req_t  *cr = data;
+
+    ngx_str_t  members, json, record;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1
+        || ngx_strcmp(PQgetvalue(res, 0, 0), "200") != 0
+        || PQgetisnull(res, 0, 2))
+    {
+        return ngx_defarm_fn_done(r, data, res);
+    }
+
+    (void) ngx_defarm_pg_text(res, 0, 1, &json);
+    (void) ngx_defarm_pg_text(res, 0, 2, &members);
+
+    record.len = members.len + 1 + json.len;
+    record.data = ngx_pnalloc(r->pool, record.len);
+    if (record.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(record.data, "%V\n%V", &members, &json);
+
+    /* the answer, kept past the result: the store may wait for the lock */
+
+    cr->answer.data = record.data + members.len + 1;
+    cr->answer.len = json.len;
+
+    return ngx_defarm_cache_run(r, NGX_DEFARM_CACHE_SET_IF, &cr->key,
+                                &record, 0, ngx_defarm_circuits_stored, cr);
+}
+
+
+static ngx_int_t
+ngx_defarm_circuits_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
+    ngx_str_t *value)
+{
+    ngx_defarm_fn_req_t  *cr = data;
+
+    return ngx_defarm_send_text(r, NGX_HTTP_OK, &cr->answer);
 }
 
 
@@ -336,7 +489,7 @@ ngx_defarm_circuits_hashed(ngx_http_request_t *r, void *data, ngx_int_t rc,
     cr->params[3] = *hash;
 
     return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_settings,
-                               cr->params, ngx_defarm_fn_done, cr);
+                               cr->params, ngx_defarm_circuits_changed, cr);
 }
 
 
@@ -367,7 +520,8 @@ ngx_defarm_circuits_join_hash(ngx_http_request_t *r, void *data,
         ngx_str_set(&cr->params[3], "-");
 
         return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_join,
-                                   cr->params, ngx_defarm_fn_done, cr);
+                                   cr->params, ngx_defarm_circuits_changed,
+                                   cr);
     }
 
     if (cr->password.len == 0) {
@@ -403,5 +557,5 @@ ngx_defarm_circuits_join_verified(ngx_http_request_t *r, void *data,
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_circuit_public_join,
-                               cr->params, ngx_defarm_fn_done, cr);
+                               cr->params, ngx_defarm_circuits_changed, cr);
 }

@@ -17,7 +17,9 @@
 typedef struct {
     ngx_str_t                  params[4];
     ngx_str_t                  details;       /* a 422's */
-    ngx_str_t                  password;      /* for a caller's own use */
+    ngx_str_t                  password;      /* the area's: a password */
+    ngx_str_t                  key;           /* the area's: a cache key */
+    ngx_str_t                  answer;        /* the area's: kept JSON */
 } ngx_defarm_fn_req_t;
 
 
