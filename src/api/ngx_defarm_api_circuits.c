@@ -117,6 +117,12 @@ ngx_defarm_route_t  ngx_defarm_circuits_routes[] = {
     { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push/batch"),
       ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
 
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push-local"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
+    { NGX_HTTP_POST, ngx_string("/api/circuits/:id/push-events"),
+      ngx_defarm_circuits_run, NGX_DEFARM_CIRCUITS_WRITE },
+
     { NGX_HTTP_POST, ngx_string("/api/circuits/:id/pull/:dfid"),
       ngx_defarm_circuits_run, NGX_DEFARM_ROUTE_PRINCIPAL },
 
@@ -215,6 +221,10 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push =
     ngx_defarm_fn_stmt("defarm_circuit_push");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push_batch =
     ngx_defarm_fn_stmt("defarm_circuit_push_batch");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push_local =
+    ngx_defarm_fn_stmt("defarm_circuit_push_local");
+static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_push_events =
+    ngx_defarm_fn_stmt("defarm_circuit_push_events");
 static ngx_defarm_pg_stmt_t  ngx_defarm_activities =
     ngx_defarm_fn_stmt("defarm_activities");
 static ngx_defarm_pg_stmt_t  ngx_defarm_circuit_pull =
@@ -267,6 +277,8 @@ static ngx_defarm_pg_stmt_t  *ngx_defarm_circuits_stmts[] = {
     &ngx_defarm_circuit_toggle,
     &ngx_defarm_circuit_push,
     &ngx_defarm_circuit_push_batch,
+    &ngx_defarm_circuit_push_local,
+    &ngx_defarm_circuit_push_events,
     &ngx_defarm_circuit_pull,
     &ngx_defarm_circuit_operations,
     &ngx_defarm_circuit_pending_ops,
