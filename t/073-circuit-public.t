@@ -141,6 +141,15 @@ is(sql("SELECT status FROM circuit_join_requests WHERE circuit_id = '$c' AND req
 is(sql("SELECT count(*) FROM circuits WHERE circuit_id = '$c' AND access_password_hash IS NULL"), 1,
    'leaving protected mode drops the hash');
 
+# auto-publish: a pushed item goes on the page
+as($owner, PUT => "$base/public-settings",
+   { public_settings => { access_mode => 'public', auto_publish_pushed_items => JSON::PP::true } });
+my $auto = body(as($owner, POST => '/api/items', { identifiers => [ { key => 'lot', value => "auto-$$" } ],
+                                                 source_entry => $uuid }))->{dfid};
+as($owner, POST => "$base/push/$auto", {});
+ok((grep { $_ eq $auto } @{ body(http($ng, GET => "$base/public"))->{data}{published_items} }),
+   'auto_publish_pushed_items: the pushed item is published');
+
 # not public again
 as($owner, PUT => "$base/visibility/toggle");
 is_err(http($ng, GET => "$base/public"), 404, qr/not public/, 'toggled private: no page');
