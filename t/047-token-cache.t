@@ -189,7 +189,11 @@ is(m_('entries'), $BOUND, '... still at most the bound');
 is(m_('evictions_total') - $ev0, $n, '... each one evicted an older one');
 my $grew = rss() - $rss0;
 diag("worker RSS grew $grew kB over $n distinct tokens");
-ok($grew < 2048, "the worker's memory stays flat (grew $grew kB)");
+SKIP: {
+    # under valgrind the RSS is valgrind's (its freed-block quarantine)
+    skip 'RSS under valgrind is not the worker\'s', 1 if valgrind();
+    ok($grew < 2048, "the worker's memory stays flat (grew $grew kB)");
+}
 
 is(get_as($after)->{status}, 200, 'an evicted token is verified again');
 
