@@ -25,6 +25,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_circuits_routes,
     ngx_defarm_notifications_routes,
     ngx_defarm_admin_routes,
+    ngx_defarm_account_routes,
     NULL
 };
 

@@ -37,6 +37,12 @@ ngx_defarm_route_t  ngx_defarm_admin_routes[] = {
     { NGX_HTTP_GET, ngx_string("/api/admin/actions"),
       ngx_defarm_admin_run, NGX_DEFARM_ROUTE_ADMIN },
 
+    { NGX_HTTP_POST, ngx_string("/api/admin/users/:user_id/credits"),
+      ngx_defarm_admin_run, NGX_DEFARM_ROUTE_ADMIN|NGX_DEFARM_ROUTE_BODY },
+
+    { NGX_HTTP_GET, ngx_string("/api/admin/users/:user_id/credits/history"),
+      ngx_defarm_admin_run, NGX_DEFARM_ROUTE_ADMIN },
+
     ngx_defarm_route_null
 };
 
@@ -57,10 +63,17 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_admin_unfreeze =
 static ngx_defarm_pg_stmt_t  ngx_defarm_admin_actions =
     ngx_defarm_fn_stmt("defarm_admin_actions");
 
+static ngx_defarm_pg_stmt_t  ngx_defarm_admin_credits =
+    ngx_defarm_fn_stmt("defarm_admin_credits");
+static ngx_defarm_pg_stmt_t  ngx_defarm_admin_credit_history =
+    ngx_defarm_fn_stmt("defarm_admin_credit_history");
+
 static ngx_defarm_pg_stmt_t  *ngx_defarm_admin_stmts[] = {
     &ngx_defarm_admin_freeze,
     &ngx_defarm_admin_unfreeze,
-    &ngx_defarm_admin_actions
+    &ngx_defarm_admin_actions,
+    &ngx_defarm_admin_credits,
+    &ngx_defarm_admin_credit_history
 };
 
 
