@@ -222,6 +222,36 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 
+-- the caller, locked, if a member holding p_perm (or the owner); else the
+-- answer to give: 404 for a non-member, 403 without the permission
+
+CREATE FUNCTION defarm_circuit_may(p_circuit text, p_user text,
+                                   p_perm text, p_what text)
+RETURNS defarm_answer
+LANGUAGE plpgsql AS $$
+DECLARE
+    m  circuit_members;
+BEGIN
+    IF NOT defarm_is_uuid(p_circuit) THEN
+        RETURN defarm_answer(400, 'Invalid circuit ID format');
+    END IF;
+
+    m := defarm_circuit_member_lock(p_circuit::uuid, p_user);
+
+    IF m.member_id IS NULL THEN
+        RETURN defarm_answer(404, 'Circuit not found');
+    END IF;
+
+    IF m.role <> 'Owner' AND NOT p_perm = ANY (m.permissions) THEN
+        RETURN defarm_answer(403, 'Permission denied: ' || p_what
+                                  || ' needs ' || p_perm);
+    END IF;
+
+    RETURN NULL;
+END
+$$;
+
+
 -- POST /api/circuits
 
 CREATE FUNCTION defarm_circuit_create(p_user text, p_id text, p_body jsonb,
@@ -310,8 +340,10 @@ LANGUAGE sql STABLE AS $$
                AND defarm_is_admin(p_user))
 $$;
 
-CREATE FUNCTION defarm_circuit_get(p_user text, p_id text, p_body jsonb,
-                                   p_arg text)
+-- a circuit the caller may read: NULL, or the answer to give (400 for a
+-- malformed id, 404 for a circuit they are not in)
+
+CREATE FUNCTION defarm_circuit_readable(p_id text, p_user text)
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -323,7 +355,21 @@ BEGIN
         RETURN defarm_answer(404, 'Circuit not found');
     END IF;
 
-    RETURN defarm_answer(200, defarm_circuit_json(p_id::uuid)::text);
+    RETURN NULL;
+END
+$$;
+
+-- (PL/pgSQL: a SQL function would be inlined, and a malformed id cast
+-- while the statement is planned, before the check)
+
+CREATE FUNCTION defarm_circuit_get(p_user text, p_id text, p_body jsonb,
+                                   p_arg text)
+RETURNS defarm_answer
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce(defarm_circuit_readable(p_id, p_user),
+                    defarm_answer(200,
+                                  defarm_circuit_json(p_id::uuid)::text));
 END
 $$;
 
@@ -390,7 +436,7 @@ DECLARE
     v_err    text;
     v_perms  jsonb;
     v_name   text;
-    m        circuit_members;
+    a        defarm_answer;
     k        text;
 BEGIN
     IF NOT defarm_is_uuid(p_id) THEN
@@ -432,16 +478,9 @@ BEGIN
                                   'description at most 5000');
     END IF;
 
-    m := defarm_circuit_member_lock(p_id::uuid, p_user);
-
-    IF m.member_id IS NULL THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    IF m.role <> 'Owner' AND NOT 'ManagePermissions' = ANY (m.permissions)
-    THEN
-        RETURN defarm_answer(403, 'Permission denied: updating a circuit '
-                                  'needs ManagePermissions');
+    a := defarm_circuit_may(p_id, p_user, 'ManagePermissions', 'updating a circuit');
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     UPDATE circuits c SET
@@ -471,21 +510,11 @@ CREATE FUNCTION defarm_circuit_deactivate(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
-    m  circuit_members;
+    a  defarm_answer;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    m := defarm_circuit_member_lock(p_id::uuid, p_user);
-
-    IF m.member_id IS NULL THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    IF m.role <> 'Owner' AND NOT 'Delete' = ANY (m.permissions) THEN
-        RETURN defarm_answer(403, 'Permission denied: deactivating a '
-                                  'circuit needs Delete');
+    a := defarm_circuit_may(p_id, p_user, 'Delete', 'deactivating a circuit');
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     UPDATE circuits SET status = 'Inactive', last_modified = now()
@@ -506,7 +535,7 @@ DECLARE
     v_err   text;
     v_role  text;
     v_new   text;
-    m       circuit_members;
+    a       defarm_answer;
 BEGIN
     IF NOT defarm_is_uuid(p_id) THEN
         RETURN defarm_answer(400, 'Invalid circuit ID format');
@@ -541,15 +570,9 @@ BEGIN
                                   'member as admin, member or viewer');
     END IF;
 
-    m := defarm_circuit_member_lock(p_id::uuid, p_user);
-
-    IF m.member_id IS NULL THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    IF NOT 'Invite' = ANY (m.permissions) THEN
-        RETURN defarm_answer(403, 'Permission denied: adding a member '
-                                  'needs Invite');
+    a := defarm_circuit_may(p_id, p_user, 'Invite', 'adding a member');
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     IF NOT EXISTS (SELECT 1 FROM users WHERE id = v_new) THEN
@@ -583,7 +606,7 @@ DECLARE
     v_err   text;
     v_name  text;
     v_perm  text[];
-    m       circuit_members;
+    a       defarm_answer;
 BEGIN
     IF NOT defarm_is_uuid(p_id) THEN
         RETURN defarm_answer(400, 'Invalid circuit ID format');
@@ -608,15 +631,9 @@ BEGIN
         RETURN defarm_answer(400, 'role is required');
     END IF;
 
-    m := defarm_circuit_member_lock(p_id::uuid, p_user);
-
-    IF m.member_id IS NULL THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    IF NOT 'ManageMembers' = ANY (m.permissions) THEN
-        RETURN defarm_answer(403, 'Permission denied: assigning a role '
-                                  'needs ManageMembers');
+    a := defarm_circuit_may(p_id, p_user, 'ManageMembers', 'assigning a role');
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     SELECT r.permissions INTO v_perm FROM circuit_roles r
@@ -655,15 +672,8 @@ CREATE FUNCTION defarm_circuit_roles(p_user text, p_id text, p_body jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    RETURN defarm_answer(200,
-        (defarm_circuit_json(p_id::uuid) -> 'custom_roles')::text);
+    RETURN coalesce(defarm_circuit_readable(p_id, p_user),
+                    defarm_answer(200, (defarm_circuit_json(p_id::uuid)
+                                        -> 'custom_roles')::text));
 END
 $$;

@@ -38,35 +38,6 @@ BEGIN
 END
 $$;
 
--- the caller, locked, if a member holding p_perm (or the owner); else the
--- answer to give: 404 for a non-member, 403 without the permission
-
-CREATE FUNCTION defarm_circuit_may(p_circuit text, p_user text,
-                                   p_perm text, p_what text)
-RETURNS defarm_answer
-LANGUAGE plpgsql AS $$
-DECLARE
-    m  circuit_members;
-BEGIN
-    IF NOT defarm_is_uuid(p_circuit) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    m := defarm_circuit_member_lock(p_circuit::uuid, p_user);
-
-    IF m.member_id IS NULL THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    IF m.role <> 'Owner' AND NOT p_perm = ANY (m.permissions) THEN
-        RETURN defarm_answer(403, 'Permission denied: ' || p_what
-                                  || ' needs ' || p_perm);
-    END IF;
-
-    RETURN NULL;
-END
-$$;
-
 CREATE FUNCTION defarm_circuit_role_json(r circuit_roles) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
@@ -361,26 +332,15 @@ CREATE FUNCTION defarm_circuit_requests(p_user text, p_id text,
                                         p_body jsonb, p_arg text)
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v  text;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
-    END IF;
-
-    SELECT coalesce(jsonb_agg(defarm_join_request_json(j)
-                              - 'circuit_id'
-                              ORDER BY j.requested_at, j.requester_id),
-                    '[]')::text
-    INTO v
-    FROM circuit_join_requests j
-    WHERE j.circuit_id = p_id::uuid AND j.status = 'Pending';
-
-    RETURN defarm_answer(200, v);
+    RETURN coalesce(defarm_circuit_readable(p_id, p_user),
+        defarm_answer(200, (
+            SELECT coalesce(jsonb_agg(defarm_join_request_json(j)
+                                      - 'circuit_id'
+                                      ORDER BY j.requested_at,
+                                               j.requester_id), '[]')::text
+            FROM circuit_join_requests j
+            WHERE j.circuit_id = p_id::uuid AND j.status = 'Pending')));
 END
 $$;
 

@@ -254,14 +254,12 @@ CREATE FUNCTION defarm_circuit_operations(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a         defarm_answer;
     v  text;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
+    a := defarm_circuit_readable(p_id, p_user);
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     SELECT coalesce(jsonb_agg(defarm_operation_json(o)
@@ -427,14 +425,12 @@ CREATE FUNCTION defarm_circuit_pending_items(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a         defarm_answer;
     v  jsonb;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
+    a := defarm_circuit_readable(p_id, p_user);
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -467,20 +463,18 @@ CREATE FUNCTION defarm_circuit_items(p_user text, p_id text, p_query jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a         defarm_answer;
     v_events  text := lower(coalesce(p_query ->> 'include_events',
                                      'false'));
     v         text;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
+    a := defarm_circuit_readable(p_id, p_user);
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     IF v_events NOT IN ('true', 'false') THEN
         RETURN defarm_answer(400, 'include_events must be true or false');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
     END IF;
 
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -514,14 +508,12 @@ CREATE FUNCTION defarm_circuit_activities(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    r         defarm_answer;
     v  text;
 BEGIN
-    IF NOT defarm_is_uuid(p_id) THEN
-        RETURN defarm_answer(400, 'Invalid circuit ID format');
-    END IF;
-
-    IF NOT defarm_circuit_visible(p_id::uuid, p_user) THEN
-        RETURN defarm_answer(404, 'Circuit not found');
+    r := defarm_circuit_readable(p_id, p_user);
+    IF r IS NOT NULL THEN
+        RETURN r;
     END IF;
 
     SELECT coalesce(jsonb_agg(jsonb_build_object(
