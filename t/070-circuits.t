@@ -31,12 +31,6 @@ sub user { api_user($ng, "t070_$_[0]_$$") }
 my ($owner, $admin, $member, $viewer, $stranger) =
     map { user($_) } qw(owner admin member viewer stranger);
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 # create
 
 my $res = as($owner, POST => '/api/circuits',

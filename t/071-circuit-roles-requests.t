@@ -26,12 +26,6 @@ sub body { json_body(@_) }
 sub as { api_as($ng, @_) }
 sub user { api_user($ng, "t071_$_[0]_$$") }
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 my ($owner, $admin, $member, $asker, $other) = map { user($_) } qw(owner admin member asker other);
 my $id = body(as($owner, POST => '/api/circuits', { name => 'Roles' }))->{circuit_id};
 ok($id, 'a circuit');

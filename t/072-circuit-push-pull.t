@@ -30,12 +30,6 @@ sub body { json_body(@_) }
 sub as { api_as($ng, @_) }
 sub user { api_user($ng, "t072_$_[0]_$$") }
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 my ($owner, $admin, $member, $viewer, $other) = map { user($_) } qw(owner admin member viewer other);
 my $uuid = '0b6f8f9e-1d2c-4c3b-9a8e-7f6d5c4b3a21';
 

@@ -27,12 +27,6 @@ sub body { json_body(@_) }
 sub as { api_as($ng, @_) }
 sub user { api_user($ng, "t073_$_[0]_$$") }
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 my ($owner, $member, $joiner, $other) = map { user($_) } qw(owner member joiner other);
 my $PW = "S3cret-Pass-$$";
 my $c = body(as($owner, POST => '/api/circuits', { name => 'Public circuit', description => 'open farm' }))->{circuit_id};

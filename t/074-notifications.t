@@ -27,12 +27,6 @@ sub body { json_body(@_) }
 sub as { api_as($ng, @_) }
 sub user { api_user($ng, "t074_$_[0]_$$") }
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 sub types {
     my ($who, $q) = @_;
     return [ map { $_->{notification_type} } @{ body(as($who, GET => '/api/notifications' . ($q // ''))) } ];

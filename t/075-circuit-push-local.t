@@ -26,12 +26,6 @@ sub body { json_body(@_) }
 sub as { api_as($ng, @_) }
 sub user { api_user($ng, "t075_$_[0]_$$") }
 
-sub is_err {
-    my ($res, $status, $re, $tag) = @_;
-    is($res->{status}, $status, "$tag: $status");
-    like(body($res)->{error} // '', $re, "$tag: the message");
-}
-
 my ($owner, $member, $viewer, $other) = map { user($_) } qw(owner member viewer other);
 my $c = body(as($owner, POST => '/api/circuits', { name => 'Local' }))->{circuit_id};
 as($owner, POST => "/api/circuits/$c/members", { member_id => $member->{id}, role => 'member' });

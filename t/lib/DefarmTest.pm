@@ -46,7 +46,7 @@ our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
     wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
     sql redis_start redis_stop redis_pid json_body api_user api_as
-    stale_documents
+    stale_documents is_err
 );
 
 BEGIN {
@@ -610,6 +610,15 @@ sub sql {
         if $?;
     $out =~ s/\A\s+|\s+\z//g;
     return $out;
+}
+
+# is_err($res, $status, qr/message/, $tag): an API error of that status
+# whose "error" matches
+sub is_err {
+    my ($res, $status, $re, $tag) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::is($res->{status}, $status, "$tag: $status");
+    Test::More::like(json_body($res)->{error} // '', $re, "$tag: the message");
 }
 
 # stale_documents() -> how many items' stored JSON (items.doc) is not what
