@@ -155,6 +155,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("defarm_credits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, credits),
+      NULL },
+
     { ngx_string("defarm_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_jwt_cache_set,
@@ -317,6 +324,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->reset_limit = NGX_CONF_UNSET_UINT;
     mcf->usage_flush = NGX_CONF_UNSET_MSEC;
     mcf->status_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->credits = NGX_CONF_UNSET;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -351,6 +359,7 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     ngx_conf_init_value(mcf->jwt->ttl, 86400);
     ngx_conf_init_value(mcf->jwt->leeway, 60);
+    ngx_conf_init_value(mcf->credits, 0);
     ngx_conf_init_uint_value(mcf->jwt->cache_max, 4096);
 
     /* the thread pool is asked for only where the API is served */

@@ -54,6 +54,7 @@ typedef struct {
     ngx_uint_t                 reset_limit;   /* ..._reset_limit */
     ngx_msec_t                 usage_flush;   /* ..._api_key_usage_flush */
     ngx_msec_t                 status_ttl;    /* defarm_user_status_ttl */
+    ngx_flag_t                 credits;       /* defarm_credits */
 } ngx_defarm_main_conf_t;
 
 

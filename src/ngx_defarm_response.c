@@ -39,6 +39,7 @@ static ngx_defarm_err_kind_t  ngx_defarm_err_kinds[] = {
     { ngx_string("database_unavailable"), 1 },
     { ngx_string("db_pool_exhausted"), 1 },
     { ngx_string("crypt_busy"), 1 },
+    { ngx_string("insufficient_credits"), 0 },
     { ngx_string("service_unavailable"), 1 },
     { ngx_string("external_timeout"), 0 },
     { ngx_string("external_error"), 0 },

@@ -152,8 +152,9 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
     "defarm_items_create",
     "SELECT dfid, created, item::text, array_to_string(conflicts, ', '), "
            "pending_id "
-    "FROM defarm_item_create_or_hold($1, $2::jsonb, $3::jsonb, $4::uuid)",
-    4, 0
+    "FROM defarm_item_create_charged($1, $2::jsonb, $3::jsonb, $4::uuid, "
+                                    "$5::boolean)",
+    5, 0
 };
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_get_stmt = {
@@ -466,6 +467,7 @@ ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_int_t                rc;
     ngx_str_t                err;
     ngx_defarm_items_req_t  *ir;
+    ngx_defarm_main_conf_t  *mcf;
 
     ir = ngx_defarm_items_req(r, ctx);
     if (ir == NULL) {
@@ -477,6 +479,17 @@ ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     rc = ngx_defarm_items_checked(r, rc, &err);
     if (rc != NGX_DECLINED) {
         return rc;
+    }
+
+    /* defarm_credits on: the creation is charged in its transaction */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    if (mcf->credits) {
+        ngx_str_set(&ir->params[4], "true");
+
+    } else {
+        ngx_str_set(&ir->params[4], "false");
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_create_stmt, ir->params,
