@@ -77,22 +77,6 @@ hit=$(curl -fsS -D - -o /dev/null -H "$auth" \
       | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" { print $2 }')
 [ "$hit" = HIT ] || { echo "the circuit is not cached: $hit" >&2; exit 1; }
 
-declare -A rate bad
-
-wrk_run() {
-    local name=$1 url=$2 out non2xx sock
-    shift 2
-    echo "== $name" >&2
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-          "$@" "$url")
-    echo "$out" >&2
-    non2xx=$(echo "$out" | awk '/^ *Non-2xx or 3xx responses:/ { print $5 }')
-    sock=$(echo "$out" | awk '/^ *Socket errors:/ {
-               gsub(",", ""); print $4 + $6 + $8 + $10 }')
-    rate[$name]=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
-    bad[$name]="non-2xx ${non2xx:-0}, socket errors ${sock:-0}"
-}
-
 # 1. cached GET against return 200 of the same bytes
 
 wrk_run static "http://127.0.0.1:$port/static"
@@ -138,20 +122,13 @@ cat > "$script" <<_EOS_
 SELECT status FROM defarm_circuit_push('$user_id', '$cid', '{}'::jsonb, 'BENCHP-' || nextval('bench_push_seq'));
 _EOS_
 
-echo "== pgbench_push" >&2
-out=$(pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
-      -T "$DURATION" -f "$script" 2>&1) || true
-echo "$out" >&2
-rate[pgbench_push]=$(echo "$out" | awk '/^tps = / { print $3; exit }')
-bad[pgbench_push]="failed $(echo "$out" \
-    | awk '/^number of failed transactions:/ { print $5 }')"
+pgbench_run pgbench_push -n -f "$script"
 pg_pushed=$(psql -X -At -c "SELECT count(*) FROM circuit_items
                             WHERE dfid LIKE 'BENCHP-%'")
 
 echo
 printf '%-46s %12s  %s\n' "measurement ($CONNECTIONS clients, ${DURATION}s)" \
     "per second" "errors"
-row() { printf '%-46s %12.0f  %s\n' "$1" "${rate[$2]}" "${bad[$2]}"; }
 row "nginx return 200 (same ${#body} bytes)" static
 row "GET /api/circuits/:id, cache HIT" cached
 row "pgbench, defarm_circuit_push()" pgbench_push
@@ -159,16 +136,7 @@ row "POST /api/circuits/:id/push/:dfid" push
 echo "  pushed by POST: $pushed items; by pgbench: $pg_pushed items"
 echo "  RSS of the whole nginx: $(bench_rss circuits) KiB"
 echo
-ratio() {
-    awk -v a="${rate[$2]}" -v b="${rate[$3]}" -v l="$1" -v t="$4" \
-        'BEGIN { printf "%-38s %.2f%s\n", l, a / b, t }'
-}
 ratio "ratio cached GET / return 200:" cached static "  (target >= 0.5)"
 ratio "ratio push / pgbench push:" push pgbench_push "  (target >= 0.5)"
 
-for k in "${!bad[@]}"; do
-    case ${bad[$k]} in
-        "non-2xx 0, socket errors 0" | "failed 0") ;;
-        *) echo "errors in $k: ${bad[$k]}" >&2; exit 1 ;;
-    esac
-done
+bench_check_errors

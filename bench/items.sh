@@ -123,56 +123,6 @@ x_cache "$pa" >/dev/null                       # warms the cache
     || { echo "the uncached nginx answers X-Cache: HIT" >&2; exit 1; }
 [ "$(curl -fsS "http://127.0.0.1:$pa/static")" = "$body" ]
 
-declare -A rate bad runs
-
-# the median of the runs so far of NAME, given the rate of one more
-median_of() {
-    local name=$1
-    runs[$name]="${runs[$name]:-} $2"
-    rate[$name]=$(echo ${runs[$name]} | tr ' ' '\n' | sort -g \
-                  | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-}
-
-# a run's errors, kept if an earlier run of the same name had some
-note_bad() {
-    case ${bad[$1]:-} in
-        "" | "non-2xx 0, socket errors 0" | "failed 0") bad[$1]=$2 ;;
-    esac
-}
-
-# wrk_run NAME URL [wrk args]: requests/s, non-2xx + socket errors
-wrk_run() {
-    local name=$1 url=$2 out non2xx sock r
-    shift 2
-    echo "== $name" >&2
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-          "$@" "$url")
-    echo "$out" >&2
-    non2xx=$(echo "$out" | awk '/^ *Non-2xx or 3xx responses:/ { print $5 }')
-    sock=$(echo "$out" | awk '/^ *Socket errors:/ {
-               gsub(",", ""); print $4 + $6 + $8 + $10 }')
-    r=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
-    [ -n "$r" ] || { echo "wrk did not run" >&2; exit 1; }
-    median_of "$name" "$r"
-    note_bad "$name" "non-2xx ${non2xx:-0}, socket errors ${sock:-0}"
-}
-
-# pgbench_run NAME [pgbench args]: transactions/s, failed transactions
-pgbench_run() {
-    local name=$1 out failed r
-    shift
-    echo "== $name" >&2
-    out=$(pgbench -M prepared -c "$CONNECTIONS" -j "$THREADS" \
-          -T "$DURATION" "$@" 2>&1) || true
-    echo "$out" >&2
-    failed=$(echo "$out" \
-             | awk '/^number of failed transactions:/ { print $5 }')
-    r=$(echo "$out" | awk '/^tps = / { print $3; exit }')
-    [ -n "$r" ] || { echo "pgbench did not run" >&2; exit 1; }
-    median_of "$name" "$r"
-    note_bad "$name" "failed ${failed:-?}"
-}
-
 # the memory of both nginx, after each run; the peak is reported
 declare -A rss
 peak_rss=0
@@ -298,7 +248,6 @@ echo
 printf '%-46s %12s  %s\n' \
     "measurement ($CONNECTIONS clients, ${DURATION}s, median)" \
     "per second" "errors"
-row() { printf '%-46s %12.0f  %s\n' "$1" "${rate[$2]}" "${bad[$2]}"; }
 row "nginx return 200 (same ${#body} bytes)" static
 row "GET /api/items/:dfid, cache HIT" cached
 row "pgbench -S -M prepared" pgbench_S
@@ -317,18 +266,9 @@ echo "  peak                  $peak_rss KiB"
 echo "  over $mem_total more requests: $before -> $after KiB" \
      "($((after - before)) KiB)"
 echo
-ratio() {
-    awk -v a="${rate[$2]}" -v b="${rate[$3]}" -v l="$1" -v t="$4" \
-        'BEGIN { printf "%-38s %.2f%s\n", l, a / b, t }'
-}
 ratio "ratio cached GET / return 200:" cached static "  (target >= 0.6)"
 ratio "ratio uncached GET / pgbench -S:" uncached pgbench_S "  (target >= 0.6)"
 ratio "ratio uncached GET / pgbench same SQL:" uncached pgbench_get ""
 ratio "ratio POST / pgbench create:" post pgbench_create "  (target >= 0.5)"
 
-for k in "${!bad[@]}"; do
-    case ${bad[$k]} in
-        "non-2xx 0, socket errors 0" | "failed 0") ;;
-        *) echo "errors in $k: ${bad[$k]}" >&2; exit 1 ;;
-    esac
-done
+bench_check_errors

@@ -269,6 +269,39 @@ LANGUAGE sql STABLE AS $$
         'message', j.message, 'status', j.status)
 $$;
 
+CREATE FUNCTION defarm_circuit_is_member(p_circuit uuid, p_user text)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM circuit_members
+                   WHERE circuit_id = p_circuit AND member_id = p_user)
+$$;
+
+-- a join request (here and by a public join): a refused one may be made
+-- again, a pending one only once; 201 with the request, or 409
+
+CREATE FUNCTION defarm_join_request_open(p_circuit uuid, p_user text,
+                                         p_message text)
+RETURNS defarm_answer
+LANGUAGE plpgsql AS $$
+DECLARE
+    j  circuit_join_requests;
+BEGIN
+    INSERT INTO circuit_join_requests (circuit_id, requester_id, message)
+    VALUES (p_circuit, p_user, p_message)
+    ON CONFLICT (circuit_id, requester_id) DO UPDATE
+        SET message = EXCLUDED.message, status = 'Pending',
+            requested_at = now(), decided_by = NULL, decided_at = NULL
+        WHERE circuit_join_requests.status <> 'Pending'
+    RETURNING * INTO j;
+
+    IF j.circuit_id IS NULL THEN
+        RETURN defarm_answer(409, 'A join request is already pending');
+    END IF;
+
+    RETURN defarm_answer(201, defarm_join_request_json(j)::text);
+END
+$$;
+
 CREATE FUNCTION defarm_circuit_request(p_user text, p_id text,
                                        p_body jsonb, p_arg text)
 RETURNS defarm_answer
@@ -276,7 +309,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_err  text;
     c      circuits;
-    j      circuit_join_requests;
 BEGIN
     IF NOT defarm_is_uuid(p_id) THEN
         RETURN defarm_answer(400, 'Invalid circuit ID format');
@@ -302,26 +334,12 @@ BEGIN
         RETURN defarm_answer(404, 'Circuit not found');
     END IF;
 
-    IF EXISTS (SELECT 1 FROM circuit_members
-               WHERE circuit_id = c.circuit_id AND member_id = p_user)
-    THEN
+    IF defarm_circuit_is_member(c.circuit_id, p_user) THEN
         RETURN defarm_answer(409, 'Already a member of this circuit');
     END IF;
 
-    -- a refused request may be made again; a pending one only once
-    INSERT INTO circuit_join_requests (circuit_id, requester_id, message)
-    VALUES (c.circuit_id, p_user, p_body ->> 'message')
-    ON CONFLICT (circuit_id, requester_id) DO UPDATE
-        SET message = EXCLUDED.message, status = 'Pending',
-            requested_at = now(), decided_by = NULL, decided_at = NULL
-        WHERE circuit_join_requests.status <> 'Pending'
-    RETURNING * INTO j;
-
-    IF j.circuit_id IS NULL THEN
-        RETURN defarm_answer(409, 'A join request is already pending');
-    END IF;
-
-    RETURN defarm_answer(201, defarm_join_request_json(j)::text);
+    RETURN defarm_join_request_open(c.circuit_id, p_user,
+                                    p_body ->> 'message');
 END
 $$;
 

@@ -266,8 +266,8 @@ CREATE FUNCTION defarm_circuit_public_join(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
+    a  defarm_answer;
     c  circuits;
-    j  circuit_join_requests;
 BEGIN
     IF NOT defarm_is_uuid(p_id) THEN
         RETURN defarm_answer(400, 'Invalid circuit ID format');
@@ -287,9 +287,7 @@ BEGIN
         RETURN defarm_answer(403, 'Invalid access password');
     END IF;
 
-    IF EXISTS (SELECT 1 FROM circuit_members
-               WHERE circuit_id = c.circuit_id AND member_id = p_user)
-    THEN
+    IF defarm_circuit_is_member(c.circuit_id, p_user) THEN
         RETURN defarm_answer(409, 'Already a member of this circuit');
     END IF;
 
@@ -307,16 +305,10 @@ BEGIN
                                   '"requires_approval": false}');
     END IF;
 
-    INSERT INTO circuit_join_requests (circuit_id, requester_id, message)
-    VALUES (c.circuit_id, p_user, p_body ->> 'message')
-    ON CONFLICT (circuit_id, requester_id) DO UPDATE
-        SET message = EXCLUDED.message, status = 'Pending',
-            requested_at = now(), decided_by = NULL, decided_at = NULL
-        WHERE circuit_join_requests.status <> 'Pending'
-    RETURNING * INTO j;
+    a := defarm_join_request_open(c.circuit_id, p_user, p_body ->> 'message');
 
-    IF j.circuit_id IS NULL THEN
-        RETURN defarm_answer(409, 'A join request is already pending');
+    IF a.status <> 201 THEN
+        RETURN a;
     END IF;
 
     RETURN defarm_answer(200, '{"success": true, "message": '
