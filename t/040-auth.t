@@ -154,7 +154,9 @@ sub user {
     my ($name) = @_;
     my $row = sql("SELECT id, email, coalesce(workspace_id, ''),"
                 . " floor(extract(epoch FROM created_at))::bigint,"
-                . " password_hash, tier, status, credits, is_admin,"
+                . " password_hash, tier, status,"
+                . " (SELECT credits FROM credit_balances b WHERE b.user_id = users.id),"
+                . " is_admin,"
                 . " coalesce(last_login::text, '')"
                 . " FROM users WHERE username = '" . U($name) . "'");
     return {} unless length $row;
@@ -795,9 +797,9 @@ my $salt = join '', map { ('.', '/', 'A' .. 'Z', 'a' .. 'z', '0' .. '9')[rand 64
 $salt .= 'e';        # the 22nd character carries 4 bits: pick one that is canonical
 my $hash = crypt($::Pw, '$2b$04$' . $salt);
 Test::More::like($hash, qr/^\$2b\$04\$/, 'TEST 34 - this libc crypt() makes $2b$ hashes');
-sql("INSERT INTO users (id, username, email, password_hash, workspace_id, credits)"
+sql("INSERT INTO users (id, username, email, password_hash, workspace_id)"
      . " VALUES ('user-11111111-2222-4333-8444-$$', '" . U('seeded') . "', '"
-     . E('seeded') . "', '$hash', 'seeded-workspace', 100)");
+     . E('seeded') . "', '$hash', 'seeded-workspace')");
 --- request eval
 [::login('seeded'), ::login('seeded', 'Wrong-Passw0rd')]
 --- error_code eval

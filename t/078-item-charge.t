@@ -53,7 +53,7 @@ is(body($refused)->{error_kind}, 'insufficient_credits', '... insufficient_credi
 is(body($refused)->{required}, 2, '... required 2');
 ok(defined body($refused)->{balance} && body($refused)->{balance} < 2, '... and the balance');
 
-is(sql("SELECT credits FROM users WHERE id = '$u->{id}'"), 0, 'the balance ends at 0');
+is(sql("SELECT credits FROM credit_balances WHERE user_id = '$u->{id}'"), 0, 'the balance ends at 0');
 is(sql("SELECT sum(amount) FROM credit_transactions WHERE user_id = '$u->{id}'"), 0,
    'the ledger sums to it');
 is(sql("SELECT count(*) FROM credit_transactions WHERE user_id = '$u->{id}' AND transaction_type = 'Consumption'"),
@@ -70,7 +70,7 @@ my $res = api_as($ng, $u, POST => '/api/items',
 ok($res->{status} == 200 || $res->{status} == 402, 'the same identifier again');
 SKIP: {
     skip 'item 1 was not among the created ones', 1 unless $res->{status} == 200;
-    is(sql("SELECT credits FROM users WHERE id = '$u->{id}'"), 0, '... an enrichment is free');
+    is(sql("SELECT credits FROM credit_balances WHERE user_id = '$u->{id}'"), 0, '... an enrichment is free');
 }
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);
@@ -80,7 +80,7 @@ my $off = node('charge-off', 'off');
 my $v = api_user($off, "t078_free_$$");
 is(api_as($off, $v, POST => '/api/items', { identifiers => [ { key => 'lot', value => "f-$$" } ],
                                             source_entry => $uuid })->{status}, 201, 'defarm_credits off: 201');
-is(sql("SELECT credits FROM users WHERE id = '$v->{id}'"), 100, '... nothing charged');
+is(sql("SELECT credits FROM credit_balances WHERE user_id = '$v->{id}'"), 100, '... nothing charged');
 stop_nginx($off);
 
 done_testing();

@@ -112,9 +112,9 @@ ngx_defarm_route_t  ngx_defarm_auth_routes[] = {
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_insert_user = {
     "defarm_auth_insert_user",
     "INSERT INTO users (id, username, email, password_hash, tier, status, "
-                       "credits, is_admin, workspace_id) "
+                       "is_admin, workspace_id) "
     "VALUES ('user-' || gen_random_uuid(), $1, $2, $3, 'Basic', 'Active', "
-            "100, false, $4) "
+            "false, $4) "
     "RETURNING id, status, tier, workspace_id, token_version",
     4, 0
 };

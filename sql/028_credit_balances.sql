@@ -1,0 +1,288 @@
+-- A balance is a narrow row of its own (credit_balances, as the original
+-- named it), not a column of users: every item a user creates takes a
+-- KEY SHARE lock on the user's row (the items' foreign key), and a debit
+-- updating that same row turned each of them into a multixact, which cost
+-- a single user's concurrent creations half their speed (bench/credits.sh).
+-- Nothing references credit_balances, so a debit only meets other debits.
+-- A debit is the last write of its transaction, so the row is held from
+-- the debit to the commit only.
+
+CREATE TABLE credit_balances (
+    user_id     text PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    credits     bigint NOT NULL CHECK (credits >= 0),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO credit_balances (user_id, credits, updated_at)
+SELECT u.id, u.credits,
+       coalesce((SELECT max(t.created_at) FROM credit_transactions t
+                 WHERE t.user_id = u.id), u.created_at)
+FROM users u;
+
+ALTER TABLE users DROP COLUMN credits;
+
+-- what a new account of a tier is given (the original: 100 on Basic)
+ALTER TABLE tier_limits
+    ADD COLUMN registration_credits bigint NOT NULL DEFAULT 0
+    CHECK (registration_credits >= 0);
+UPDATE tier_limits SET registration_credits = 100 WHERE tier = 'Basic';
+
+CREATE OR REPLACE FUNCTION defarm_tier_limits_json(p_tier text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT to_jsonb(t) - 'tier' - 'registration_credits'
+    FROM tier_limits t WHERE t.tier = p_tier
+$$;
+
+CREATE FUNCTION defarm_credit_balance(p_user text) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT credits FROM credit_balances WHERE user_id = p_user
+$$;
+
+CREATE OR REPLACE FUNCTION defarm_credit_change(p_user text, p_amount bigint,
+                                                p_type text,
+                                                p_operation text,
+                                                p_reference text,
+                                                p_description text,
+                                                p_by text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_after  bigint;
+BEGIN
+    UPDATE credit_balances SET credits = credits + p_amount,
+                               updated_at = now()
+    WHERE user_id = p_user AND credits + p_amount >= 0
+    RETURNING credits INTO v_after;
+
+    IF v_after IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    INSERT INTO credit_transactions (user_id, amount, transaction_type,
+                                     operation, reference_id, description,
+                                     balance_after, created_by)
+    VALUES (p_user, p_amount, p_type, p_operation, p_reference,
+            p_description, v_after, p_by);
+
+    RETURN v_after;
+END
+$$;
+
+-- a chargeable operation's debit of its tier's cost (credit_costs column
+-- p_operation): DF402 "<cost> <balance>" when the balance cannot pay,
+-- which rolls the operation back with it
+
+CREATE FUNCTION defarm_credit_charge(p_user text, p_operation text,
+                                     p_reference text, p_description text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cost  bigint;
+BEGIN
+    SELECT (to_jsonb(c) ->> p_operation)::bigint INTO v_cost
+    FROM users u JOIN credit_costs c ON c.tier = u.tier
+    WHERE u.id = p_user;
+
+    IF coalesce(v_cost, 0) > 0
+       AND defarm_credit_change(p_user, -v_cost, 'Consumption', p_operation,
+                                p_reference, p_description, p_user) IS NULL
+    THEN
+        RAISE EXCEPTION USING ERRCODE = 'DF402',
+            MESSAGE = 'Insufficient credits',
+            DETAIL = v_cost || ' ' || coalesce(defarm_credit_balance(p_user),
+                                               0);
+    END IF;
+END
+$$;
+
+-- a new user's account, and its registration grant in the ledger
+
+CREATE OR REPLACE FUNCTION defarm_credit_opening() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO credit_balances (user_id, credits) VALUES (NEW.id, 0);
+
+    PERFORM defarm_credit_change(NEW.id, l.registration_credits, 'Grant',
+                                 'registration', NULL, 'Registration grant',
+                                 NULL)
+    FROM tier_limits l
+    WHERE l.tier = NEW.tier AND l.registration_credits > 0;
+
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION defarm_me_profile(p_user text, p_id text,
+                                             p_query jsonb, p_arg text)
+RETURNS defarm_answer
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u  users;
+BEGIN
+    SELECT * INTO u FROM users WHERE id = p_user;
+
+    IF u.id IS NULL THEN
+        RETURN defarm_answer(404, 'User not found');
+    END IF;
+
+    RETURN defarm_answer(200, jsonb_build_object(
+        'user_id', u.id, 'username', u.username, 'email', u.email,
+        'tier', u.tier, 'credits', defarm_credit_balance(u.id),
+        'status', u.status, 'is_admin', u.is_admin,
+        'created_at', to_char(u.created_at AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        'subscription', NULL,
+        'limits', defarm_tier_limits_json(u.tier))::text);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION defarm_me_balance(p_user text, p_id text,
+                                             p_query jsonb, p_arg text)
+RETURNS defarm_answer
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN u.id IS NULL THEN defarm_answer(404, 'User not found')
+           ELSE defarm_answer(200, jsonb_build_object(
+               'credits', b.credits, 'tier', u.tier,
+               'last_updated', to_char(b.updated_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text)
+           END
+    FROM (SELECT p_user) x
+    LEFT JOIN users u ON u.id = p_user
+    LEFT JOIN credit_balances b ON b.user_id = p_user
+$$;
+
+CREATE OR REPLACE FUNCTION defarm_credit_history(p_user text, p_query jsonb)
+RETURNS defarm_answer
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limit  int := 50;
+    v_id     text;
+    v        jsonb;
+BEGIN
+    IF p_query ->> 'limit' IS NOT NULL THEN
+        IF p_query ->> 'limit' !~ '^[0-9]{1,3}$'
+           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND 500
+        THEN
+            RETURN defarm_answer(400, 'limit must be 1 to 500');
+        END IF;
+        v_limit := (p_query ->> 'limit')::int;
+    END IF;
+
+    SELECT id INTO v_id FROM users WHERE id = p_user;
+
+    IF v_id IS NULL THEN
+        RETURN defarm_answer(404, 'User not found');
+    END IF;
+
+    SELECT coalesce(jsonb_agg(defarm_credit_tx_json(t) ORDER BY t.seq DESC),
+                    '[]')
+    INTO v
+    FROM (SELECT * FROM credit_transactions t WHERE t.user_id = p_user
+          ORDER BY t.seq DESC LIMIT v_limit) t;
+
+    RETURN defarm_answer(200, jsonb_build_object(
+        'user_id', v_id, 'transactions', v,
+        'count', jsonb_array_length(v),
+        'total_credits', defarm_credit_balance(v_id))::text);
+END
+$$;
+
+-- the admin's adjustment reads the balance from its row
+
+CREATE OR REPLACE FUNCTION defarm_admin_credits(p_admin text, p_id text, p_body jsonb,
+                                     p_user text)
+RETURNS defarm_answer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_amount  bigint;
+    v_after   bigint;
+    v_bal     bigint;
+    v_err     text;
+BEGIN
+    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
+        RETURN defarm_answer(400, 'The body must be a JSON object');
+    END IF;
+
+    v_err := coalesce(defarm_field_type(p_body, 'amount', 'number'),
+                      defarm_field_type(p_body, 'reason', 'string'),
+                      defarm_field_type(p_body, 'operation_type', 'string'));
+
+    IF v_err IS NOT NULL THEN
+        RETURN defarm_answer(400, v_err);
+    END IF;
+
+    IF p_body ->> 'amount' IS NULL OR p_body ->> 'reason' IS NULL
+       OR btrim(p_body ->> 'reason') = ''
+    THEN
+        RETURN defarm_answer(400, 'amount and reason are required');
+    END IF;
+
+    IF p_body ->> 'amount' !~ '^-?[0-9]{1,12}$' OR p_body ->> 'amount' = '0'
+    THEN
+        RETURN defarm_answer(400, 'amount must be a non-zero whole number '
+                                  'of at most 12 digits');
+    END IF;
+
+    v_amount := (p_body ->> 'amount')::bigint;
+
+    SELECT credits INTO v_bal FROM credit_balances WHERE user_id = p_user
+    FOR UPDATE;
+
+    IF v_bal IS NULL THEN
+        RETURN defarm_answer(404, 'User not found');
+    END IF;
+
+    v_after := defarm_credit_change(
+        p_user, v_amount,
+        CASE WHEN v_amount > 0 THEN 'Grant' ELSE 'Penalty' END,
+        coalesce(p_body ->> 'operation_type', 'admin_adjustment'), NULL,
+        btrim(p_body ->> 'reason') || ' (Admin: ' || v_amount || ')',
+        p_admin);
+
+    IF v_after IS NULL THEN
+        RETURN defarm_answer(409, 'The balance (' || v_bal || ') cannot go '
+                                  'below zero');
+    END IF;
+
+    INSERT INTO admin_actions (admin_id, action_type, target_user_id,
+                               details)
+    VALUES (p_admin, 'AdjustCredits', p_user,
+            jsonb_build_object('amount', v_amount,
+                               'reason', p_body ->> 'reason',
+                               'balance_after', v_after));
+
+    PERFORM defarm_notify(ARRAY[p_user], 'CreditsAdjusted',
+                          'Credits adjusted',
+                          'Your credits changed by ' || v_amount
+                          || ': ' || btrim(p_body ->> 'reason'),
+                          jsonb_build_object('amount', v_amount,
+                                             'balance_after', v_after));
+
+    RETURN defarm_answer(200, jsonb_build_object(
+        'success', true, 'message', 'Credits adjusted successfully',
+        'amount', v_amount, 'balance_after', v_after)::text);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION defarm_item_create_charged(p_owner text,
+                                                      p_ids jsonb,
+                                                      p_enriched jsonb,
+                                                      p_source uuid,
+                                                      p_charge boolean)
+RETURNS TABLE (dfid text, created boolean, item jsonb, conflicts text[],
+               pending_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r  record;
+BEGIN
+    SELECT * INTO r FROM defarm_item_create_or_hold(p_owner, p_ids,
+                                                    p_enriched, p_source);
+
+    IF p_charge AND r.created THEN
+        PERFORM defarm_credit_charge(p_owner, 'item_creation', r.dfid,
+                                     'Item creation');
+    END IF;
+
+    RETURN QUERY SELECT r.dfid, r.created, r.item, r.conflicts, r.pending_id;
+END
+$$;
