@@ -69,8 +69,9 @@ END
 $$;
 
 -- a chargeable operation's debit of its tier's cost (credit_costs column
--- p_operation): DF402 "<cost> <balance>" when the balance cannot pay,
--- which rolls the operation back with it
+-- p_operation), or DF402 insufficient_credits with the cost and the
+-- balance when the balance cannot pay, which rolls the operation back
+-- with it (the module answers a DF4xx itself: ngx_defarm_pg_raised.c)
 
 CREATE FUNCTION defarm_credit_charge(p_user text, p_operation text,
                                      p_reference text, p_description text)
@@ -78,6 +79,7 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_cost  bigint;
+    v_bal   bigint;
 BEGIN
     SELECT (to_jsonb(c) ->> p_operation)::bigint INTO v_cost
     FROM users u JOIN credit_costs c ON c.tier = u.tier
@@ -87,10 +89,14 @@ BEGIN
        AND defarm_credit_change(p_user, -v_cost, 'Consumption', p_operation,
                                 p_reference, p_description, p_user) IS NULL
     THEN
+        v_bal := coalesce(defarm_credit_balance(p_user), 0);
+
         RAISE EXCEPTION USING ERRCODE = 'DF402',
-            MESSAGE = 'Insufficient credits',
-            DETAIL = v_cost || ' ' || coalesce(defarm_credit_balance(p_user),
-                                               0);
+            HINT = 'insufficient_credits',
+            MESSAGE = 'Insufficient credits: the operation costs ' || v_cost
+                      || ', the balance is ' || v_bal,
+            DETAIL = jsonb_build_object('required', v_cost,
+                                        'balance', v_bal)::text;
     END IF;
 END
 $$;

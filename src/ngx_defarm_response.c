@@ -40,6 +40,10 @@ static ngx_defarm_err_kind_t  ngx_defarm_err_kinds[] = {
     { ngx_string("db_pool_exhausted"), 1 },
     { ngx_string("crypt_busy"), 1 },
     { ngx_string("insufficient_credits"), 0 },
+    { ngx_string("monthly_item_limit_exceeded"), 0 },
+    { ngx_string("circuit_limit_exceeded"), 0 },
+    { ngx_string("hourly_request_limit_exceeded"), 0 },
+    { ngx_string("idempotency_key_reused"), 0 },
     { ngx_string("service_unavailable"), 1 },
     { ngx_string("external_timeout"), 0 },
     { ngx_string("external_error"), 0 },
@@ -359,6 +363,28 @@ ngx_defarm_server_timing(ngx_http_request_t *r)
  * reach a "defarm_errors" location through error_page; they are answered
  * in the same JSON shape as the module's own errors.
  */
+
+/* the kind named so (an error raised by SQL names its kind), or NGX_ERROR */
+
+ngx_int_t
+ngx_defarm_error_kind(ngx_str_t *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < sizeof(ngx_defarm_err_kinds)
+                    / sizeof(ngx_defarm_err_kind_t); i++)
+    {
+        if (ngx_defarm_err_kinds[i].name.len == name->len
+            && ngx_strncmp(ngx_defarm_err_kinds[i].name.data, name->data,
+                           name->len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
 
 ngx_int_t
 ngx_defarm_error_status(ngx_http_request_t *r, ngx_uint_t status)

@@ -35,6 +35,10 @@ typedef enum {
     NGX_DEFARM_ERR_DB_POOL_EXHAUSTED,
     NGX_DEFARM_ERR_CRYPT_BUSY,
     NGX_DEFARM_ERR_INSUFFICIENT_CREDITS,
+    NGX_DEFARM_ERR_ITEM_LIMIT,
+    NGX_DEFARM_ERR_CIRCUIT_LIMIT,
+    NGX_DEFARM_ERR_REQUEST_LIMIT,
+    NGX_DEFARM_ERR_IDEMPOTENCY,
     NGX_DEFARM_ERR_SERVICE_UNAVAILABLE,
     NGX_DEFARM_ERR_EXTERNAL_TIMEOUT,
     NGX_DEFARM_ERR_EXTERNAL_ERROR,
@@ -51,6 +55,7 @@ ngx_int_t ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_err_e kind, const char *fmt, ...);
 ngx_int_t ngx_defarm_error_status(ngx_http_request_t *r, ngx_uint_t status);
+ngx_int_t ngx_defarm_error_kind(ngx_str_t *name);
 void ngx_defarm_utf8_repair(ngx_str_t *s);
 void ngx_defarm_response_init(void);
 ngx_int_t ngx_defarm_server_timing(ngx_http_request_t *r);

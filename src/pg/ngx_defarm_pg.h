@@ -101,6 +101,7 @@ ngx_int_t ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt,
 ngx_int_t ngx_defarm_pg_text(PGresult *res, int row, int col,
     ngx_str_t *out);
 ngx_int_t ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res);
+ngx_int_t ngx_defarm_pg_raised(ngx_http_request_t *r, PGresult *res);
 ngx_int_t ngx_defarm_pg_text_array(ngx_pool_t *pool, ngx_defarm_json_t *array,
     ngx_str_t *out);
 ngx_defarm_pg_stats_t *ngx_defarm_pg_stats(void);

@@ -146,8 +146,6 @@ static void ngx_defarm_pg_gauges(ngx_defarm_pg_pool_t *pool);
 static const char *ngx_defarm_pg_flatten(const char *msg);
 static const char *ngx_defarm_pg_message(PGconn *pg);
 static void ngx_defarm_pg_notice(void *arg, const char *message);
-static ngx_int_t ngx_defarm_pg_payment_required(ngx_http_request_t *r,
-    PGresult *res);
 
 
 static ngx_defarm_pg_pool_t   *ngx_defarm_pg_pool;
@@ -1623,64 +1621,6 @@ ngx_defarm_pg_text(PGresult *res, int row, int col, ngx_str_t *out)
 }
 
 
-/*
- * 402 insufficient_credits, with what the operation costs and what the
- * balance holds: the DETAIL of a DF402 is "<required> <balance>".
- */
-
-typedef struct {
-    int64_t                    required;
-    int64_t                    balance;
-} ngx_defarm_pg_payment_t;
-
-
-static void
-ngx_defarm_pg_payment_fields(ngx_http_request_t *r,
-    ngx_defarm_json_writer_t *w, void *data)
-{
-    ngx_defarm_pg_payment_t  *pay = data;
-
-    ngx_defarm_jw_key(w, "required");
-    ngx_defarm_jw_int(w, pay->required);
-    ngx_defarm_jw_key(w, "balance");
-    ngx_defarm_jw_int(w, pay->balance);
-}
-
-
-static ngx_int_t
-ngx_defarm_pg_payment_required(ngx_http_request_t *r, PGresult *res)
-{
-    char                     *detail, *sp;
-    ngx_defarm_ctx_t         *ctx;
-    ngx_defarm_pg_payment_t  *pay;
-
-    detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-    ctx = ngx_defarm_get_ctx(r);
-
-    pay = ngx_pcalloc(r->pool, sizeof(ngx_defarm_pg_payment_t));
-    if (pay == NULL || ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (detail) {
-        sp = ngx_strchr(detail, ' ');
-        pay->required = ngx_atoi((u_char *) detail,
-                                 sp ? (size_t) (sp - detail)
-                                    : ngx_strlen(detail));
-        pay->balance = sp ? ngx_atoi((u_char *) sp + 1, ngx_strlen(sp + 1))
-                          : 0;
-    }
-
-    ctx->error_fields = ngx_defarm_pg_payment_fields;
-    ctx->error_data = pay;
-
-    return ngx_defarm_error(r, 402, NGX_DEFARM_ERR_INSUFFICIENT_CREDITS,
-                            "Insufficient credits: the operation costs %L, "
-                            "the balance is %L", pay->required,
-                            pay->balance);
-}
-
-
 ngx_int_t
 ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
 {
@@ -1697,10 +1637,10 @@ ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
      * bytes that are not UTF-8).  The request is wrong: a 400.
      */
 
-    /* DF402: a charge the balance cannot pay (sql/027) */
+    /* DF4xx: a refusal the SQL raised itself (sql/028) */
 
-    if (state && ngx_strcmp(state, "DF402") == 0) {
-        return ngx_defarm_pg_payment_required(r, res);
+    if (state && state[0] == 'D' && state[1] == 'F' && state[2] == '4') {
+        return ngx_defarm_pg_raised(r, res);
     }
 
     if (state && state[0] == '2' && state[1] == '2') {
