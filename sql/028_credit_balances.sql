@@ -269,26 +269,3 @@ BEGIN
         'amount', v_amount, 'balance_after', v_after)::text);
 END
 $$;
-
-CREATE OR REPLACE FUNCTION defarm_item_create_charged(p_owner text,
-                                                      p_ids jsonb,
-                                                      p_enriched jsonb,
-                                                      p_source uuid,
-                                                      p_charge boolean)
-RETURNS TABLE (dfid text, created boolean, item jsonb, conflicts text[],
-               pending_id uuid)
-LANGUAGE plpgsql AS $$
-DECLARE
-    r  record;
-BEGIN
-    SELECT * INTO r FROM defarm_item_create_or_hold(p_owner, p_ids,
-                                                    p_enriched, p_source);
-
-    IF p_charge AND r.created THEN
-        PERFORM defarm_credit_charge(p_owner, 'item_creation', r.dfid,
-                                     'Item creation');
-    END IF;
-
-    RETURN QUERY SELECT r.dfid, r.created, r.item, r.conflicts, r.pending_id;
-END
-$$;

@@ -162,6 +162,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, credits),
       NULL },
 
+    { ngx_string("defarm_tier_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, tier_limits),
+      NULL },
+
     { ngx_string("defarm_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_jwt_cache_set,
@@ -325,6 +332,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->usage_flush = NGX_CONF_UNSET_MSEC;
     mcf->status_ttl = NGX_CONF_UNSET_MSEC;
     mcf->credits = NGX_CONF_UNSET;
+    mcf->tier_limits = NGX_CONF_UNSET;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -360,6 +368,24 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->jwt->ttl, 86400);
     ngx_conf_init_value(mcf->jwt->leeway, 60);
     ngx_conf_init_value(mcf->credits, 0);
+    ngx_conf_init_value(mcf->tier_limits, 0);
+
+    /*
+     * The switches of metering reach the SQL that meters as settings of
+     * every session (sql/029), whichever route or batch creates an item.
+     */
+
+    if (mcf->db
+        && ngx_defarm_pg_conf_settings(cf, mcf->db,
+                                       mcf->credits ? "defarm.credits=on"
+                                                    : "defarm.credits=off",
+                                       mcf->tier_limits
+                                       ? "defarm.tier_limits=on"
+                                       : "defarm.tier_limits=off")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_uint_value(mcf->jwt->cache_max, 4096);
 
     /* the thread pool is asked for only where the API is served */

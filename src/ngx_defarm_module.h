@@ -55,6 +55,7 @@ typedef struct {
     ngx_msec_t                 usage_flush;   /* ..._api_key_usage_flush */
     ngx_msec_t                 status_ttl;    /* defarm_user_status_ttl */
     ngx_flag_t                 credits;       /* defarm_credits */
+    ngx_flag_t                 tier_limits;   /* defarm_tier_limits */
 } ngx_defarm_main_conf_t;
 
 
@@ -129,6 +130,7 @@ ngx_int_t ngx_defarm_content_handler(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_errors_handler(ngx_http_request_t *r);
 void ngx_defarm_request_body_init(void);
 void ngx_defarm_request_wait(ngx_http_request_t *r);
+ngx_int_t ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);

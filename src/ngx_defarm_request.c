@@ -346,3 +346,73 @@ ngx_defarm_errors_handler(ngx_http_request_t *r)
     return ngx_defarm_error_status(r, r->err_status ? r->err_status
                                                     : NGX_HTTP_NOT_FOUND);
 }
+
+
+/*
+ * The Idempotency-Key header of a chargeable POST, for the SQL that keeps
+ * its answer: NGX_OK with *key set (data NULL, an SQL NULL, when there is
+ * none), or the 400 sent for a key that is empty, longer than 255 or not
+ * printable ASCII.
+ */
+
+ngx_int_t
+ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char           *p;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    key->data = NULL;
+    key->len = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Idempotency-Key") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
+                               h[i].key.len) != 0)
+        {
+            continue;
+        }
+
+        if (key->data) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "Only one Idempotency-Key header");
+        }
+
+        if (h[i].value.len == 0 || h[i].value.len > 255) {
+            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_DEFARM_ERR_VALIDATION,
+                                    "Idempotency-Key must be 1 to 255 "
+                                    "characters");
+        }
+
+        for (p = h[i].value.data; p < h[i].value.data + h[i].value.len; p++)
+        {
+            if (*p < 0x21 || *p > 0x7e) {
+                return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                        NGX_DEFARM_ERR_VALIDATION,
+                                        "Idempotency-Key must be printable "
+                                        "ASCII without spaces");
+            }
+        }
+
+        *key = h[i].value;
+    }
+
+    return NGX_OK;
+}

@@ -148,12 +148,13 @@ ngx_defarm_route_t  ngx_defarm_items_routes[] = {
 };
 
 
+static ngx_str_t  ngx_defarm_items_replayed = ngx_string("true");
+
 static ngx_defarm_pg_stmt_t  ngx_defarm_items_create_stmt = {
     "defarm_items_create",
     "SELECT dfid, created, item::text, array_to_string(conflicts, ', '), "
-           "pending_id "
-    "FROM defarm_item_create_charged($1, $2::jsonb, $3::jsonb, $4::uuid, "
-                                    "$5::boolean)",
+           "pending_id, replayed "
+    "FROM defarm_item_create_once($1, $2::jsonb, $3::jsonb, $4::uuid, $5)",
     5, 0
 };
 
@@ -467,7 +468,6 @@ ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_int_t                rc;
     ngx_str_t                err;
     ngx_defarm_items_req_t  *ir;
-    ngx_defarm_main_conf_t  *mcf;
 
     ir = ngx_defarm_items_req(r, ctx);
     if (ir == NULL) {
@@ -481,15 +481,11 @@ ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    /* defarm_credits on: the creation is charged in its transaction */
+    /* a retry with the same key is answered as the first (sql/029) */
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
-
-    if (mcf->credits) {
-        ngx_str_set(&ir->params[4], "true");
-
-    } else {
-        ngx_str_set(&ir->params[4], "false");
+    rc = ngx_defarm_idempotency_key(r, &ir->params[4]);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_items_create_stmt, ir->params,
@@ -515,6 +511,14 @@ ngx_defarm_items_created(ngx_http_request_t *r, void *data, PGresult *res)
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         return ngx_defarm_pg_sql_error(r, res);
+    }
+
+    if (PQgetvalue(res, 0, 5)[0] == 't'
+        && ngx_defarm_add_header(r, "Idempotent-Replayed",
+                                 &ngx_defarm_items_replayed)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_defarm_pg_text(res, 0, 3, &conflicts) == NGX_OK) {

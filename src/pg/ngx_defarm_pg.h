@@ -89,6 +89,8 @@ typedef struct {
 
 
 char *ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_defarm_pg_conf_settings(ngx_conf_t *cf,
+    ngx_defarm_pg_conf_t *pcf, const char *first, const char *second);
 ngx_int_t ngx_defarm_pg_init_process(ngx_cycle_t *cycle,
     ngx_defarm_pg_conf_t *pcf);
 void ngx_defarm_pg_exit_process(ngx_cycle_t *cycle);

@@ -306,3 +306,63 @@ invalid:
 
     return NGX_CONF_ERROR;
 }
+
+
+/*
+ * Settings every session of the pool starts with ("-c name=value" in
+ * libpq's options, after whatever options the connection string gave).
+ */
+
+ngx_int_t
+ngx_defarm_pg_conf_settings(ngx_conf_t *cf, ngx_defarm_pg_conf_t *pcf,
+    const char *first, const char *second)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_uint_t    i, n, found;
+    const char  **kw, **vals;
+
+    for (n = 0; pcf->keywords[n]; n++) { /* void */ }
+
+    kw = ngx_palloc(cf->pool, (n + 2) * sizeof(char *));
+    vals = ngx_palloc(cf->pool, (n + 2) * sizeof(char *));
+    if (kw == NULL || vals == NULL) {
+        return NGX_ERROR;
+    }
+
+    found = n;
+
+    for (i = 0; i < n; i++) {
+        kw[i] = pcf->keywords[i];
+        vals[i] = pcf->values[i];
+
+        if (ngx_strcmp(kw[i], "options") == 0) {
+            found = i;
+        }
+    }
+
+    len = (found < n ? ngx_strlen(vals[found]) : 0)
+          + sizeof(" -c  -c ") + ngx_strlen(first) + ngx_strlen(second);
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(p, "%s -c %s -c %s%Z", found < n ? vals[found] : "", first,
+                second);
+
+    if (found == n) {
+        kw[n++] = "options";
+    }
+
+    vals[found] = (const char *) p;
+
+    kw[n] = NULL;
+    vals[n] = NULL;
+
+    pcf->keywords = kw;
+    pcf->values = vals;
+
+    return NGX_OK;
+}
