@@ -615,6 +615,8 @@ ngx_defarm_get_ctx(ngx_http_request_t *r)
         return NULL;
     }
 
+    ctx->request_limit = -1;
+
     ngx_http_set_ctx(r, ctx, ngx_defarm_module);
 
     return ctx;

@@ -92,6 +92,7 @@ typedef struct {
     ngx_str_t                  user_id;
     ngx_str_t                  workspace_id;  /* data NULL: none */
     ngx_str_t                  tier;
+    ngx_int_t                  request_limit; /* the tier's an hour; -1 */
     ngx_str_t                  key_id;        /* by API key: its id */
     ngx_uint_t                 key_perms;     /* NGX_DEFARM_PERM_* */
     ngx_defarm_cache_status_e  cache_status;

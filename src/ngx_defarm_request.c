@@ -8,6 +8,7 @@
 #include "ngx_defarm_router.h"
 #include "ngx_defarm_response.h"
 #include "auth/ngx_defarm_auth.h"
+#include "auth/ngx_defarm_ratelimit.h"
 
 
 /*
@@ -27,6 +28,9 @@ static ngx_int_t ngx_defarm_json_content_type(ngx_http_request_t *r);
 static ngx_int_t ngx_defarm_dispatch(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 static ngx_int_t ngx_defarm_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_run_known(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx);
+static ngx_int_t ngx_defarm_run_handler(ngx_http_request_t *r, void *data);
 static void ngx_defarm_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_defarm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -130,8 +134,35 @@ ngx_defarm_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return ngx_defarm_auth_require(r, ctx,
                                        flags & (NGX_DEFARM_ROUTE_JWT
                                                 |NGX_DEFARM_ROUTE_ADMIN),
-                                       ctx->route->handler);
+                                       ngx_defarm_run_known);
     }
+
+    return ctx->route->handler(r, ctx);
+}
+
+
+/* the caller known: with defarm_tier_limits, their tier's hourly limit */
+
+static ngx_int_t
+ngx_defarm_run_known(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
+{
+    ngx_defarm_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
+
+    if (mcf->tier_limits && ctx->request_limit >= 0) {
+        return ngx_defarm_ratelimit_tier(r, ctx, ngx_defarm_run_handler,
+                                         ctx);
+    }
+
+    return ctx->route->handler(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_defarm_run_handler(ngx_http_request_t *r, void *data)
+{
+    ngx_defarm_ctx_t  *ctx = data;
 
     return ctx->route->handler(r, ctx);
 }

@@ -25,7 +25,7 @@
  */
 
 
-#define NGX_DEFARM_APIKEY_FIELDS       12
+#define NGX_DEFARM_APIKEY_FIELDS       13
 #define NGX_DEFARM_APIKEY_UNKNOWN_TTL  30000
 
 
@@ -47,6 +47,7 @@ typedef struct {
     time_t                     expires;       /* 0: never */
     ngx_uint_t                 perms;
     ngx_uint_t                 limit;
+    ngx_int_t                  tier_limit;    /* -1: none */
     ngx_str_t                  ips;           /* space-separated */
     ngx_str_t                  endpoints;
 } ngx_defarm_apikey_req_t;
@@ -84,8 +85,10 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_apikey_lookup = {
            "k.perm_read::int | (k.perm_write::int << 1) "
                "| (k.perm_admin::int << 2), "
            "k.rate_limit_per_hour, array_to_string(k.allowed_ips, ' '), "
-           "array_to_string(k.allowed_endpoints, ' ')) "
+           "array_to_string(k.allowed_endpoints, ' '), "
+           "coalesce(l.max_api_requests_per_hour::text, '-')) "
     "FROM api_keys k JOIN users u ON u.id = k.user_id "
+    "LEFT JOIN tier_limits l ON l.tier = u.tier "
     "WHERE k.key_hash = $1",
     1, 0
 };
@@ -306,9 +309,11 @@ ngx_defarm_apikey_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
 
 /*
  * "key_id\nuser_id\nstatus\ntier\n=workspace\nis_admin\nactive\nexpires\n
- * perms\nlimit\nips\nendpoints", as PostgreSQL wrote it (a null workspace
- * is empty).  None of the fields can hold a newline: ids and enums are
- * the database's, and the lists were checked on the way in.
+ * perms\nlimit\nips\nendpoints\ntier_limit", as PostgreSQL wrote it (a
+ * null workspace is empty; the tier's requests an hour, "-" for none, are
+ * missing from the records of an older module: then none).  None of the
+ * fields can hold a newline: ids and enums are the database's, and the
+ * lists were checked on the way in.
  */
 
 static ngx_int_t
@@ -323,15 +328,26 @@ ngx_defarm_apikey_parse(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak,
     p = v->data;
     last = v->data + v->len;
 
+    ngx_str_set(&f[NGX_DEFARM_APIKEY_FIELDS - 1], "-");
+
     for (i = 0; i < NGX_DEFARM_APIKEY_FIELDS; i++) {
         nl = (i < NGX_DEFARM_APIKEY_FIELDS - 1) ? ngx_strlchr(p, last, '\n')
                                                  : last;
         if (nl == NULL) {
-            return NGX_ERROR;
+            if (i != NGX_DEFARM_APIKEY_FIELDS - 2) {
+                return NGX_ERROR;
+            }
+
+            nl = last;
         }
 
         f[i].data = p;
         f[i].len = nl - p;
+
+        if (nl == last) {
+            break;
+        }
+
         p = nl + 1;
     }
 
@@ -352,6 +368,7 @@ ngx_defarm_apikey_parse(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak,
     ak->limit = n[4];
     ak->ips = f[10];
     ak->endpoints = f[11];
+    ak->tier_limit = ngx_atoi(f[12].data, f[12].len);
 
     if (f[4].len == 0) {
         ngx_str_null(&ak->workspace_id);
@@ -544,6 +561,7 @@ ngx_defarm_apikey_check(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak)
     ctx->key_perms = ak->perms;
     ctx->admin_known = 1;
     ctx->is_admin = ak->is_admin ? 1 : 0;
+    ctx->request_limit = ak->tier_limit;
 
     return ngx_defarm_ratelimit_hourly(r, &ak->key_id, ak->limit,
                                        ngx_defarm_apikey_pass, ak);

@@ -61,7 +61,10 @@ static ngx_str_t  ngx_defarm_www_authenticate = ngx_string("Bearer");
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_admin_stmt = {
     "defarm_auth_admin",
-    "SELECT status, is_admin, token_version FROM users WHERE id = $1",
+    "SELECT u.status, u.is_admin, u.token_version, "
+           "coalesce(l.max_api_requests_per_hour::text, '-') "
+    "FROM users u LEFT JOIN tier_limits l ON l.tier = u.tier "
+    "WHERE u.id = $1",
     1, 0
 };
 
@@ -333,20 +336,24 @@ ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
         return ngx_defarm_pg_sql_error(r, res);
     }
 
-    /* "<status> <token version>", or "-" for a user that no longer exists */
+    /*
+     * "<status> <token version> <tier's requests an hour, - for none>",
+     * or "-" for a user that no longer exists
+     */
 
     if (PQntuples(res) == 0) {
         ngx_str_set(&an->record, "-");
 
     } else {
-        an->record.len = PQgetlength(res, 0, 0) + 1 + PQgetlength(res, 0, 2);
+        an->record.len = PQgetlength(res, 0, 0) + 1 + PQgetlength(res, 0, 2)
+                         + 1 + PQgetlength(res, 0, 3);
         an->record.data = ngx_pnalloc(r->pool, an->record.len);
         if (an->record.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_sprintf(an->record.data, "%s %s", PQgetvalue(res, 0, 0),
-                    PQgetvalue(res, 0, 2));
+        ngx_sprintf(an->record.data, "%s %s %s", PQgetvalue(res, 0, 0),
+                    PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
@@ -367,7 +374,7 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 {
     ngx_defarm_auth_next_t  *an = data;
 
-    u_char     status[32], *sp;
+    u_char     status[48], *sp, *lp;
     ngx_int_t  st, version;
 
     if (value == NULL) {
@@ -393,6 +400,16 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 
     if (sp) {
         *sp++ = '\0';
+
+        /* an older module's record has no limit either: then none */
+
+        lp = (u_char *) ngx_strchr(sp, ' ');
+
+        if (lp) {
+            *lp++ = '\0';
+            an->ctx->request_limit = ngx_atoi(lp, ngx_strlen(lp));
+        }
+
         version = ngx_atoi(sp, ngx_strlen(sp));
     }
 
@@ -436,6 +453,8 @@ ngx_defarm_auth_admin_done(ngx_http_request_t *r, void *data, PGresult *res)
 
     an->ctx->admin_known = 1;
     an->ctx->is_admin = (PQgetvalue(res, 0, 1)[0] == 't');
+    an->ctx->request_limit = ngx_atoi((u_char *) PQgetvalue(res, 0, 3),
+                                      PQgetlength(res, 0, 3));
 
     if (!an->ctx->is_admin) {
         return ngx_defarm_auth_fail(r, NGX_HTTP_FORBIDDEN,

@@ -21,12 +21,19 @@
  * the window ends); past the limit, 429 with the original service's
  * fields and Retry-After.  Fixed windows: a client can spend a limit at
  * the end of one hour and another at the start of the next.
+ *
+ * Two limits are counted so: an API key's own (rate_limit_per_hour), and,
+ * with defarm_tier_limits on, a user's tier's requests an hour, over all
+ * of the user's tokens and keys ("user:<id>").  A request by key reports
+ * the key's limit in the headers; the tier's refusal is its own kind.
  */
 
 
 typedef struct {
     ngx_defarm_ratelimit_pt    pass;
     void                      *data;
+    ngx_str_t                 *tier;          /* NULL: a key's limit */
+    ngx_uint_t                 headers;       /* X-RateLimit-* */
     ngx_uint_t                 limit;
     time_t                     reset;
     time_t                     now;
@@ -34,6 +41,8 @@ typedef struct {
 } ngx_defarm_ratelimit_t;
 
 
+static ngx_int_t ngx_defarm_ratelimit_count(ngx_http_request_t *r,
+    ngx_defarm_ratelimit_t *rl, const char *prefix, ngx_str_t *id);
 static ngx_int_t ngx_defarm_ratelimit_shared(ngx_http_request_t *r,
     void *data, redisReply *reply);
 static ngx_int_t ngx_defarm_ratelimit_local(ngx_http_request_t *r,
@@ -58,44 +67,81 @@ ngx_int_t
 ngx_defarm_ratelimit_hourly(ngx_http_request_t *r, ngx_str_t *id,
     ngx_uint_t limit, ngx_defarm_ratelimit_pt pass, void *data)
 {
+    ngx_defarm_ratelimit_t  *rl;
+
+    rl = ngx_pcalloc(r->pool, sizeof(ngx_defarm_ratelimit_t));
+    if (rl == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rl->pass = pass;
+    rl->data = data;
+    rl->limit = limit;
+    rl->headers = 1;
+
+    return ngx_defarm_ratelimit_count(r, rl, "", id);
+}
+
+
+/* the tier's limit of the caller (ctx->request_limit, ctx->tier) */
+
+ngx_int_t
+ngx_defarm_ratelimit_tier(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    ngx_defarm_ratelimit_pt pass, void *data)
+{
+    ngx_defarm_ratelimit_t  *rl;
+
+    rl = ngx_pcalloc(r->pool, sizeof(ngx_defarm_ratelimit_t));
+    if (rl == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rl->pass = pass;
+    rl->data = data;
+    rl->limit = ctx->request_limit;
+    rl->tier = &ctx->tier;
+    rl->headers = (ctx->key_id.len == 0);
+
+    return ngx_defarm_ratelimit_count(r, rl, "user:", &ctx->user_id);
+}
+
+
+static ngx_int_t
+ngx_defarm_ratelimit_count(ngx_http_request_t *r, ngx_defarm_ratelimit_t *rl,
+    const char *prefix, ngx_str_t *id)
+{
     time_t                   now, hour;
     size_t                   argvlen[5];
     ngx_str_t                key, ttl;
     const char              *argv[5];
-    ngx_defarm_ratelimit_t  *rl;
     ngx_defarm_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
 
     if (mcf->cache == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "defarm: API-key rate limits need \"defarm_cache\"");
+                      "defarm: %s rate limits need \"defarm_cache\"",
+                      rl->tier ? "tier" : "API-key");
         return ngx_defarm_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                 NGX_DEFARM_ERR_INTERNAL,
                                 "Rate limiting is not configured");
     }
 
-    rl = ngx_palloc(r->pool, sizeof(ngx_defarm_ratelimit_t));
-    if (rl == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     now = ngx_time();
     hour = now / 3600;
 
-    rl->pass = pass;
-    rl->data = data;
-    rl->limit = limit;
     rl->now = now;
     rl->reset = (hour + 1) * 3600;
 
-    key.len = sizeof("defarm:ratelimit::") - 1 + id->len + NGX_TIME_T_LEN;
+    key.len = sizeof("defarm:ratelimit::") - 1 + ngx_strlen(prefix)
+              + id->len + NGX_TIME_T_LEN;
     key.data = ngx_pnalloc(r->pool, key.len);
     if (key.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    key.len = ngx_sprintf(key.data, "defarm:ratelimit:%V:%T", id, hour)
+    key.len = ngx_sprintf(key.data, "defarm:ratelimit:%s%V:%T", prefix, id,
+                          hour)
               - key.data;
     rl->key = key;
 
@@ -211,13 +257,15 @@ ngx_defarm_ratelimit_apply(ngx_http_request_t *r, ngx_defarm_ratelimit_t *rl,
     time_t             wait;
     ngx_defarm_ctx_t  *ctx;
 
-    if (ngx_defarm_ratelimit_header(r, "X-RateLimit-Limit", rl->limit)
-           != NGX_OK
-        || ngx_defarm_ratelimit_header(r, "X-RateLimit-Remaining",
-                                       n < rl->limit ? rl->limit - n : 0)
-           != NGX_OK
-        || ngx_defarm_ratelimit_header(r, "X-RateLimit-Reset", rl->reset)
-           != NGX_OK)
+    if (rl->headers
+        && (ngx_defarm_ratelimit_header(r, "X-RateLimit-Limit", rl->limit)
+               != NGX_OK
+            || ngx_defarm_ratelimit_header(r, "X-RateLimit-Remaining",
+                                           n < rl->limit ? rl->limit - n : 0)
+               != NGX_OK
+            || ngx_defarm_ratelimit_header(r, "X-RateLimit-Reset",
+                                           rl->reset)
+               != NGX_OK))
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -241,6 +289,13 @@ ngx_defarm_ratelimit_apply(ngx_http_request_t *r, ngx_defarm_ratelimit_t *rl,
     ctx->error_fields = ngx_defarm_ratelimit_fields;
     ctx->error_data = rl;
 
+    if (rl->tier) {
+        return ngx_defarm_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                NGX_DEFARM_ERR_REQUEST_LIMIT,
+                                "The %V tier allows %ui requests an hour",
+                                rl->tier, rl->limit);
+    }
+
     return ngx_defarm_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                             NGX_DEFARM_ERR_RATE_LIMIT,
                             "Rate limit of %ui requests per hour exceeded",
@@ -260,8 +315,15 @@ ngx_defarm_ratelimit_fields(ngx_http_request_t *r,
 
     wait = rl->reset - ngx_time();
 
-    ngx_defarm_jw_key(w, "code");
-    ngx_defarm_jw_cstr(w, "rate_limit_exceeded");
+    if (rl->tier) {
+        ngx_defarm_jw_key(w, "tier");
+        ngx_defarm_jw_str(w, rl->tier);
+
+    } else {
+        ngx_defarm_jw_key(w, "code");
+        ngx_defarm_jw_cstr(w, "rate_limit_exceeded");
+    }
+
     ngx_defarm_jw_key(w, "limit");
     ngx_defarm_jw_int(w, rl->limit);
     ngx_defarm_jw_key(w, "remaining");

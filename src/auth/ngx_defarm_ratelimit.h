@@ -19,6 +19,8 @@ typedef ngx_int_t (*ngx_defarm_ratelimit_pt)(ngx_http_request_t *r,
 
 ngx_int_t ngx_defarm_ratelimit_hourly(ngx_http_request_t *r, ngx_str_t *id,
     ngx_uint_t limit, ngx_defarm_ratelimit_pt pass, void *data);
+ngx_int_t ngx_defarm_ratelimit_tier(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx, ngx_defarm_ratelimit_pt pass, void *data);
 
 
 #endif /* _NGX_DEFARM_RATELIMIT_H_INCLUDED_ */
