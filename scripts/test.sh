@@ -47,4 +47,4 @@ export TEST_NGINX_GIT_HASH=$(sed -n 's/.*NGX_DEFARM_GIT_HASH *"\(.*\)"/\1/p' \
     build/gen/ngx_defarm_version.h)
 
 # shellcheck disable=SC2086
-prove -I "$top/t/lib" -r ${TEST_FILES:-t/}
+prove ${PROVE_ARGS:-} -I "$top/t/lib" -r ${TEST_FILES:-t/}

@@ -382,12 +382,13 @@ ngx_defarm_errors_handler(ngx_http_request_t *r)
 /*
  * The Idempotency-Key header of a chargeable POST, for the SQL that keeps
  * its answer: NGX_OK with *key set (data NULL, an SQL NULL, when there is
- * none), or the 400 sent for a key that is empty, longer than 255 or not
- * printable ASCII.
+ * none), or NGX_DECLINED with *err saying why the key is refused (empty,
+ * longer than 255, not printable ASCII, or given twice).
  */
 
 ngx_int_t
-ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
+ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *err)
 {
     u_char           *p;
     ngx_uint_t        i;
@@ -420,25 +421,21 @@ ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
         }
 
         if (key->data) {
-            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                    NGX_DEFARM_ERR_VALIDATION,
-                                    "Only one Idempotency-Key header");
+            ngx_str_set(err, "Only one Idempotency-Key header");
+            return NGX_DECLINED;
         }
 
         if (h[i].value.len == 0 || h[i].value.len > 255) {
-            return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                    NGX_DEFARM_ERR_VALIDATION,
-                                    "Idempotency-Key must be 1 to 255 "
-                                    "characters");
+            ngx_str_set(err, "Idempotency-Key must be 1 to 255 characters");
+            return NGX_DECLINED;
         }
 
         for (p = h[i].value.data; p < h[i].value.data + h[i].value.len; p++)
         {
             if (*p < 0x21 || *p > 0x7e) {
-                return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
-                                        NGX_DEFARM_ERR_VALIDATION,
-                                        "Idempotency-Key must be printable "
-                                        "ASCII without spaces");
+                ngx_str_set(err, "Idempotency-Key must be printable ASCII "
+                                 "without spaces");
+                return NGX_DECLINED;
             }
         }
 

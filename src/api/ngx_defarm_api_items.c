@@ -483,8 +483,10 @@ ngx_defarm_items_create(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 
     /* a retry with the same key is answered as the first (sql/029) */
 
-    rc = ngx_defarm_idempotency_key(r, &ir->params[4]);
-    if (rc != NGX_OK) {
+    rc = ngx_defarm_idempotency_key(r, &ir->params[4], &err);
+
+    rc = ngx_defarm_items_checked(r, rc, &err);
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 

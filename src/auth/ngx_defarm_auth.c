@@ -48,6 +48,8 @@ static ngx_int_t ngx_defarm_auth_status_read(ngx_http_request_t *r,
     void *data, PGresult *res);
 static ngx_int_t ngx_defarm_auth_version(ngx_http_request_t *r,
     ngx_defarm_auth_next_t *an, ngx_int_t version);
+static ngx_int_t ngx_defarm_auth_tier(ngx_http_request_t *r,
+    ngx_defarm_ctx_t *ctx, u_char *tier, size_t len);
 static ngx_int_t ngx_defarm_auth_status_check(ngx_http_request_t *r,
     void *data, ngx_int_t rc, ngx_str_t *value);
 static ngx_int_t ngx_defarm_auth_admin_done(ngx_http_request_t *r,
@@ -62,7 +64,7 @@ static ngx_str_t  ngx_defarm_www_authenticate = ngx_string("Bearer");
 static ngx_defarm_pg_stmt_t  ngx_defarm_auth_admin_stmt = {
     "defarm_auth_admin",
     "SELECT u.status, u.is_admin, u.token_version, "
-           "coalesce(l.max_api_requests_per_hour::text, '-') "
+           "coalesce(l.max_api_requests_per_hour::text, '-'), u.tier "
     "FROM users u LEFT JOIN tier_limits l ON l.tier = u.tier "
     "WHERE u.id = $1",
     1, 0
@@ -337,8 +339,9 @@ ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
     }
 
     /*
-     * "<status> <token version> <tier's requests an hour, - for none>",
-     * or "-" for a user that no longer exists
+     * "<status> <token version> <tier's requests an hour, - for none>
+     * <tier>", or "-" for a user that no longer exists: the tier now, not
+     * the one the token was issued with
      */
 
     if (PQntuples(res) == 0) {
@@ -346,14 +349,16 @@ ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
 
     } else {
         an->record.len = PQgetlength(res, 0, 0) + 1 + PQgetlength(res, 0, 2)
-                         + 1 + PQgetlength(res, 0, 3);
+                         + 1 + PQgetlength(res, 0, 3)
+                         + 1 + PQgetlength(res, 0, 4);
         an->record.data = ngx_pnalloc(r->pool, an->record.len);
         if (an->record.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_sprintf(an->record.data, "%s %s %s", PQgetvalue(res, 0, 0),
-                    PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+        ngx_sprintf(an->record.data, "%s %s %s %s", PQgetvalue(res, 0, 0),
+                    PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+                    PQgetvalue(res, 0, 4));
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
@@ -366,6 +371,24 @@ ngx_defarm_auth_status_read(ngx_http_request_t *r, void *data, PGresult *res)
 }
 
 
+/* the user's tier as the database has it now, over the token's claim */
+
+static ngx_int_t
+ngx_defarm_auth_tier(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
+    u_char *tier, size_t len)
+{
+    ctx->tier.data = ngx_pnalloc(r->pool, len);
+    if (ctx->tier.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->tier.data, tier, len);
+    ctx->tier.len = len;
+
+    return NGX_OK;
+}
+
+
 /* as a cache callback: a hit's record in "value", or the one just read */
 
 static ngx_int_t
@@ -374,7 +397,7 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 {
     ngx_defarm_auth_next_t  *an = data;
 
-    u_char     status[48], *sp, *lp;
+    u_char     status[64], *sp, *lp, *tp;
     ngx_int_t  st, version;
 
     if (value == NULL) {
@@ -407,6 +430,18 @@ ngx_defarm_auth_status_check(ngx_http_request_t *r, void *data,
 
         if (lp) {
             *lp++ = '\0';
+            tp = (u_char *) ngx_strchr(lp, ' ');
+
+            if (tp) {
+                *tp++ = '\0';
+
+                if (ngx_defarm_auth_tier(r, an->ctx, tp, ngx_strlen(tp))
+                    != NGX_OK)
+                {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+            }
+
             an->ctx->request_limit = ngx_atoi(lp, ngx_strlen(lp));
         }
 
@@ -455,6 +490,13 @@ ngx_defarm_auth_admin_done(ngx_http_request_t *r, void *data, PGresult *res)
     an->ctx->is_admin = (PQgetvalue(res, 0, 1)[0] == 't');
     an->ctx->request_limit = ngx_atoi((u_char *) PQgetvalue(res, 0, 3),
                                       PQgetlength(res, 0, 3));
+
+    if (ngx_defarm_auth_tier(r, an->ctx, (u_char *) PQgetvalue(res, 0, 4),
+                             PQgetlength(res, 0, 4))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (!an->ctx->is_admin) {
         return ngx_defarm_auth_fail(r, NGX_HTTP_FORBIDDEN,
