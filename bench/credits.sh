@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # What charging costs: POST /api/items (every request a new item) on an
 # nginx with defarm_credits on, against the same on one with it off, each
-# run from the same tables, in ROUNDS=3 rounds (the median kept).  The
-# user's balance is large enough for every request (no 402).  All the
-# requests are one user's: every debit takes that user's balance row, the
-# worst case for a single balance.
+# run from the same tables, in ROUNDS=3 rounds (the median kept): by USERS
+# users (one per client by default), the common case, then all by one
+# user, the worst case: every debit takes that user's balance row.  The
+# balances are large enough for every request (no 402).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -35,19 +35,33 @@ for mode in on off; do
         "location / { defarm_api on; }" "credits-$mode"
 done
 
-res=$(curl -fsS -H 'Content-Type: application/json' \
-      -d "{\"username\":\"benchcr$run\",\"password\":\"Str0ng!pass\",
-           \"email\":\"benchcr$run@example.com\"}" \
-      "http://127.0.0.1:$pon/api/auth/register")
-token=$(perl -MJSON::PP -e 'print JSON::PP->new->decode(<STDIN>)->{token}' <<<"$res")
-user_id=$(perl -MJSON::PP -e 'print JSON::PP->new->decode(<STDIN>)->{user_id}' <<<"$res")
+# USERS users (one per client by default), each with a balance large
+# enough for every request, granted through the ledger like any grant
+USERS=${USERS:-$CONNECTIONS}
+tokens=()
+ids=()
+for i in $(seq 1 "$USERS"); do
+    res=$(curl -fsS -H 'Content-Type: application/json' \
+          -d "{\"username\":\"benchcr${run}u$i\",\"password\":\"Str0ng!pass\",
+               \"email\":\"benchcr${run}u$i@example.com\"}" \
+          "http://127.0.0.1:$pon/api/auth/register")
+    tokens+=("$(perl -MJSON::PP -e 'print JSON::PP->new->decode(<STDIN>)->{token}' <<<"$res")")
+    ids+=("$(perl -MJSON::PP -e 'print JSON::PP->new->decode(<STDIN>)->{user_id}' <<<"$res")")
+done
+in_list=$(printf "'%s'," "${ids[@]}")
+in_list=${in_list%,}
+psql -X -q -v ON_ERROR_STOP=1 -c "SELECT defarm_credit_change(id,
+    1000000000, 'Grant', 'bench', NULL, 'bench/credits.sh', NULL)
+    FROM users WHERE id IN ($in_list)" >/dev/null
 
-# enough for every request, through the ledger like any grant
-psql -X -q -v ON_ERROR_STOP=1 -c "SELECT defarm_credit_change('$user_id',
-    1000000000, 'Grant', 'bench', NULL, 'bench/credits.sh', NULL)" >/dev/null
-
-lua=$bench_var/credits-post.lua
-cat > "$lua" <<_EOL_
+# post.lua N: every request a new item, by the first N users in turn
+post_lua() {
+    local n=$1 lua=$bench_var/credits-post-$1.lua
+    {
+        echo "local tokens = {"
+        printf '"%s",\n' "${tokens[@]:0:$n}"
+        echo "}"
+        cat <<_EOL_
 local threads = 0
 function setup(thread)
     threads = threads + 1
@@ -55,62 +69,63 @@ function setup(thread)
 end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $token"
 local n = 0
 function request()
     n = n + 1
-    return wrk.format(nil, nil, nil, string.format(
+    local h = { ["Content-Type"] = "application/json",
+                ["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1] }
+    return wrk.format(nil, nil, h, string.format(
         '{"identifiers":[{"key":"lot","value":"cr-$run-%d-%d-%d"}],'
         .. '"source_entry":"7d8f2a4e-3b1c-4c5d-9e6f-0a1b2c3d4e5f"}',
         math.random(1, 1000000000), tid, n))
 end
 _EOL_
+    } > "$lua"
+    echo "$lua"
+}
 
 fresh_tables() {
     psql -X -q -v ON_ERROR_STOP=1 <<_EOS_
-DELETE FROM items WHERE owner_id = '$user_id';
+DELETE FROM items WHERE owner_id IN ($in_list);
 VACUUM ANALYZE items;
 VACUUM ANALYZE item_identifiers;
 VACUUM ANALYZE credit_transactions;
+VACUUM ANALYZE credit_balances;
 CHECKPOINT;
 _EOS_
 }
 
-declare -A runs
-median() {
-    echo $1 | tr ' ' '\n' | sort -g \
-        | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
-
-for round in $(seq 1 "${ROUNDS:-3}"); do
-    for mode in on off; do
-        port=$pon
-        [ $mode = off ] && port=$poff
-        fresh_tables
-        echo "== round $round, credits $mode" >&2
-        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-              -s "$lua" "http://127.0.0.1:$port/api/items")
-        echo "$out" >&2
-        if echo "$out" | grep -q "Non-2xx"; then
-            echo "errors with credits $mode" >&2
-            exit 1
-        fi
-        runs[$mode]="${runs[$mode]:-} $(echo "$out" \
-                     | awk '/^Requests\/sec:/ { print $2 }')"
+# the two modes alternate within a round, each round starting with the
+# other, so that neither always meets the tables the other has grown
+for users in "$USERS" 1; do
+    lua=$(post_lua "$users")
+    for round in $(seq 1 "${ROUNDS:-3}"); do
+        order="on off"
+        [ $((round % 2)) = 0 ] && order="off on"
+        for mode in $order; do
+            port=$pon
+            [ $mode = off ] && port=$poff
+            fresh_tables
+            wrk_run "$users-$mode" "http://127.0.0.1:$port/api/items" \
+                -s "$lua"
+        done
     done
 done
 
-on=$(median "${runs[on]}")
-off=$(median "${runs[off]}")
 debits=$(psql -X -At -c "SELECT count(*) FROM credit_transactions
-                         WHERE user_id = '$user_id'
+                         WHERE user_id IN ($in_list)
                            AND transaction_type = 'Consumption'")
 
 echo
 printf '%-46s %12s\n' "POST /api/items ($CONNECTIONS clients, ${DURATION}s, median)" \
     "per second"
-printf '%-46s %12.0f\n' "defarm_credits off" "$off"
-printf '%-46s %12.0f\n' "defarm_credits on" "$on"
+for users in "$USERS" 1; do
+    row "$users users, defarm_credits off" "$users-off"
+    row "$users users, defarm_credits on" "$users-on"
+    ratio "  ratio charged / uncharged, $users users:" "$users-on" \
+        "$users-off" "  (target >= 0.9)"
+done
 echo "  debits written: $debits"
-awk -v a="$on" -v b="$off" \
-    'BEGIN { printf "ratio charged / uncharged:             %.2f  (target >= 0.9)\n", a / b }'
+echo "  (one user: every debit of the run takes the same balance row, so"
+echo "   the user's creations commit one after another)"
+bench_check_errors
