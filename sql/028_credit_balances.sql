@@ -21,6 +21,17 @@ FROM users u;
 
 ALTER TABLE users DROP COLUMN credits;
 
+-- a ledger row is written with every debit: the fewer indexes and checks
+-- it meets the better.  Its key is its sequence number (appended, not a
+-- random uuid's place in an index; transaction_id stays, unindexed), and
+-- it has no foreign key: every row is written by defarm_credit_change
+-- after the update of the user's balance row, which has one, and the
+-- ledger of a deleted user is history, kept.
+ALTER TABLE credit_transactions
+    DROP CONSTRAINT credit_transactions_user_id_fkey,
+    DROP CONSTRAINT credit_transactions_pkey,
+    ADD PRIMARY KEY (seq);
+
 -- what a new account of a tier is given (the original: 100 on Basic)
 ALTER TABLE tier_limits
     ADD COLUMN registration_credits bigint NOT NULL DEFAULT 0
@@ -81,7 +92,15 @@ DECLARE
     v_cost  bigint;
     v_bal   bigint;
 BEGIN
-    SELECT (to_jsonb(c) ->> p_operation)::bigint INTO v_cost
+    SELECT CASE p_operation
+               WHEN 'item_creation' THEN c.item_creation
+               WHEN 'circuit_operation' THEN c.circuit_operation
+               WHEN 'storage_migration' THEN c.storage_migration
+               WHEN 'audit_export' THEN c.audit_export
+               WHEN 'premium_adapter_usage' THEN c.premium_adapter_usage
+               WHEN 'api_request' THEN c.api_request
+           END
+    INTO v_cost
     FROM users u JOIN credit_costs c ON c.tier = u.tier
     WHERE u.id = p_user;
 
