@@ -43,6 +43,24 @@ extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
 ngx_int_t ngx_defarm_api_json(ngx_http_request_t *r, void *data,
     PGresult *res);
 
+/*
+ * A new account's fields, checked as registration checks them
+ * (ngx_defarm_api_auth.c); also for an administrator's POST
+ * /api/admin/users.  NGX_DECLINED means "go on", anything else was
+ * answered.
+ */
+
+typedef struct {
+    ngx_str_t                  username;
+    ngx_str_t                  email;
+    ngx_str_t                  password;
+    ngx_str_t                  workspace;     /* data NULL: not given */
+} ngx_defarm_account_t;
+
+ngx_int_t ngx_defarm_auth_account(ngx_http_request_t *r,
+    ngx_defarm_json_t *body, const char *workspace, const char *label,
+    ngx_defarm_account_t *ac);
+
 /* every table the router compiles, NULL-terminated (ngx_defarm_api.c) */
 
 extern ngx_defarm_route_t  *ngx_defarm_route_tables[];

@@ -355,11 +355,9 @@ typedef struct {
 } ngx_defarm_auth_field_t;
 
 
+/* registration's fields are read by ngx_defarm_auth_account() */
+
 static ngx_defarm_auth_field_t  ngx_defarm_auth_register_fields[] = {
-    { "username", 1, offsetof(ngx_defarm_auth_req_t, username) },
-    { "password", 1, offsetof(ngx_defarm_auth_req_t, password) },
-    { "email", 1, offsetof(ngx_defarm_auth_req_t, email) },
-    { "workspace_name", 0, offsetof(ngx_defarm_auth_req_t, workspace) },
     { NULL, 0, 0 }
 };
 
@@ -466,7 +464,7 @@ static ngx_int_t
 ngx_defarm_auth_register(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     ngx_int_t               rc;
-    const char             *why;
+    ngx_defarm_account_t    ac;
     ngx_defarm_auth_req_t  *ar;
 
     rc = ngx_defarm_auth_parse(r, ctx, ngx_defarm_auth_register_fields, 1,
@@ -475,8 +473,62 @@ ngx_defarm_auth_register(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return rc;
     }
 
-    if (ar->username.len == 0 || ar->username.len > 64
-        || !ngx_defarm_auth_printable(&ar->username))
+    rc = ngx_defarm_auth_account(r, ctx->body, "workspace_name",
+                                 "Workspace name", &ac);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ar->username = ac.username;
+    ar->email = ac.email;
+    ar->password = ac.password;
+    ar->workspace = ac.workspace;
+
+    return ngx_defarm_crypt_hash(r, &ar->password,
+                                 ngx_defarm_auth_register_hashed, ar);
+}
+
+
+/*
+ * A new account's fields, read from a JSON object body and checked: by
+ * registration, and by an administrator's POST /api/admin/users (which
+ * names the workspace field and its label differently).  The workspace
+ * is optional (data NULL: not given).  NGX_DECLINED means "go on",
+ * anything else was answered.
+ */
+
+ngx_int_t
+ngx_defarm_auth_account(ngx_http_request_t *r, ngx_defarm_json_t *body,
+    const char *workspace, const char *label, ngx_defarm_account_t *ac)
+{
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+    const char  *why;
+
+    static const char  *names[] = { "username", "password", "email" };
+
+    ngx_str_t  *fields[] = { &ac->username, &ac->password, &ac->email };
+
+    if (body->type != NGX_DEFARM_JSON_OBJECT) {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Body must be a JSON object");
+    }
+
+    for (i = 0; i < 3; i++) {
+        rc = ngx_defarm_auth_string(r, body, names[i], 1, fields[i]);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    rc = ngx_defarm_auth_string(r, body, workspace, 0, &ac->workspace);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (ac->username.len == 0 || ac->username.len > 64
+        || !ngx_defarm_auth_printable(&ac->username))
     {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
@@ -484,31 +536,31 @@ ngx_defarm_auth_register(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "without spaces or control characters");
     }
 
-    if (!ngx_defarm_auth_email_ok(&ar->email)) {
+    if (!ngx_defarm_auth_email_ok(&ac->email)) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Email address is not valid");
     }
 
-    if (ar->workspace.data
-        && (ar->workspace.len == 0 || ar->workspace.len > 64
-            || !ngx_defarm_auth_printable(&ar->workspace)))
+    if (ac->workspace.data
+        && (ac->workspace.len == 0 || ac->workspace.len > 64
+            || !ngx_defarm_auth_printable(&ac->workspace)))
     {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
-                                "Workspace name must be 1 to 64 characters, "
-                                "without spaces or control characters");
+                                "%s must be 1 to 64 characters, "
+                                "without spaces or control characters",
+                                label);
     }
 
-    why = ngx_defarm_auth_password_policy(&ar->password);
+    why = ngx_defarm_auth_password_policy(&ac->password);
 
     if (why) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION, "%s", why);
     }
 
-    return ngx_defarm_crypt_hash(r, &ar->password,
-                                 ngx_defarm_auth_register_hashed, ar);
+    return NGX_DECLINED;
 }
 
 
