@@ -176,21 +176,30 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN credit_balances b ON b.user_id = p_user
 $$;
 
+-- a list's ?limit=1..500, p_default when absent, NULL when malformed
+
+CREATE FUNCTION defarm_limit_arg(p_query jsonb, p_default int) RETURNS int
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_query ->> 'limit' IS NULL THEN p_default
+        WHEN p_query ->> 'limit' ~ '^[0-9]{1,3}$'
+             AND (p_query ->> 'limit')::int BETWEEN 1 AND 500
+        THEN (p_query ->> 'limit')::int
+    END
+$$;
+
 CREATE OR REPLACE FUNCTION defarm_credit_history(p_user text, p_query jsonb)
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_limit  int := 50;
+    v_limit  int;
     v_id     text;
     v        jsonb;
 BEGIN
-    IF p_query ->> 'limit' IS NOT NULL THEN
-        IF p_query ->> 'limit' !~ '^[0-9]{1,3}$'
-           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND 500
-        THEN
-            RETURN defarm_answer(400, 'limit must be 1 to 500');
-        END IF;
-        v_limit := (p_query ->> 'limit')::int;
+    v_limit := defarm_limit_arg(p_query, 50);
+
+    IF v_limit IS NULL THEN
+        RETURN defarm_answer(400, 'limit must be 1 to 500');
     END IF;
 
     SELECT id INTO v_id FROM users WHERE id = p_user;

@@ -146,18 +146,15 @@ CREATE FUNCTION defarm_admin_users(p_admin text, p_id text, p_query jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_limit   int := 50;
+    v_limit   int;
     v_offset  int := 0;
     v_total   bigint;
     v         jsonb;
 BEGIN
-    IF p_query ->> 'limit' IS NOT NULL THEN
-        IF p_query ->> 'limit' !~ '^[0-9]{1,3}$'
-           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND 500
-        THEN
-            RETURN defarm_answer(400, 'limit must be 1 to 500');
-        END IF;
-        v_limit := (p_query ->> 'limit')::int;
+    v_limit := defarm_limit_arg(p_query, 50);
+
+    IF v_limit IS NULL THEN
+        RETURN defarm_answer(400, 'limit must be 1 to 500');
     END IF;
 
     IF p_query ->> 'offset' IS NOT NULL THEN
