@@ -11,7 +11,7 @@ CREATE TABLE credit_balances (
     user_id     text PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
     credits     bigint NOT NULL CHECK (credits >= 0),
     updated_at  timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 50);   -- room on the page for the next version (HOT)
 
 INSERT INTO credit_balances (user_id, credits, updated_at)
 SELECT u.id, u.credits,
