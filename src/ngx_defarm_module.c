@@ -10,6 +10,7 @@
 #include "ngx_defarm_metrics.h"
 #include "pg/ngx_defarm_pg.h"
 #include "cache/ngx_defarm_cache.h"
+#include "auth/ngx_defarm_charge.h"
 #include "auth/ngx_defarm_crypt.h"
 #include "auth/ngx_defarm_jwt.h"
 #include "auth/ngx_defarm_jwt_cache.h"
@@ -295,6 +296,10 @@ ngx_defarm_postconfiguration(ngx_conf_t *cf)
         if (ngx_defarm_router_add(cf, mcf, *table) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    if (ngx_defarm_charge_init(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (ngx_defarm_metrics_add_zone(cf) != NGX_OK) {

@@ -106,6 +106,7 @@ typedef struct {
     uint64_t                   db_us;
     uint64_t                   crypt_us;
 
+    unsigned                   api_charged:1; /* ngx_defarm_charge.c */
     unsigned                   lock_timed:1;
     unsigned                   db_timed:1;
     unsigned                   crypt_timed:1;

@@ -250,4 +250,55 @@ is(balance($w), 98, '... item and debit together');
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);
 
+# ------------------------------------------------- API requests by key
+
+# Basic pays 1 credit for a request by API key; a request answered 5xx is
+# refunded (here: the route's query outlasts defarm_db_query_timeout)
+my $ak = start_nginx(
+    name   => 'metering-api',
+    http   => db_config(size => 4) . "
+    defarm_cache zone=metering_api:4m ttl=1h;
+    defarm_db_query_timeout 500ms;
+    defarm_bcrypt_cost 4;
+    defarm_credits on;
+    defarm_jwt_secret file=$secret_file;",
+    server => '
+        location / {
+            defarm_api on;
+        }');
+my $b = api_user($ak, "t080_apikey_$$");
+my $made_key = api_as($ak, $b, POST => '/api/api-keys', { name => 'k', organization_type => 'Producer' });
+is($made_key->{status}, 201, 'a Basic user makes a key (by token: free)');
+my $bkey = json_body($made_key)->{api_key} // 'dfm_none';
+is(balance($b), 100, '... nothing charged for requests by token');
+my $bk = http($ak, GET => '/api/items', headers => { 'X-API-Key' => $bkey });
+is($bk->{status}, 200, 'a request by key: 200');
+is(balance($b), 99, '... costs api_request (Basic: 1)');
+is(sql("SELECT reference_id FROM credit_transactions WHERE user_id = '$b->{id}' AND operation = 'api_request'"),
+   "/api/items $bk->{headers}{'x-request-id'}", '... the ledger names the route and the trace id');
+
+open my $locker, '|-', 'psql', '-X', '-q', '-h', $ENV{TEST_NGINX_PG_HOST}, '-p', $ENV{TEST_NGINX_PG_PORT},
+    '-U', $ENV{TEST_NGINX_PG_USER}, '-d', $ENV{TEST_NGINX_PG_DATABASE}
+    or die "psql: $!";
+$locker->autoflush(1);
+print $locker "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;\n";
+wait_until(sub { sql("SELECT count(*) FROM pg_locks WHERE relation = 'items'::regclass AND mode = 'AccessExclusiveLock' AND granted") > 0 }, 10);
+my $slow = http($ak, GET => '/api/items', headers => { 'X-API-Key' => $bkey });
+like($slow->{status} // '', qr/^5\d\d$/, 'a request by key that times out: 5xx');
+print $locker "ROLLBACK;\n";
+close $locker;
+ok(wait_until(sub { balance($b) == 99 }, 10), '... its debit given back');
+is(sql("SELECT string_agg(transaction_type, ' ' ORDER BY seq) FROM credit_transactions "
+       . "WHERE user_id = '$b->{id}' AND operation = 'api_request'"), 'Consumption Consumption Refund',
+   '... a Refund in the ledger');
+
+sql("SELECT defarm_credit_change('$b->{id}', -99, 'Penalty', 'test', NULL, 't080', NULL)");
+my $broke = http($ak, GET => '/api/items', headers => { 'X-API-Key' => $bkey });
+is($broke->{status}, 402, 'no credits: a request by key is 402');
+is(json_body($broke)->{error_kind}, 'insufficient_credits', '... insufficient_credits');
+is(api_as($ak, $b, GET => '/api/items')->{status}, 200, '... by token it is still served');
+is(balance($b), 0, '... the balance stays 0');
+unlike($ak->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
+stop_nginx($ak);
+
 done_testing();

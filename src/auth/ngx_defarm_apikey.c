@@ -6,6 +6,7 @@
 
 #include "auth/ngx_defarm_apikey.h"
 #include "auth/ngx_defarm_auth.h"
+#include "auth/ngx_defarm_charge.h"
 #include "auth/ngx_defarm_ratelimit.h"
 #include "cache/ngx_defarm_cache.h"
 #include "pg/ngx_defarm_pg.h"
@@ -25,7 +26,7 @@
  */
 
 
-#define NGX_DEFARM_APIKEY_FIELDS       13
+#define NGX_DEFARM_APIKEY_FIELDS       14
 #define NGX_DEFARM_APIKEY_UNKNOWN_TTL  30000
 
 
@@ -48,6 +49,7 @@ typedef struct {
     ngx_uint_t                 perms;
     ngx_uint_t                 limit;
     ngx_int_t                  tier_limit;    /* -1: none */
+    ngx_int_t                  api_cost;      /* an API request's */
     ngx_str_t                  ips;           /* space-separated */
     ngx_str_t                  endpoints;
 } ngx_defarm_apikey_req_t;
@@ -86,9 +88,11 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_apikey_lookup = {
                "| (k.perm_admin::int << 2), "
            "k.rate_limit_per_hour, array_to_string(k.allowed_ips, ' '), "
            "array_to_string(k.allowed_endpoints, ' '), "
-           "coalesce(l.max_api_requests_per_hour::text, '-')) "
+           "coalesce(l.max_api_requests_per_hour::text, '-'), "
+           "coalesce(c.api_request, 0)) "
     "FROM api_keys k JOIN users u ON u.id = k.user_id "
     "LEFT JOIN tier_limits l ON l.tier = u.tier "
+    "LEFT JOIN credit_costs c ON c.tier = u.tier "
     "WHERE k.key_hash = $1",
     1, 0
 };
@@ -309,9 +313,10 @@ ngx_defarm_apikey_stored(ngx_http_request_t *r, void *data, ngx_int_t rc,
 
 /*
  * "key_id\nuser_id\nstatus\ntier\n=workspace\nis_admin\nactive\nexpires\n
- * perms\nlimit\nips\nendpoints\ntier_limit", as PostgreSQL wrote it (a
- * null workspace is empty; the tier's requests an hour, "-" for none, are
- * missing from the records of an older module: then none).  None of the
+ * perms\nlimit\nips\nendpoints\ntier_limit\napi_cost", as PostgreSQL wrote
+ * it (a null workspace is empty; the tier's requests an hour, "-" for
+ * none, and the credits a request costs are missing from the records of
+ * an older module: then none and 0).  None of the
  * fields can hold a newline: ids and enums are the database's, and the
  * lists were checked on the way in.
  */
@@ -328,13 +333,14 @@ ngx_defarm_apikey_parse(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak,
     p = v->data;
     last = v->data + v->len;
 
-    ngx_str_set(&f[NGX_DEFARM_APIKEY_FIELDS - 1], "-");
+    ngx_str_set(&f[12], "-");
+    ngx_str_set(&f[13], "0");
 
     for (i = 0; i < NGX_DEFARM_APIKEY_FIELDS; i++) {
         nl = (i < NGX_DEFARM_APIKEY_FIELDS - 1) ? ngx_strlchr(p, last, '\n')
                                                  : last;
         if (nl == NULL) {
-            if (i != NGX_DEFARM_APIKEY_FIELDS - 2) {
+            if (i < 11) {
                 return NGX_ERROR;
             }
 
@@ -369,6 +375,7 @@ ngx_defarm_apikey_parse(ngx_http_request_t *r, ngx_defarm_apikey_req_t *ak,
     ak->ips = f[10];
     ak->endpoints = f[11];
     ak->tier_limit = ngx_atoi(f[12].data, f[12].len);
+    ak->api_cost = ngx_atoi(f[13].data, f[13].len);
 
     if (f[4].len == 0) {
         ngx_str_null(&ak->workspace_id);
@@ -573,5 +580,5 @@ ngx_defarm_apikey_pass(ngx_http_request_t *r, void *data)
 {
     ngx_defarm_apikey_req_t  *ak = data;
 
-    return ak->next(r, ak->ctx);
+    return ngx_defarm_charge_request(r, ak->ctx, ak->api_cost, ak->next);
 }
