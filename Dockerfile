@@ -12,7 +12,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         build-essential nginx-dev libpq-dev libhiredis-dev libjwt-dev \
-        libyajl-dev libcrypt-dev libssl-dev \
+        libyajl-dev libcrypt-dev libssl-dev libcurl4-openssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -29,7 +29,7 @@ FROM debian:bookworm-slim
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        nginx-core libpq5 libhiredis0.14 libjwt0 libyajl2 libcrypt1 \
+        nginx-core libpq5 libhiredis0.14 libjwt0 libyajl2 libcrypt1 libcurl4 \
         postgresql-client curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 

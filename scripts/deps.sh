@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
     build-essential nginx-core nginx-dev
     libpq-dev libhiredis-dev libjwt-dev libyajl-dev libcrypt-dev libssl-dev
+    libcurl4-openssl-dev
     postgresql postgresql-contrib redis-server
     libtest-base-perl libipc-run-perl libtest-longstring-perl
     libtext-diff-perl liblist-moreutils-perl libwww-perl libhttp-tiny-perl

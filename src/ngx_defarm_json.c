@@ -292,23 +292,23 @@ ngx_defarm_json_on_close(void *ctx)
 
 
 ngx_defarm_json_parser_t *
-ngx_defarm_json_parser(ngx_http_request_t *r, ngx_uint_t max_depth,
+ngx_defarm_json_parser(ngx_pool_t *pool, ngx_uint_t max_depth,
     ngx_uint_t max_nodes, size_t max_memory)
 {
     ngx_pool_cleanup_t        *cln;
     ngx_defarm_json_parser_t  *ps;
 
-    ps = ngx_pcalloc(r->pool, sizeof(ngx_defarm_json_parser_t));
+    ps = ngx_pcalloc(pool, sizeof(ngx_defarm_json_parser_t));
     if (ps == NULL) {
         return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    cln = ngx_pool_cleanup_add(pool, 0);
     if (cln == NULL) {
         return NULL;
     }
 
-    ps->pool = r->pool;
+    ps->pool = pool;
     ps->max_depth = max_depth;
     ps->max_nodes = max_nodes;
     ps->max_memory = max_memory;

@@ -61,7 +61,7 @@ struct ngx_defarm_json_writer_s {
  * than its memory bound)
  */
 
-ngx_defarm_json_parser_t *ngx_defarm_json_parser(ngx_http_request_t *r,
+ngx_defarm_json_parser_t *ngx_defarm_json_parser(ngx_pool_t *pool,
     ngx_uint_t max_depth, ngx_uint_t max_nodes, size_t max_memory);
 ngx_int_t ngx_defarm_json_feed(ngx_defarm_json_parser_t *ps, u_char *data,
     size_t len);

@@ -17,6 +17,8 @@
 #include "auth/ngx_defarm_usage.h"
 #include "redis/ngx_defarm_redis.h"
 #include "api/ngx_defarm_api.h"
+#include "jobs/ngx_defarm_jobs.h"
+#include "http/ngx_defarm_curl.h"
 
 #include <openssl/evp.h>
 
@@ -168,6 +170,20 @@ static ngx_command_t  ngx_defarm_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_defarm_main_conf_t, tier_limits),
+      NULL },
+
+    { ngx_string("defarm_jobs"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_ANY,
+      ngx_defarm_jobs_set,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_smtp"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_defarm_smtp_set,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("defarm_jwt_cache"),
@@ -352,6 +368,8 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_defarm_main_conf_t  *mcf = conf;
 
+    const char  *settings[4];
+
     ngx_conf_init_value(mcf->reset_log, 0);
     ngx_conf_init_uint_value(mcf->reset_limit, 3);
     ngx_conf_init_msec_value(mcf->usage_flush, 10000);
@@ -380,14 +398,14 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
      * every session (sql/029), whichever route or batch creates an item.
      */
 
+    settings[0] = mcf->credits ? "defarm.credits=on" : "defarm.credits=off";
+    settings[1] = mcf->tier_limits ? "defarm.tier_limits=on"
+                                   : "defarm.tier_limits=off";
+    settings[2] = mcf->smtp ? "defarm.smtp=on" : "defarm.smtp=off";
+    settings[3] = NULL;
+
     if (mcf->db
-        && ngx_defarm_pg_conf_settings(cf, mcf->db,
-                                       mcf->credits ? "defarm.credits=on"
-                                                    : "defarm.credits=off",
-                                       mcf->tier_limits
-                                       ? "defarm.tier_limits=on"
-                                       : "defarm.tier_limits=off")
-           != NGX_OK)
+        && ngx_defarm_pg_conf_settings(cf, mcf->db, settings) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -559,7 +577,23 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_defarm_pg_init_process(cycle, mcf->db);
+    if (ngx_defarm_pg_init_process(cycle, mcf->db) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the jobs and what they need, where they are run */
+
+    if (mcf->jobs == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_defarm_curl_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_defarm_smtp_init_process(mcf->smtp);
+
+    return ngx_defarm_jobs_init_process(cycle, mcf->jobs);
 }
 
 
@@ -569,6 +603,8 @@ ngx_defarm_exit_process(ngx_cycle_t *cycle)
     ngx_defarm_cache_exit_process(cycle);
     ngx_defarm_usage_exit_process(cycle);
     ngx_defarm_redis_exit_process(cycle);
+    ngx_defarm_jobs_exit_process(cycle);
+    ngx_defarm_curl_exit_process(cycle);
     ngx_defarm_pg_exit_process(cycle);
 }
 

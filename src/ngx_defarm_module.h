@@ -56,6 +56,8 @@ typedef struct {
     ngx_msec_t                 status_ttl;    /* defarm_user_status_ttl */
     ngx_flag_t                 credits;       /* defarm_credits */
     ngx_flag_t                 tier_limits;   /* defarm_tier_limits */
+    void                      *jobs;          /* defarm_jobs */
+    void                      *smtp;          /* defarm_smtp */
 } ngx_defarm_main_conf_t;
 
 

@@ -330,7 +330,7 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
                                 "Content-Type must be application/json");
 
     } else {
-        ctx->parser = ngx_defarm_json_parser(r, lcf->json_max_depth,
+        ctx->parser = ngx_defarm_json_parser(r->pool, lcf->json_max_depth,
                                              lcf->json_max_nodes,
                                              lcf->json_max_memory);
         if (ctx->parser == NULL) {

@@ -1120,9 +1120,10 @@ ngx_defarm_auth_forgot_done(ngx_http_request_t *r, void *data, PGresult *res)
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
 
     /*
-     * No e-mail delivery yet: in development the token can be logged.
-     * The answer is the same whether the account exists, and whether
-     * its hourly limit was reached (a 429 would tell who has an account).
+     * With defarm_smtp the token went out by e-mail, a job of the same
+     * transaction (sql/032); in development it can also be logged.  The
+     * answer is the same whether the account exists, and whether its
+     * hourly limit was reached (a 429 would tell who has an account).
      */
 
     if (PQntuples(res) == 1 && mcf->reset_log) {

@@ -62,7 +62,8 @@ static ngx_defarm_usage_batch_t *ngx_defarm_usage_seal(
     ngx_defarm_usage_t *u);
 static ngx_int_t ngx_defarm_usage_send(ngx_defarm_usage_t *u,
     ngx_defarm_usage_batch_t *batch);
-static void ngx_defarm_usage_finished(void *data, ngx_int_t rc);
+static void ngx_defarm_usage_finished(void *data, ngx_int_t rc,
+    PGresult *res);
 static ngx_int_t ngx_defarm_usage_cmp(const void *one,
     const void *two);
 
@@ -288,7 +289,7 @@ ngx_defarm_usage_flush_handler(ngx_event_t *ev)
 
     if (batch && ngx_defarm_usage_send(u, batch) != NGX_OK) {
         /* counted again for the next try (a stopping worker says so) */
-        ngx_defarm_usage_finished(batch, NGX_ERROR);
+        ngx_defarm_usage_finished(batch, NGX_ERROR, NULL);
     }
 }
 
@@ -307,7 +308,7 @@ ngx_defarm_usage_send_handler(ngx_event_t *ev)
 
     for (i = 0; i < n; i++) {
         if (ngx_defarm_usage_send(u, sealed[i]) != NGX_OK) {
-            ngx_defarm_usage_finished(sealed[i], NGX_ERROR);
+            ngx_defarm_usage_finished(sealed[i], NGX_ERROR, NULL);
         }
     }
 }
@@ -442,7 +443,7 @@ ngx_defarm_usage_cmp(const void *one, const void *two)
  */
 
 static void
-ngx_defarm_usage_finished(void *data, ngx_int_t rc)
+ngx_defarm_usage_finished(void *data, ngx_int_t rc, PGresult *res)
 {
     ngx_defarm_usage_batch_t  *batch = data;
 

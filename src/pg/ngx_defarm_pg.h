@@ -52,7 +52,9 @@ typedef ngx_int_t (*ngx_defarm_pg_done_pt)(ngx_http_request_t *r,
  * with it unfinished.
  */
 
-typedef void (*ngx_defarm_pg_finished_pt)(void *data, ngx_int_t rc);
+/* a background statement's end: its result (NULL when aborted), for now */
+typedef void (*ngx_defarm_pg_finished_pt)(void *data, ngx_int_t rc,
+    PGresult *res);
 
 
 /* "defarm_db" configuration, in the main configuration */
@@ -90,7 +92,7 @@ typedef struct {
 
 char *ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_defarm_pg_conf_settings(ngx_conf_t *cf,
-    ngx_defarm_pg_conf_t *pcf, const char *first, const char *second);
+    ngx_defarm_pg_conf_t *pcf, const char **settings);
 ngx_int_t ngx_defarm_pg_init_process(ngx_cycle_t *cycle,
     ngx_defarm_pg_conf_t *pcf);
 void ngx_defarm_pg_exit_process(ngx_cycle_t *cycle);

@@ -315,7 +315,7 @@ invalid:
 
 ngx_int_t
 ngx_defarm_pg_conf_settings(ngx_conf_t *cf, ngx_defarm_pg_conf_t *pcf,
-    const char *first, const char *second)
+    const char **settings)
 {
     u_char       *p;
     size_t        len;
@@ -341,22 +341,30 @@ ngx_defarm_pg_conf_settings(ngx_conf_t *cf, ngx_defarm_pg_conf_t *pcf,
         }
     }
 
-    len = (found < n ? ngx_strlen(vals[found]) : 0)
-          + sizeof(" -c  -c ") + ngx_strlen(first) + ngx_strlen(second);
+    len = (found < n ? ngx_strlen(vals[found]) : 0) + 1;
+
+    for (i = 0; settings[i]; i++) {
+        len += sizeof(" -c ") - 1 + ngx_strlen(settings[i]);
+    }
 
     p = ngx_pnalloc(cf->pool, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(p, "%s -c %s -c %s%Z", found < n ? vals[found] : "", first,
-                second);
+    vals[found] = (const char *) p;
+
+    p = ngx_sprintf(p, "%s", found < n ? pcf->values[found] : "");
+
+    for (i = 0; settings[i]; i++) {
+        p = ngx_sprintf(p, " -c %s", settings[i]);
+    }
+
+    *p = '\0';
 
     if (found == n) {
         kw[n++] = "options";
     }
-
-    vals[found] = (const char *) p;
 
     kw[n] = NULL;
     vals[n] = NULL;

@@ -119,7 +119,8 @@ static void ngx_defarm_pg_connected(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_connect_failed(ngx_defarm_pg_conn_t *pc,
     const char *why);
 static void ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc);
-static void ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc);
+static void ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc,
+    PGresult *res);
 static ngx_int_t ngx_defarm_pg_wrap(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_want_write(ngx_defarm_pg_conn_t *pc,
     ngx_uint_t on);
@@ -244,7 +245,7 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
         q->queued = 0;
 
         if (q->request == NULL) {
-            ngx_defarm_pg_finish(q, NGX_ABORT);
+            ngx_defarm_pg_finish(q, NGX_ABORT, NULL);
         }
     }
 
@@ -253,7 +254,7 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
 
         if (q && q->request == NULL) {
             pool->conns[i].query = NULL;
-            ngx_defarm_pg_finish(q, NGX_ABORT);
+            ngx_defarm_pg_finish(q, NGX_ABORT, NULL);
         }
 
         if (pool->conns[i].pg) {
@@ -268,14 +269,14 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
 /* a background statement is over: its owner hears, its pool goes */
 
 static void
-ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc)
+ngx_defarm_pg_finish(ngx_defarm_pg_query_t *q, ngx_int_t rc, PGresult *res)
 {
     if (q->wait.timer_set) {
         ngx_del_timer(&q->wait);
     }
 
     if (q->finished) {
-        q->finished(q->data, rc);
+        q->finished(q->data, rc, res);
     }
 
     ngx_destroy_pool(q->pool);
@@ -1244,7 +1245,7 @@ ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res)
                                           == PGRES_TUPLES_OK
                                           || PQresultStatus(res)
                                              == PGRES_COMMAND_OK))
-                                ? NGX_OK : NGX_ERROR);
+                                ? NGX_OK : NGX_ERROR, res);
 
         if (res) {
             PQclear(res);
@@ -1306,7 +1307,7 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
         ngx_log_error(NGX_LOG_WARN, ngx_defarm_pg_pool->log, 0,
                       "defarm: background statement \"%s\" dropped: %s",
                       q->stmt->name, msg);
-        ngx_defarm_pg_finish(q, NGX_ERROR);
+        ngx_defarm_pg_finish(q, NGX_ERROR, NULL);
         return;
     }
 

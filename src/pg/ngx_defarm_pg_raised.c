@@ -66,7 +66,7 @@ ngx_defarm_pg_raised(ngx_http_request_t *r, PGresult *res)
     ctx = ngx_defarm_get_ctx(r);
 
     if (detail && detail[0] == '{' && ctx) {
-        ps = ngx_defarm_json_parser(r, 4, 64, 16384);
+        ps = ngx_defarm_json_parser(r->pool, 4, 64, 16384);
         if (ps == NULL
             || ngx_defarm_json_feed(ps, (u_char *) detail,
                                     ngx_strlen(detail)) != NGX_OK)

@@ -1,0 +1,428 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "jobs/ngx_defarm_jobs.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * The job runner (sql/031): with defarm_jobs, each worker claims due jobs
+ * of the kinds it knows, up to "concurrency" at a time, each under a lease;
+ * runs them on the event loop (a kind's run function starts the work and
+ * calls ngx_defarm_job_finish() when it ends); and records each outcome
+ * with the lease's token.  It claims on a timer ("interval"), at once
+ * again when a claim came back full or a job ended, so a busy queue is
+ * drained without waiting for the timer.  Nothing here waits: the claims
+ * and outcomes are background statements of the pool.  A worker that
+ * stops leaves its jobs to their leases: another worker claims them when
+ * they run out (a job may so run twice; its kind must bear that).
+ */
+
+
+typedef struct {
+    const char                *kind;
+    ngx_defarm_job_run_pt      run;
+} ngx_defarm_job_kind_t;
+
+
+typedef struct {
+    ngx_defarm_jobs_conf_t    *conf;
+    ngx_event_t                timer;
+    ngx_log_t                 *log;
+    ngx_uint_t                 running;
+    ngx_uint_t                 claiming;      /* a claim in flight */
+    ngx_uint_t                 asked;         /* what it asked for */
+    ngx_str_t                  kinds;         /* "{email,...}" */
+} ngx_defarm_jobs_t;
+
+
+static void ngx_defarm_jobs_wake(ngx_defarm_jobs_t *jr, ngx_msec_t after);
+static void ngx_defarm_jobs_timer(ngx_event_t *ev);
+static void ngx_defarm_jobs_claimed(void *data, ngx_int_t rc,
+    PGresult *res);
+static void ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res,
+    int row);
+
+
+static ngx_defarm_job_kind_t  ngx_defarm_job_kinds[] = {
+    { "email", ngx_defarm_email_run },
+    { NULL, NULL }
+};
+
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_claim_stmt = {
+    "defarm_jobs_claim",
+    "SELECT job_id, kind, payload::text, attempts, lease_token "
+    "FROM defarm_job_claim($1::text[], $2::int, $3::int)",
+    3, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_done_stmt = {
+    "defarm_jobs_done",
+    "SELECT defarm_job_done($1::bigint, $2::uuid, $3::jsonb)",
+    3, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_failed_stmt = {
+    "defarm_jobs_failed",
+    "SELECT defarm_job_failed($1::bigint, $2::uuid, $3, $4::boolean, "
+                             "$5::jsonb)",
+    5, 0
+};
+
+
+static ngx_defarm_jobs_t  *ngx_defarm_jobs;
+
+
+/* defarm_jobs [interval=time] [lease=time] [concurrency=number] */
+
+char *
+ngx_defarm_jobs_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_defarm_main_conf_t  *mcf = conf;
+
+    ngx_int_t                n;
+    ngx_str_t               *value;
+    ngx_uint_t               i;
+    ngx_defarm_jobs_conf_t  *jcf;
+    ngx_defarm_conf_msec_t   times[3];
+
+    if (mcf->jobs) {
+        return "is duplicate";
+    }
+
+    jcf = ngx_pcalloc(cf->pool, sizeof(ngx_defarm_jobs_conf_t));
+    if (jcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    jcf->interval = 1000;
+    jcf->lease = 60000;
+    jcf->concurrency = 16;
+
+    times[0].name = "interval=";
+    times[0].value = &jcf->interval;
+    times[1].name = "lease=";
+    times[1].value = &jcf->lease;
+    times[2].name = NULL;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "concurrency=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n <= 0 || n > 1024) {
+                return "has an invalid \"concurrency\" (1 to 1024)";
+            }
+
+            jcf->concurrency = n;
+            continue;
+        }
+
+        if (ngx_defarm_conf_msec(&value[i], times) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    mcf->jobs = jcf;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf)
+{
+    u_char             *p;
+    size_t              len;
+    ngx_uint_t          i;
+    ngx_defarm_jobs_t  *jr;
+
+    if (jcf == NULL) {
+        return NGX_OK;
+    }
+
+    jr = ngx_pcalloc(cycle->pool, sizeof(ngx_defarm_jobs_t));
+    if (jr == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof("{}");
+    for (i = 0; ngx_defarm_job_kinds[i].kind; i++) {
+        len += ngx_strlen(ngx_defarm_job_kinds[i].kind) + 1;
+    }
+
+    jr->kinds.data = ngx_pnalloc(cycle->pool, len);
+    if (jr->kinds.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(jr->kinds.data, "{", 1);
+
+    for (i = 0; ngx_defarm_job_kinds[i].kind; i++) {
+        p = ngx_sprintf(p, "%s%s", i ? "," : "",
+                        ngx_defarm_job_kinds[i].kind);
+    }
+
+    *p++ = '}';
+    jr->kinds.len = p - jr->kinds.data;
+
+    jr->conf = jcf;
+    jr->log = cycle->log;
+    jr->timer.handler = ngx_defarm_jobs_timer;
+    jr->timer.data = jr;
+    jr->timer.log = cycle->log;
+    jr->timer.cancelable = 1;
+
+    ngx_defarm_jobs = jr;
+
+    /* the pool connects first: the first claim a little later */
+
+    ngx_defarm_jobs_wake(jr, 100);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_defarm_jobs_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_defarm_jobs && ngx_defarm_jobs->timer.timer_set) {
+        ngx_del_timer(&ngx_defarm_jobs->timer);
+    }
+
+    ngx_defarm_jobs = NULL;
+}
+
+
+static void
+ngx_defarm_jobs_wake(ngx_defarm_jobs_t *jr, ngx_msec_t after)
+{
+    if (jr->timer.timer_set) {
+        if (after >= jr->conf->interval) {
+            return;
+        }
+
+        ngx_del_timer(&jr->timer);
+    }
+
+    ngx_add_timer(&jr->timer, after);
+}
+
+
+static void
+ngx_defarm_jobs_timer(ngx_event_t *ev)
+{
+    ngx_defarm_jobs_t  *jr = ev->data;
+
+    u_char     *p;
+    ngx_str_t   params[3];
+    u_char      buf[2 * NGX_INT_T_LEN];
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (jr->claiming || jr->running >= jr->conf->concurrency) {
+        ngx_defarm_jobs_wake(jr, jr->conf->interval);
+        return;
+    }
+
+    jr->asked = jr->conf->concurrency - jr->running;
+
+    params[0] = jr->kinds;
+
+    params[1].data = buf;
+    p = ngx_sprintf(buf, "%ui", jr->asked);
+    params[1].len = p - buf;
+
+    params[2].data = p;
+    params[2].len = ngx_sprintf(p, "%M", jr->conf->lease) - p;
+
+    if (ngx_defarm_pg_background(&ngx_defarm_jobs_claim_stmt, params,
+                                 ngx_defarm_jobs_claimed, jr)
+        != NGX_OK)
+    {
+        ngx_defarm_jobs_wake(jr, jr->conf->interval);
+        return;
+    }
+
+    jr->claiming = 1;
+}
+
+
+static void
+ngx_defarm_jobs_claimed(void *data, ngx_int_t rc, PGresult *res)
+{
+    ngx_defarm_jobs_t  *jr = data;
+
+    int  i, n;
+
+    if (ngx_defarm_jobs != jr) {
+        return;                                 /* the worker is going */
+    }
+
+    jr->claiming = 0;
+    n = 0;
+
+    if (rc == NGX_OK && res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        n = PQntuples(res);
+
+        for (i = 0; i < n; i++) {
+            ngx_defarm_jobs_start(jr, res, i);
+        }
+    }
+
+    /* a full claim: more may be due */
+
+    ngx_defarm_jobs_wake(jr, (n > 0 && (ngx_uint_t) n == jr->asked)
+                             ? 1 : jr->conf->interval);
+}
+
+
+static ngx_int_t
+ngx_defarm_jobs_copy(ngx_pool_t *pool, PGresult *res, int row, int col,
+    ngx_str_t *out)
+{
+    out->len = PQgetlength(res, row, col);
+    out->data = ngx_pnalloc(pool, out->len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out->data, PQgetvalue(res, row, col), out->len + 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res, int row)
+{
+    ngx_int_t                  n;
+    ngx_str_t                  payload, err;
+    ngx_uint_t                 i, code;
+    ngx_pool_t                *pool;
+    ngx_defarm_job_t          *job;
+    ngx_defarm_json_parser_t  *ps;
+
+    pool = ngx_create_pool(4096, jr->log);
+    if (pool == NULL) {
+        return;                                 /* its lease runs out */
+    }
+
+    job = ngx_pcalloc(pool, sizeof(ngx_defarm_job_t));
+    if (job == NULL
+        || ngx_defarm_jobs_copy(pool, res, row, 0, &job->id) != NGX_OK
+        || ngx_defarm_jobs_copy(pool, res, row, 1, &job->kind) != NGX_OK
+        || ngx_defarm_jobs_copy(pool, res, row, 2, &payload) != NGX_OK
+        || ngx_defarm_jobs_copy(pool, res, row, 4, &job->token) != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    job->pool = pool;
+    job->log = jr->log;
+
+    n = ngx_atoi((u_char *) PQgetvalue(res, row, 3),
+                 PQgetlength(res, row, 3));
+    job->attempts = (n > 0) ? n : 1;
+
+    jr->running++;
+
+    ps = ngx_defarm_json_parser(pool, 16, 4096, 1024 * 1024);
+    if (ps == NULL
+        || ngx_defarm_json_feed(ps, payload.data, payload.len) != NGX_OK
+        || ngx_defarm_json_end(ps, &job->payload, &err, &code) != NGX_OK
+        || job->payload->type != NGX_DEFARM_JSON_OBJECT)
+    {
+        ngx_defarm_job_finish(job, NGX_DEFARM_JOB_FAILED,
+                              "the payload is not a JSON object", NULL);
+        return;
+    }
+
+    for (i = 0; ngx_defarm_job_kinds[i].kind; i++) {
+        if (ngx_strcmp(job->kind.data, ngx_defarm_job_kinds[i].kind) == 0) {
+            break;
+        }
+    }
+
+    if (ngx_defarm_job_kinds[i].kind == NULL) {
+        ngx_defarm_job_finish(job, NGX_DEFARM_JOB_FAILED,
+                              "no runner for this kind of job", NULL);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, jr->log, 0,
+                   "defarm: job %V (%V) starts", &job->id, &job->kind);
+
+    if (ngx_defarm_job_kinds[i].run(job) != NGX_OK) {
+        ngx_defarm_job_finish(job, NGX_DEFARM_JOB_RETRY,
+                              "the job could not be started", NULL);
+    }
+}
+
+
+/*
+ * A job's end: its outcome goes to PostgreSQL with its lease's token (if
+ * the pool cannot take it now, the lease runs out and the job is run
+ * again), and the job's pool goes.
+ */
+
+void
+ngx_defarm_job_finish(ngx_defarm_job_t *job, ngx_defarm_job_outcome_e outcome,
+    const char *error, ngx_str_t *result)
+{
+    ngx_str_t           params[5];
+    ngx_defarm_jobs_t  *jr = ngx_defarm_jobs;
+
+    ngx_memzero(params, sizeof(params));
+
+    params[0] = job->id;
+    params[1] = job->token;
+
+    if (outcome == NGX_DEFARM_JOB_DONE) {
+        if (result) {
+            params[2] = *result;
+        }
+
+        (void) ngx_defarm_pg_background(&ngx_defarm_jobs_done_stmt, params,
+                                        NULL, NULL);
+
+    } else {
+        params[2].data = (u_char *) (error ? error : "failed");
+        params[2].len = ngx_strlen(params[2].data);
+
+        if (outcome == NGX_DEFARM_JOB_FAILED) {
+            ngx_str_set(&params[3], "true");
+
+        } else {
+            ngx_str_set(&params[3], "false");
+        }
+
+        if (result) {
+            params[4] = *result;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, job->log, 0,
+                      "defarm: job %V (%V) attempt %ui failed: %V",
+                      &job->id, &job->kind, job->attempts, &params[2]);
+
+        (void) ngx_defarm_pg_background(&ngx_defarm_jobs_failed_stmt,
+                                        params, NULL, NULL);
+    }
+
+    ngx_destroy_pool(job->pool);
+
+    if (jr) {
+        jr->running--;
+        ngx_defarm_jobs_wake(jr, 1);
+    }
+}

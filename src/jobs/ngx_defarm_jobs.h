@@ -1,0 +1,63 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#ifndef _NGX_DEFARM_JOBS_H_INCLUDED_
+#define _NGX_DEFARM_JOBS_H_INCLUDED_
+
+
+#include "ngx_defarm_module.h"
+#include "ngx_defarm_json.h"
+
+
+typedef struct ngx_defarm_job_s  ngx_defarm_job_t;
+
+/* starts the job: NGX_OK, and ngx_defarm_job_finish() is called later */
+typedef ngx_int_t (*ngx_defarm_job_run_pt)(ngx_defarm_job_t *job);
+
+
+/* "defarm_jobs" configuration */
+
+typedef struct {
+    ngx_msec_t                 interval;      /* the poll between wakes */
+    ngx_msec_t                 lease;
+    ngx_uint_t                 concurrency;   /* jobs a worker runs */
+} ngx_defarm_jobs_conf_t;
+
+
+struct ngx_defarm_job_s {
+    ngx_pool_t                *pool;          /* the job's, goes with it */
+    ngx_log_t                 *log;
+    ngx_str_t                  id;
+    ngx_str_t                  kind;
+    ngx_str_t                  token;         /* the lease's */
+    ngx_defarm_json_t         *payload;
+    ngx_uint_t                 attempts;      /* this one included */
+};
+
+
+/* the outcome of a job */
+
+typedef enum {
+    NGX_DEFARM_JOB_DONE = 0,
+    NGX_DEFARM_JOB_RETRY,                     /* again, later */
+    NGX_DEFARM_JOB_FAILED                     /* never again: Dead */
+} ngx_defarm_job_outcome_e;
+
+
+char *ngx_defarm_jobs_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_defarm_jobs_init_process(ngx_cycle_t *cycle,
+    ngx_defarm_jobs_conf_t *jcf);
+void ngx_defarm_jobs_exit_process(ngx_cycle_t *cycle);
+void ngx_defarm_job_finish(ngx_defarm_job_t *job,
+    ngx_defarm_job_outcome_e outcome, const char *error, ngx_str_t *result);
+
+/* the kinds of job: e-mail (ngx_defarm_email.c) */
+char *ngx_defarm_smtp_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_defarm_smtp_init_process(void *conf);
+ngx_int_t ngx_defarm_email_run(ngx_defarm_job_t *job);
+
+
+#endif /* _NGX_DEFARM_JOBS_H_INCLUDED_ */
