@@ -54,6 +54,10 @@ static ngx_defarm_stats_slot_t  *ngx_defarm_metrics_mine;
     offsetof(ngx_defarm_stats_slot_t, jwt_cache)                             \
     + offsetof(ngx_defarm_jwt_cache_stats_t, field)
 
+#define ngx_defarm_jobs_metric(field)                                        \
+    offsetof(ngx_defarm_stats_slot_t, jobs)                                  \
+    + offsetof(ngx_defarm_jobs_stats_t, field)
+
 static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
 
     { "defarm_db_connections", "gauge",
@@ -139,6 +143,22 @@ static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
     { "defarm_jwt_cache_evictions_total", "counter",
       "verified tokens forgotten for newer ones",
       ngx_defarm_jwtc_metric(evictions) },
+
+    { "defarm_jobs_running", "gauge",
+      "jobs the workers are running", ngx_defarm_jobs_metric(running) },
+
+    { "defarm_jobs_claimed_total", "counter",
+      "jobs claimed (attempts started)", ngx_defarm_jobs_metric(claimed) },
+
+    { "defarm_jobs_done_total", "counter",
+      "jobs done", ngx_defarm_jobs_metric(done) },
+
+    { "defarm_jobs_retried_total", "counter",
+      "attempts failed, to be tried again", ngx_defarm_jobs_metric(retried) },
+
+    { "defarm_jobs_dead_total", "counter",
+      "jobs given up (no attempt left, or a final failure)",
+      ngx_defarm_jobs_metric(dead) },
 
     { NULL, NULL, NULL, 0 }
 };

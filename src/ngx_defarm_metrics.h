@@ -12,6 +12,7 @@
 #include "pg/ngx_defarm_pg.h"
 #include "redis/ngx_defarm_redis.h"
 #include "auth/ngx_defarm_jwt_cache.h"
+#include "jobs/ngx_defarm_jobs.h"
 
 
 /*
@@ -30,6 +31,7 @@ typedef struct {
     ngx_defarm_pg_stats_t      pg;
     ngx_defarm_redis_stats_t   redis;
     ngx_defarm_jwt_cache_stats_t  jwt_cache;
+    ngx_defarm_jobs_stats_t    jobs;
 } ngx_defarm_stats_slot_t;
 
 

@@ -29,7 +29,7 @@ sub node {
     defarm_jobs interval=200ms lease=2s concurrency=4;
     defarm_smtp url=smtp://127.0.0.1:$port from=noreply\@defarm.test
                 timeout=1500ms;
-    $extra",
+    " . ($extra // '') . "",
         server => '
         location / {
             defarm_api on;
@@ -155,6 +155,9 @@ ok(wait_until(sub { sql("SELECT state FROM jobs WHERE job_id = $gone") eq 'Dead'
 is(sql("SELECT attempts FROM jobs WHERE job_id = $gone"), 3, '... after max_attempts (3)');
 like(sql("SELECT last_error FROM jobs WHERE job_id = $gone"), qr/./, '... with its last error');
 is(scalar(smtp_mails($dir)), 0, '... nothing delivered');
+is(metric($ng, 'defarm_jobs_dead_total'), 1, '/metrics: one job dead');
+is(metric($ng, 'defarm_jobs_retried_total'), 2, '... after two retried attempts');
+is(metric($ng, 'defarm_jobs_claimed_total'), 3, '... of three claimed');
 smtp_stop($sink);
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);

@@ -6,6 +6,7 @@
 
 #include "jobs/ngx_defarm_jobs.h"
 #include "pg/ngx_defarm_pg.h"
+#include "ngx_defarm_metrics.h"
 
 
 /*
@@ -55,8 +56,10 @@ static ngx_defarm_job_kind_t  ngx_defarm_job_kinds[] = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_claim_stmt = {
     "defarm_jobs_claim",
-    "SELECT job_id, kind, payload::text, attempts, lease_token "
-    "FROM defarm_job_claim($1::text[], $2::int, $3::int)",
+    "SELECT c.job_id, c.kind, c.payload::text, c.attempts, c.lease_token, "
+           "j.max_attempts "
+    "FROM defarm_job_claim($1::text[], $2::int, $3::int) c "
+    "JOIN jobs j ON j.job_id = c.job_id",
     3, 0
 };
 
@@ -75,6 +78,18 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_failed_stmt = {
 
 
 static ngx_defarm_jobs_t  *ngx_defarm_jobs;
+static ngx_defarm_jobs_stats_t  ngx_defarm_jobs_none;
+
+
+static ngx_defarm_jobs_stats_t *
+ngx_defarm_jobs_stats(void)
+{
+    ngx_defarm_stats_slot_t  *slot;
+
+    slot = ngx_defarm_metrics_slot();
+
+    return slot ? &slot->jobs : &ngx_defarm_jobs_none;
+}
 
 
 /* defarm_jobs [interval=time] [lease=time] [concurrency=number] */
@@ -335,7 +350,13 @@ ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res, int row)
                  PQgetlength(res, row, 3));
     job->attempts = (n > 0) ? n : 1;
 
+    n = ngx_atoi((u_char *) PQgetvalue(res, row, 5),
+                 PQgetlength(res, row, 5));
+    job->max_attempts = (n > 0) ? n : 1;
+
     jr->running++;
+    ngx_defarm_jobs_stats()->claimed++;
+    ngx_defarm_jobs_stats()->running = jr->running;
 
     ps = ngx_defarm_json_parser(pool, 16, 4096, 1024 * 1024);
     if (ps == NULL
@@ -395,16 +416,23 @@ ngx_defarm_job_finish(ngx_defarm_job_t *job, ngx_defarm_job_outcome_e outcome,
 
         (void) ngx_defarm_pg_background(&ngx_defarm_jobs_done_stmt, params,
                                         NULL, NULL);
+        ngx_defarm_jobs_stats()->done++;
 
     } else {
         params[2].data = (u_char *) (error ? error : "failed");
         params[2].len = ngx_strlen(params[2].data);
 
-        if (outcome == NGX_DEFARM_JOB_FAILED) {
+        /* the database decides whether a retry is left: counted there */
+
+        if (outcome == NGX_DEFARM_JOB_FAILED
+            || job->attempts >= job->max_attempts)
+        {
             ngx_str_set(&params[3], "true");
+            ngx_defarm_jobs_stats()->dead++;
 
         } else {
             ngx_str_set(&params[3], "false");
+            ngx_defarm_jobs_stats()->retried++;
         }
 
         if (result) {
@@ -423,6 +451,7 @@ ngx_defarm_job_finish(ngx_defarm_job_t *job, ngx_defarm_job_outcome_e outcome,
 
     if (jr) {
         jr->running--;
+        ngx_defarm_jobs_stats()->running = jr->running;
         ngx_defarm_jobs_wake(jr, 1);
     }
 }

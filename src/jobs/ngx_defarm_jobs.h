@@ -35,7 +35,19 @@ struct ngx_defarm_job_s {
     ngx_str_t                  token;         /* the lease's */
     ngx_defarm_json_t         *payload;
     ngx_uint_t                 attempts;      /* this one included */
+    ngx_uint_t                 max_attempts;
 };
+
+
+/* per-worker figures, kept in the stats zone (ngx_defarm_metrics.c) */
+
+typedef struct {
+    ngx_atomic_uint_t          running;       /* gauge */
+    ngx_atomic_uint_t          claimed;       /* counters */
+    ngx_atomic_uint_t          done;
+    ngx_atomic_uint_t          retried;
+    ngx_atomic_uint_t          dead;
+} ngx_defarm_jobs_stats_t;
 
 
 /* the outcome of a job */
