@@ -186,6 +186,20 @@ static ngx_command_t  ngx_defarm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("defarm_secret_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_secret_key_set,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_webhooks_allow_private"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, webhooks_private),
+      NULL },
+
     { ngx_string("defarm_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_jwt_cache_set,
@@ -354,6 +368,7 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->status_ttl = NGX_CONF_UNSET_MSEC;
     mcf->credits = NGX_CONF_UNSET;
     mcf->tier_limits = NGX_CONF_UNSET;
+    mcf->webhooks_private = NGX_CONF_UNSET;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -368,7 +383,7 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_defarm_main_conf_t  *mcf = conf;
 
-    const char  *settings[4];
+    const char  *settings[5];
 
     ngx_conf_init_value(mcf->reset_log, 0);
     ngx_conf_init_uint_value(mcf->reset_limit, 3);
@@ -392,6 +407,7 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->jwt->leeway, 60);
     ngx_conf_init_value(mcf->credits, 0);
     ngx_conf_init_value(mcf->tier_limits, 0);
+    ngx_conf_init_value(mcf->webhooks_private, 0);
 
     /*
      * The switches of metering reach the SQL that meters as settings of
@@ -402,7 +418,9 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     settings[1] = mcf->tier_limits ? "defarm.tier_limits=on"
                                    : "defarm.tier_limits=off";
     settings[2] = mcf->smtp ? "defarm.smtp=on" : "defarm.smtp=off";
-    settings[3] = NULL;
+    settings[3] = mcf->secret_key ? (const char *) mcf->secret_key->data
+                                  : NULL;
+    settings[4] = NULL;
 
     if (mcf->db
         && ngx_defarm_pg_conf_settings(cf, mcf->db, settings) != NGX_OK)
@@ -592,6 +610,7 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_defarm_smtp_init_process(mcf->smtp);
+    ngx_defarm_webhook_init_process(mcf->webhooks_private);
 
     return ngx_defarm_jobs_init_process(cycle, mcf->jobs);
 }

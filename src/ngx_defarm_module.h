@@ -58,6 +58,8 @@ typedef struct {
     ngx_flag_t                 tier_limits;   /* defarm_tier_limits */
     void                      *jobs;          /* defarm_jobs */
     void                      *smtp;          /* defarm_smtp */
+    ngx_str_t                 *secret_key;    /* defarm_secret_key */
+    ngx_flag_t                 webhooks_private;
 } ngx_defarm_main_conf_t;
 
 

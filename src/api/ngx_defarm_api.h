@@ -31,6 +31,7 @@ extern ngx_defarm_route_t   ngx_defarm_circuits_routes[];
 extern ngx_defarm_route_t   ngx_defarm_notifications_routes[];
 extern ngx_defarm_route_t   ngx_defarm_admin_routes[];
 extern ngx_defarm_route_t   ngx_defarm_account_routes[];
+extern ngx_defarm_route_t   ngx_defarm_webhooks_routes[];
 extern ngx_defarm_route_t   ngx_defarm_local_routes[];
 extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
 

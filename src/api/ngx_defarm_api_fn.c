@@ -206,6 +206,10 @@ ngx_defarm_fn_done(ngx_http_request_t *r, void *data, PGresult *res)
         kind = NGX_DEFARM_ERR_CONFLICT;
         break;
 
+    case NGX_HTTP_SERVICE_UNAVAILABLE:       /* a feature not set up here */
+        kind = NGX_DEFARM_ERR_SERVICE_UNAVAILABLE;
+        break;
+
     case 422:
 
         /* "message\n{details}": the details go in the error as they are */

@@ -50,6 +50,7 @@ static void ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res,
 
 static ngx_defarm_job_kind_t  ngx_defarm_job_kinds[] = {
     { "email", ngx_defarm_email_run },
+    { "webhook", ngx_defarm_webhook_run },
     { NULL, NULL }
 };
 
@@ -454,4 +455,94 @@ ngx_defarm_job_finish(ngx_defarm_job_t *job, ngx_defarm_job_outcome_e outcome,
         ngx_defarm_jobs_stats()->running = jr->running;
         ngx_defarm_jobs_wake(jr, 1);
     }
+}
+
+
+/*
+ * defarm_secret_key file=path: the key the database encrypts webhooks'
+ * credentials and secrets with (sql/033), given to every session as the
+ * setting defarm.secret_key and never stored in the database; 32 to 256
+ * letters and digits.
+ */
+
+char *
+ngx_defarm_secret_key_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_defarm_main_conf_t  *mcf = conf;
+
+    u_char     *p, *last;
+    ssize_t     n;
+    ngx_str_t  *value, name, *key;
+    ngx_file_t  file;
+    u_char      buf[512];
+
+    value = cf->args->elts;
+
+    if (mcf->secret_key) {
+        return "is duplicate";
+    }
+
+    if (ngx_strncmp(value[1].data, "file=", 5) != 0) {
+        return "takes file=path";
+    }
+
+    name.data = value[1].data + 5;
+    name.len = value[1].len - 5;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = name;
+    file.log = cf->log;
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name.data);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, sizeof(buf), 0);
+    ngx_close_file(file.fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    last = buf + n;
+    while (last > buf && (last[-1] == LF || last[-1] == CR)) {
+        last--;
+    }
+
+    for (p = buf; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+              || (*p >= 'A' && *p <= 'Z')))
+        {
+            break;
+        }
+    }
+
+    if (p != last || last - buf < 32 || last - buf > 256) {
+        return "needs a file of 32 to 256 letters and digits";
+    }
+
+    key = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    key->len = sizeof("defarm.secret_key=") - 1 + (last - buf);
+    key->data = ngx_pnalloc(cf->pool, key->len + 1);
+    if (key->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(key->data, "defarm.secret_key=%*s%Z", (size_t) (last - buf),
+                buf);
+
+    mcf->secret_key = key;
+
+    return NGX_CONF_OK;
 }
