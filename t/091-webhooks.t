@@ -16,9 +16,9 @@ use DefarmTest;
 use DefarmHttpSink;
 
 my (undef, $secret_file) = jwt_secret();
-my $dir = "$ENV{TEST_NGINX_SERVROOT}-hooks";
-my $keyfile = "$ENV{TEST_NGINX_SERVROOT}-hooks.key";
+my $dir = "$ENV{TEST_NGINX_SERVROOT}-hooksink";
 mkdir $dir;
+my $keyfile = "$dir/secret.key";
 open my $kf, '>', $keyfile or die $!;
 print $kf join('', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 48), "\n";
 close $kf;
