@@ -24,13 +24,14 @@ print $kf join('', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 48), "\n";
 close $kf;
 
 sub node {
-    my ($name, $extra) = @_;
+    my ($name, $extra, $jobs) = @_;
+    $jobs //= 'defarm_jobs interval=200ms lease=5s;';
     return start_nginx(
         name   => $name,
         http   => db_config(size => 4) . "
     defarm_bcrypt_cost 4;
     defarm_jwt_secret file=$secret_file;
-    defarm_jobs interval=200ms lease=5s;
+    $jobs
     $extra",
         server => '
         location / {
@@ -189,6 +190,34 @@ like($dl->{last_error} // '', qr/not allowed/, '... the address is not allowed')
 is(scalar(sink_requests($dir)), 0, '... nothing reached it');
 http_sink_stop($sink);
 stop_nginx($strict);
+
+# ------------------- woken by NOTIFY; queued while no runner, sent later
+
+# a poll of a minute: only the NOTIFY of the commit can wake the runner
+my $quiet = node('hooks-listen', "defarm_secret_key file=$keyfile;\n    defarm_webhooks_allow_private on;",
+                 'defarm_jobs interval=60s;');
+ok(wait_until(sub { $quiet->log =~ /listening for new jobs/ }, 10), 'the runner listens');
+$sink = http_sink($dir);
+my $c6 = body(api_as($quiet, $owner, POST => '/api/circuits', { name => 'listen' }))->{circuit_id};
+my $h6 = body(api_as($quiet, $owner, POST => hooks($c6), { name => 'l', url => "http://127.0.0.1:$sink->{port}/" }))
+    ->{data};
+is(api_as($quiet, $owner, POST => hooks($c6, "/$h6->{id}/test"), {})->{status}, 202, 'a delivery queued');
+ok(wait_until(sub { sink_requests($dir) >= 1 }, 5), '... sent at once, not at the next poll (60 s)');
+stop_nginx($quiet);
+
+# queued by a node that runs no jobs, PostgreSQL restarted, then a node
+# that runs them: nothing lost
+my $plain = node('hooks-plain', "defarm_secret_key file=$keyfile;", '');
+is(api_as($plain, $owner, POST => hooks($c6, "/$h6->{id}/test"), {})->{status}, 202,
+   'a delivery queued where no jobs run');
+stop_nginx($plain);
+pg_stop();
+pg_start();
+my $later = node('hooks-later', "defarm_secret_key file=$keyfile;\n    defarm_webhooks_allow_private on;");
+ok(wait_until(sub { sink_requests($dir) >= 2 }, 15), 'PostgreSQL restarted, another node: delivered');
+is(scalar(sink_requests($dir)), 2, '... once');
+http_sink_stop($sink);
+stop_nginx($later);
 
 my $nokey = node('hooks-nokey', '');
 my $c5 = body(api_as($nokey, $owner, POST => '/api/circuits', { name => 'nokey' }))->{circuit_id};

@@ -14,9 +14,11 @@
  * of the kinds it knows, up to "concurrency" at a time, each under a lease;
  * runs them on the event loop (a kind's run function starts the work and
  * calls ngx_defarm_job_finish() when it ends); and records each outcome
- * with the lease's token.  It claims on a timer ("interval"), at once
- * again when a claim came back full or a job ended, so a busy queue is
- * drained without waiting for the timer.  Nothing here waits: the claims
+ * with the lease's token.  It claims when a job is queued anywhere (the
+ * NOTIFY of its commit, heard by ngx_defarm_jobs_listen.c), on a timer
+ * ("interval") in case that was missed, and at once again when a claim
+ * came back full or a job ended, so a busy queue is drained without
+ * waiting.  Nothing here waits: the claims
  * and outcomes are background statements of the pool.  A worker that
  * stops leaves its jobs to their leases: another worker claims them when
  * they run out (a job may so run twice; its kind must bear that).
@@ -153,14 +155,15 @@ ngx_defarm_jobs_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 ngx_int_t
-ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf)
+ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf,
+    ngx_defarm_pg_conf_t *pcf)
 {
     u_char             *p;
     size_t              len;
     ngx_uint_t          i;
     ngx_defarm_jobs_t  *jr;
 
-    if (jcf == NULL) {
+    if (jcf == NULL || pcf == NULL) {
         return NGX_OK;
     }
 
@@ -202,13 +205,26 @@ ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf)
 
     ngx_defarm_jobs_wake(jr, 100);
 
-    return NGX_OK;
+    return ngx_defarm_jobs_listen_start(cycle, pcf);
+}
+
+
+/* a NOTIFY: a job was queued somewhere */
+
+void
+ngx_defarm_jobs_notified(void)
+{
+    if (ngx_defarm_jobs) {
+        ngx_defarm_jobs_wake(ngx_defarm_jobs, 1);
+    }
 }
 
 
 void
 ngx_defarm_jobs_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_defarm_jobs_listen_stop();
+
     if (ngx_defarm_jobs && ngx_defarm_jobs->timer.timer_set) {
         ngx_del_timer(&ngx_defarm_jobs->timer);
     }

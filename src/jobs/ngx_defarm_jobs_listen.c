@@ -1,0 +1,369 @@
+
+/*
+ * Copyright (C) The ngx_defarm_module authors
+ */
+
+
+#include "jobs/ngx_defarm_jobs.h"
+#include "pg/ngx_defarm_pg.h"
+
+
+/*
+ * The runner's ear: one PostgreSQL connection per worker, outside the
+ * pool, that LISTENs on defarm_jobs, so that a job queued on any node
+ * (its NOTIFY goes out at the commit) is claimed at once rather than at
+ * the next poll.  It is only a wake-up: while it is down (connecting,
+ * reconnecting after a failure, every second) the poll still finds every
+ * job.  Non-blocking libpq on a level-triggered nginx connection; a
+ * notification left in OpenSSL's buffer by a TLS connection waits for
+ * the next one, or for the poll.
+ */
+
+
+typedef enum {
+    NGX_DEFARM_LISTEN_IDLE = 0,
+    NGX_DEFARM_LISTEN_CONNECTING,
+    NGX_DEFARM_LISTEN_ON
+} ngx_defarm_listen_state_e;
+
+
+typedef struct {
+    ngx_defarm_pg_conf_t      *pcf;
+    PGconn                    *pg;
+    ngx_connection_t          *c;
+    ngx_event_t                retry;
+    ngx_log_t                 *log;
+    ngx_defarm_listen_state_e  state;
+} ngx_defarm_listen_t;
+
+
+static void ngx_defarm_listen_connect(ngx_defarm_listen_t *ln);
+static ngx_int_t ngx_defarm_listen_wrap(ngx_defarm_listen_t *ln);
+static void ngx_defarm_listen_handler(ngx_event_t *ev);
+static void ngx_defarm_listen_poll(ngx_defarm_listen_t *ln);
+static void ngx_defarm_listen_read(ngx_defarm_listen_t *ln);
+static void ngx_defarm_listen_close(ngx_defarm_listen_t *ln,
+    const char *why);
+static void ngx_defarm_listen_retry(ngx_event_t *ev);
+static void ngx_defarm_listen_unwrap(ngx_defarm_listen_t *ln);
+
+
+static ngx_defarm_listen_t  *ngx_defarm_listen;
+
+
+ngx_int_t
+ngx_defarm_jobs_listen_start(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf)
+{
+    ngx_defarm_listen_t  *ln;
+
+    ln = ngx_pcalloc(cycle->pool, sizeof(ngx_defarm_listen_t));
+    if (ln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ln->pcf = pcf;
+    ln->log = cycle->log;
+    ln->retry.handler = ngx_defarm_listen_retry;
+    ln->retry.data = ln;
+    ln->retry.log = cycle->log;
+    ln->retry.cancelable = 1;
+
+    ngx_defarm_listen = ln;
+
+    ngx_defarm_listen_connect(ln);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_defarm_jobs_listen_stop(void)
+{
+    ngx_defarm_listen_t  *ln = ngx_defarm_listen;
+
+    if (ln == NULL) {
+        return;
+    }
+
+    if (ln->retry.timer_set) {
+        ngx_del_timer(&ln->retry);
+    }
+
+    ngx_defarm_listen_unwrap(ln);
+
+    if (ln->pg) {
+        PQfinish(ln->pg);
+        ln->pg = NULL;
+    }
+
+    ngx_defarm_listen = NULL;
+}
+
+
+static void
+ngx_defarm_listen_connect(ngx_defarm_listen_t *ln)
+{
+    ln->pg = PQconnectStartParams(ln->pcf->keywords, ln->pcf->values, 0);
+
+    if (ln->pg == NULL || PQstatus(ln->pg) == CONNECTION_BAD
+        || PQsetnonblocking(ln->pg, 1) != 0)
+    {
+        ngx_defarm_listen_close(ln, ln->pg ? PQerrorMessage(ln->pg)
+                                           : "out of memory");
+        return;
+    }
+
+    ln->state = NGX_DEFARM_LISTEN_CONNECTING;
+
+    if (ngx_defarm_listen_wrap(ln) != NGX_OK) {
+        ngx_defarm_listen_close(ln, "cannot watch its socket");
+        return;
+    }
+
+    /* libpq: before the first PQconnectPoll, wait as if it said WRITING */
+
+    ngx_add_timer(ln->c->read, ln->pcf->connect_timeout);
+}
+
+
+/* an nginx connection on libpq's socket, read and write watched */
+
+static ngx_int_t
+ngx_defarm_listen_wrap(ngx_defarm_listen_t *ln)
+{
+    ngx_socket_t       fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(ln->pg);
+    if (fd == (ngx_socket_t) -1) {
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, ln->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = ln;
+    c->read->handler = ngx_defarm_listen_handler;
+    c->write->handler = ngx_defarm_listen_handler;
+    c->read->log = ln->log;
+    c->write->log = ln->log;
+    ln->c = c;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK
+        || ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+           != NGX_OK)
+    {
+        ngx_defarm_listen_unwrap(ln);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_defarm_listen_unwrap(ngx_defarm_listen_t *ln)
+{
+    ngx_connection_t  *c = ln->c;
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    /* libpq owns the socket and closes it */
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+    ln->c = NULL;
+}
+
+
+static void
+ngx_defarm_listen_handler(ngx_event_t *ev)
+{
+    ngx_connection_t     *c = ev->data;
+    ngx_defarm_listen_t  *ln = c->data;
+
+    if (ev->timedout) {
+        ngx_defarm_listen_close(ln, "connection timed out");
+        return;
+    }
+
+    if (ln->state == NGX_DEFARM_LISTEN_CONNECTING) {
+        ngx_defarm_listen_poll(ln);
+        return;
+    }
+
+    if (!ev->write) {
+        ngx_defarm_listen_read(ln);
+    }
+}
+
+
+static void
+ngx_defarm_listen_poll(ngx_defarm_listen_t *ln)
+{
+    PostgresPollingStatusType  st;
+
+    st = PQconnectPoll(ln->pg);
+
+    /* libpq may have moved to another socket (the next address) */
+
+    if (st != PGRES_POLLING_FAILED && PQsocket(ln->pg) != ln->c->fd) {
+        ngx_defarm_listen_unwrap(ln);
+
+        if (ngx_defarm_listen_wrap(ln) != NGX_OK) {
+            ngx_defarm_listen_close(ln, "cannot watch its socket");
+            return;
+        }
+
+        ngx_add_timer(ln->c->read, ln->pcf->connect_timeout);
+    }
+
+    switch (st) {
+
+    case PGRES_POLLING_READING:
+        if (ln->c->write->active) {
+            (void) ngx_del_event(ln->c->write, NGX_WRITE_EVENT, 0);
+        }
+
+        return;
+
+    case PGRES_POLLING_WRITING:
+        if (!ln->c->write->active
+            && ngx_add_event(ln->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+               != NGX_OK)
+        {
+            ngx_defarm_listen_close(ln, "cannot watch its socket");
+        }
+
+        return;
+
+    case PGRES_POLLING_OK:
+        break;
+
+    default:
+        ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
+        return;
+    }
+
+    if (ln->c->read->timer_set) {
+        ngx_del_timer(ln->c->read);
+    }
+
+    if (ln->c->write->active) {
+        (void) ngx_del_event(ln->c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    /* a short statement: it goes out at once on a fresh connection */
+
+    if (!PQsendQuery(ln->pg, "LISTEN defarm_jobs") || PQflush(ln->pg) != 0) {
+        ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
+        return;
+    }
+
+    ln->state = NGX_DEFARM_LISTEN_ON;
+
+    ngx_log_error(NGX_LOG_INFO, ln->log, 0,
+                  "defarm: jobs: listening for new jobs");
+
+    /* what was queued while nobody listened */
+
+    ngx_defarm_jobs_notified();
+}
+
+
+static void
+ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
+{
+    PGnotify    *n;
+    PGresult    *res;
+    ngx_uint_t   heard;
+
+    if (!PQconsumeInput(ln->pg)) {
+        ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
+        return;
+    }
+
+    while (!PQisBusy(ln->pg) && (res = PQgetResult(ln->pg)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            PQclear(res);
+            ngx_defarm_listen_close(ln, "LISTEN failed");
+            return;
+        }
+
+        PQclear(res);
+    }
+
+    heard = 0;
+
+    while ((n = PQnotifies(ln->pg)) != NULL) {
+        heard++;
+        PQfreemem(n);
+    }
+
+    if (heard) {
+        ngx_defarm_jobs_notified();
+    }
+
+    if (PQstatus(ln->pg) != CONNECTION_OK) {
+        ngx_defarm_listen_close(ln, "the connection went");
+    }
+}
+
+
+static void
+ngx_defarm_listen_close(ngx_defarm_listen_t *ln, const char *why)
+{
+    ngx_log_error(NGX_LOG_WARN, ln->log, 0,
+                  "defarm: jobs: not listening for new jobs (polling "
+                  "meanwhile): %s", why ? why : "");
+
+    ngx_defarm_listen_unwrap(ln);
+
+    if (ln->pg) {
+        PQfinish(ln->pg);
+        ln->pg = NULL;
+    }
+
+    ln->state = NGX_DEFARM_LISTEN_IDLE;
+
+    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_add_timer(&ln->retry, 1000);
+    }
+}
+
+
+static void
+ngx_defarm_listen_retry(ngx_event_t *ev)
+{
+    ngx_defarm_listen_t  *ln = ev->data;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_defarm_listen_connect(ln);
+}
