@@ -117,13 +117,6 @@ for users in "$USERS" 1; do
     done
 done
 
-# this machine's throughput drifts by more than charging costs between
-# runs a minute apart: the ratio of each round's two runs, back to back,
-# is the figure, and their median the result
-pair_median() {
-    echo $1 | tr ' ' '\n' | sort -g \
-        | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
-}
 
 debits=$(psql -X -At -c "SELECT count(*) FROM credit_transactions
                          WHERE user_id IN ($in_list)

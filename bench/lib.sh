@@ -154,6 +154,13 @@ ratio() {
         'BEGIN { printf "%-38s %.2f%s\n", l, a / b, t }'
 }
 
+# pair_median "r1 r2 ...": the median of ratios measured back to back,
+# two decimals (this machine drifts more between runs than some costs)
+pair_median() {
+    echo $1 | tr ' ' '\n' | sort -g \
+        | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
+
 # fails the benchmark if any measurement had errors
 bench_check_errors() {
     local k

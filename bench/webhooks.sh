@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# What webhooks cost, and how fast they go.  One nginx (WORKERS=2) serves
+# the API and runs the jobs (defarm_jobs concurrency=64); another nginx is
+# the receiver (return 204).  Measures, in ROUNDS=3 rounds (medians):
+#   1. POST /api/circuits/:id/push/:dfid, every request a new item (made
+#      beforehand in SQL), in a circuit without webhooks and in one with a
+#      webhook enabled (each push then queues a delivery in its own
+#      transaction), back to back: the ratio of each round's pair;
+#   2. deliveries a second: the hooked run's deliveries, from the first
+#      queued to the last delivered;
+#   3. the delay from a push's commit to its delivery being recorded, p50
+#      and p99, under a steady RATE=200 pushes a second for DURATION.
+# wrk's non-2xx responses and socket errors must be 0.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+WORKERS=${WORKERS:-2}
+POOL_SIZE=${POOL_SIZE:-25}
+RATE=${RATE:-200}
+ROUNDS=${ROUNDS:-3}
+
+trap 'bench_nginx_stop webhooks; bench_nginx_stop receiver; bench_pg_stop' EXIT
+
+bench_pg_start
+mkdir -p "$bench_var"
+head -c 36 /dev/urandom | base64 | tr -d '\n' > "$bench_var/hooks-jwt.secret"
+head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$bench_var/hooks.key"
+port=$(free_port)
+rport=$(free_port)
+while [ "$rport" = "$port" ]; do rport=$(free_port); done
+run=$$
+
+bench_nginx_start "$rport" "" "location / { return 204; }" receiver
+
+bench_nginx_start "$port" \
+    "defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
+                 user=$PGUSER sslmode=disable\" size=$POOL_SIZE;
+     defarm_bcrypt_cost 4;
+     defarm_jwt_secret file=$bench_var/hooks-jwt.secret;
+     defarm_secret_key file=$bench_var/hooks.key;
+     defarm_webhooks_allow_private on;
+     defarm_jobs interval=1s lease=60s concurrency=64;" \
+    "location / { defarm_api on; }" webhooks
+
+json_field() {
+    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
+                        my $v = $j; $v = $v->{$_} for @ARGV; print $v // ""' "$@"
+}
+
+api() {
+    curl -fsS -H 'Content-Type: application/json' -H "Authorization: Bearer $token" "$@"
+}
+
+res=$(curl -fsS -H 'Content-Type: application/json' \
+      -d "{\"username\":\"benchw$run\",\"password\":\"Str0ng!pass\",
+           \"email\":\"benchw$run@example.com\"}" \
+      "http://127.0.0.1:$port/api/auth/register")
+token=$(json_field token <<<"$res")
+user_id=$(json_field user_id <<<"$res")
+
+plain=$(api -d '{"name":"plain"}' "http://127.0.0.1:$port/api/circuits" \
+        | json_field circuit_id)
+hooked=$(api -d '{"name":"hooked"}' "http://127.0.0.1:$port/api/circuits" \
+         | json_field circuit_id)
+api -X PUT -d '{"enabled":true,"trigger_events":["item_pushed"]}' \
+    "http://127.0.0.1:$port/api/circuits/$hooked/post-actions" >/dev/null
+api -d "{\"name\":\"bench\",\"url\":\"http://127.0.0.1:$rport/hook\"}" \
+    "http://127.0.0.1:$port/api/circuits/$hooked/post-actions/webhooks" \
+    >/dev/null
+
+n=${PUSH_ITEMS:-20000}
+
+# items for one run: PREFIX-<thread>-<n>
+items() {
+    psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO items (dfid, owner_id)
+        SELECT '$1-' || t || '-' || g, '$user_id'
+        FROM generate_series(1, $THREADS) t, generate_series(1, $n) g"
+}
+
+push_lua() {
+    local lua=$bench_var/hooks-$1.lua
+    cat > "$lua" <<_EOL_
+local threads = 0
+function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $token"
+local n = 0
+function request()
+    n = n + 1
+    return wrk.format(nil, string.format("/api/circuits/$2/push/$1-%d-%d",
+                                         tid, n))
+end
+${3:-}
+_EOL_
+    echo "$lua"
+}
+
+drained() {
+    psql -X -At -c "SELECT count(*) FROM jobs WHERE state IN ('Pending', 'Running')"
+}
+
+declare -A pairs
+
+for round in $(seq 1 "$ROUNDS"); do
+    items "A$round"
+    items "B$round"
+    psql -X -q -c "VACUUM ANALYZE items" >/dev/null
+
+    wrk_run plain "http://127.0.0.1:$port" -s "$(push_lua "A$round" "$plain")"
+    a=$(echo "${runs[plain]}" | awk '{ print $NF }')
+    wrk_run hooked "http://127.0.0.1:$port" -s "$(push_lua "B$round" "$hooked")"
+    b=$(echo "${runs[hooked]}" | awk '{ print $NF }')
+    pairs[push]="${pairs[push]:-} $(awk -v a="$b" -v b="$a" 'BEGIN { print a / b }')"
+
+    for _ in $(seq 1 600); do
+        [ "$(drained)" = 0 ] && break
+        sleep 0.5
+    done
+
+    d=$(psql -X -At -c "SELECT round(count(*) / greatest(extract(epoch FROM
+                            max(delivered_at) - min(created_at)), 0.001))
+                        FROM webhook_deliveries
+                        WHERE payload -> 'item' ->> 'dfid' LIKE 'B$round-%'
+                          AND status = 'Delivered'")
+    median_of deliveries "$d"
+done
+
+failed=$(psql -X -At -c "SELECT count(*) FROM webhook_deliveries
+                         WHERE status <> 'Delivered'")
+
+# 3. a steady rate: each of 10 connections waits 10 / RATE s a push
+items "R"
+conns=10
+wait_ms=$((1000 * conns / RATE))
+lua=$(push_lua R "$hooked" "function delay() return $wait_ms end")
+echo "== steady $RATE pushes/s" >&2
+wrk -t2 -c$conns -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$port" >&2
+for _ in $(seq 1 600); do
+    [ "$(drained)" = 0 ] && break
+    sleep 0.5
+done
+delays=$(psql -X -At -F ' ' -c "SELECT count(*),
+    round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY
+          extract(epoch FROM delivered_at - created_at)))::int,
+    round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY
+          extract(epoch FROM delivered_at - created_at)))::int
+    FROM webhook_deliveries WHERE payload -> 'item' ->> 'dfid' LIKE 'R-%'")
+read -r steady p50 p99 <<<"$delays"
+
+
+echo
+printf '%-46s %12s  %s\n' "measurement ($CONNECTIONS clients, ${DURATION}s, median)" \
+    "per second" "errors"
+row "push, circuit without webhooks" plain
+row "push, circuit with a webhook" hooked
+row "webhook deliveries (queued to delivered)" deliveries
+echo "  deliveries not Delivered: $failed"
+echo "  steady $RATE pushes/s: $steady deliveries, commit to delivered" \
+     "p50 ${p50} ms, p99 ${p99} ms"
+echo "  RSS of the whole nginx: $(bench_rss webhooks) KiB"
+echo
+echo "  push with / without a webhook, each round:${pairs[push]}"
+echo "  median of the rounds:                 $(pair_median "${pairs[push]}")  (target >= 0.9)"
+bench_check_errors
+[ "$failed" = 0 ] || { echo "deliveries failed" >&2; exit 1; }
