@@ -126,6 +126,7 @@ for round in $(seq 1 "$ROUNDS"); do
                         WHERE payload -> 'item' ->> 'dfid' LIKE 'B$round-%'
                           AND status = 'Delivered'")
     median_of deliveries "$d"
+    note_bad deliveries "failed 0"
 done
 
 failed=$(psql -X -At -c "SELECT count(*) FROM webhook_deliveries

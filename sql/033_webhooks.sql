@@ -4,12 +4,13 @@
 -- the push's own transaction (sql/031); the job's state is mirrored in
 -- the delivery (Pending, InProgress, Retrying, Delivered, Failed).
 --
--- Credentials and signing secrets are stored encrypted (pgcrypto, with the
--- key of defarm_secret_key, a session setting the database never stores):
--- a dump of the database alone does not reveal them, and no answer
--- returns them (the signing secret is shown once, when it is made).  A
--- delivery's job carries them in clear only while it runs; they are
--- scrubbed when it ends.
+-- Credentials and signing secrets are stored encrypted: AES-256-CBC with
+-- a random IV under SHA-256 of the key of defarm_secret_key, a session
+-- setting the database never stores.  A dump of the database alone does
+-- not reveal them, and no answer returns them (the signing secret is shown
+-- once, when it is made).  A delivery's job carries them still encrypted;
+-- the worker decrypts them with its own copy of the key as it sends
+-- (ngx_defarm_webhook.c), so they are never in the database in clear.
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
@@ -74,6 +75,23 @@ CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
 CREATE FUNCTION defarm_secret_key() RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT nullif(current_setting('defarm.secret_key', true), '')
+$$;
+
+-- iv || AES-256-CBC(p), PKCS#7 padding; NULL for NULL
+
+CREATE FUNCTION defarm_seal(p text) RETURNS bytea
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_iv  bytea := gen_random_bytes(16);
+BEGIN
+    IF p IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    RETURN v_iv || encrypt_iv(convert_to(p, 'UTF8'),
+                              digest(defarm_secret_key(), 'sha256'), v_iv,
+                              'aes-cbc/pad:pkcs');
+END
 $$;
 
 CREATE FUNCTION defarm_webhook_json(w circuit_webhooks) RETURNS jsonb
@@ -335,9 +353,8 @@ BEGIN
             coalesce(p_body ->> 'method', 'POST'),
             coalesce(p_body -> 'headers', '{}'),
             coalesce(p_body ->> 'auth_type', 'None'),
-            pgp_sym_encrypt(p_body ->> 'auth_credentials',
-                            defarm_secret_key()),
-            pgp_sym_encrypt(v_secret, defarm_secret_key()),
+            defarm_seal(p_body ->> 'auth_credentials'),
+            defarm_seal(v_secret),
             coalesce((p_body ->> 'enabled')::boolean, true), p_user)
     RETURNING * INTO w;
 
@@ -429,9 +446,8 @@ BEGIN
         headers = coalesce(p_body -> 'headers', x.headers),
         auth_type = coalesce(p_body ->> 'auth_type', x.auth_type),
         auth_credentials = CASE WHEN p_body ? 'auth_credentials'
-                                THEN pgp_sym_encrypt(
-                                         p_body ->> 'auth_credentials',
-                                         defarm_secret_key())
+                                THEN defarm_seal(
+                                         p_body ->> 'auth_credentials')
                                 ELSE x.auth_credentials END,
         enabled = coalesce((p_body ->> 'enabled')::boolean, x.enabled),
         updated_at = now()
@@ -476,22 +492,15 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_id    uuid := gen_random_uuid();
     v_job   bigint;
-    v_key   text := defarm_secret_key();
 BEGIN
-    IF v_key IS NULL THEN
-        RAISE EXCEPTION 'webhooks need defarm_secret_key';
-    END IF;
-
     v_job := defarm_job_enqueue('webhook', jsonb_build_object(
         'delivery_id', v_id, 'url', w.url, 'method', w.method,
         'headers', w.headers, 'auth_type', w.auth_type,
-        'auth_credentials', CASE WHEN w.auth_credentials IS NULL THEN NULL
-                                 ELSE pgp_sym_decrypt(w.auth_credentials,
-                                                      v_key) END,
-        'secret', pgp_sym_decrypt(w.secret, v_key),
+        'sealed_credentials', translate(encode(w.auth_credentials,
+                                               'base64'), E'\n', ''),
+        'sealed_secret', translate(encode(w.secret, 'base64'), E'\n', ''),
         'event', p_event,
-        'body', p_payload::text,
-        'scrub', jsonb_build_array('auth_credentials', 'secret')),
+        'body', p_payload::text),
         w.max_retries + 1, w.initial_delay_ms, w.max_delay_ms);
 
     INSERT INTO webhook_deliveries (delivery_id, webhook_id, circuit_id,

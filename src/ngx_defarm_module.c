@@ -610,7 +610,7 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_defarm_smtp_init_process(mcf->smtp);
-    ngx_defarm_webhook_init_process(mcf->webhooks_private);
+    ngx_defarm_webhook_init_process(mcf->webhooks_private, mcf->secret_key);
 
     return ngx_defarm_jobs_init_process(cycle, mcf->jobs, mcf->db);
 }

@@ -101,7 +101,7 @@ is(deliveries($c)->[0]{attempts}, 1, '... in one attempt');
 is(deliveries($c)->[0]{response_status}, 200, '... the answer kept');
 is($rq->{headers}{'x-defarm-delivery'}, deliveries($c)->[0]{delivery_id}, '... X-Defarm-Delivery names it');
 is(sql("SELECT count(*) FROM jobs WHERE kind = 'webhook' AND payload::text LIKE '%tok-$$%'"), 0,
-   'the finished job keeps no credentials');
+   'the job never holds the credentials in clear');
 
 # the test route: a real delivery
 is(as($owner, POST => hooks($c, "/$hook->{id}/test"), {})->{status}, 202, 'test delivery: 202');

@@ -78,7 +78,8 @@ void ngx_defarm_smtp_init_process(void *conf);
 ngx_int_t ngx_defarm_email_run(ngx_defarm_job_t *job);
 
 /* webhook deliveries (ngx_defarm_webhook.c) */
-void ngx_defarm_webhook_init_process(ngx_flag_t allow_private);
+void ngx_defarm_webhook_init_process(ngx_flag_t allow_private,
+    ngx_str_t *key);
 ngx_int_t ngx_defarm_webhook_run(ngx_defarm_job_t *job);
 
 char *ngx_defarm_secret_key_set(ngx_conf_t *cf, ngx_command_t *cmd,

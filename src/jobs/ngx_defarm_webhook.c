@@ -20,6 +20,9 @@
  * any other answer, or none, is tried again (the webhook's retry policy
  * is the job's); a destination whose address is loopback, private or
  * link-local is refused for good, unless defarm_webhooks_allow_private.
+ * The credentials and the signing secret come sealed (sql/033:
+ * iv || AES-256-CBC under SHA-256 of defarm_secret_key's key) and are
+ * opened here, in the job's pool, for as long as the delivery takes.
  */
 
 
@@ -32,15 +35,43 @@ static ngx_int_t ngx_defarm_webhook_auth(ngx_defarm_curl_req_t *req,
     ngx_str_t *type, ngx_str_t *cred);
 static ngx_str_t *ngx_defarm_webhook_str(ngx_defarm_job_t *job,
     const char *name);
+static ngx_int_t ngx_defarm_webhook_open(ngx_defarm_job_t *job,
+    ngx_str_t *sealed, ngx_str_t *out);
 
 
 static ngx_flag_t  ngx_defarm_webhook_private;
+static ngx_uint_t  ngx_defarm_webhook_keyed;
+static u_char      ngx_defarm_webhook_key[32];
 
+
+/* key: "defarm.secret_key=<key>", as the sessions get it, or NULL */
 
 void
-ngx_defarm_webhook_init_process(ngx_flag_t allow_private)
+ngx_defarm_webhook_init_process(ngx_flag_t allow_private, ngx_str_t *key)
 {
+    u_char        *eq;
+    unsigned int   len;
+
     ngx_defarm_webhook_private = allow_private;
+    ngx_defarm_webhook_keyed = 0;
+
+    if (key == NULL) {
+        return;
+    }
+
+    eq = ngx_strlchr(key->data, key->data + key->len, '=');
+    if (eq == NULL) {
+        return;
+    }
+
+    eq++;
+
+    if (EVP_Digest(eq, key->data + key->len - eq, ngx_defarm_webhook_key,
+                   &len, EVP_sha256(), NULL)
+        == 1)
+    {
+        ngx_defarm_webhook_keyed = 1;
+    }
 }
 
 
@@ -49,7 +80,8 @@ ngx_defarm_webhook_run(ngx_defarm_job_t *job)
 {
     u_char                 *p, *url;
     ngx_str_t              *u, *method, *body, *secret, *event, *id;
-    ngx_str_t              *type, *cred;
+    ngx_str_t              *type, *cred, *sealed_secret, *sealed_cred;
+    ngx_str_t               opened_secret, opened_cred;
     unsigned int            mdlen;
     ngx_defarm_json_t      *headers, *h;
     ngx_defarm_curl_req_t  *req;
@@ -59,20 +91,41 @@ ngx_defarm_webhook_run(ngx_defarm_job_t *job)
     u = ngx_defarm_webhook_str(job, "url");
     method = ngx_defarm_webhook_str(job, "method");
     body = ngx_defarm_webhook_str(job, "body");
-    secret = ngx_defarm_webhook_str(job, "secret");
+    sealed_secret = ngx_defarm_webhook_str(job, "sealed_secret");
     event = ngx_defarm_webhook_str(job, "event");
     id = ngx_defarm_webhook_str(job, "delivery_id");
     type = ngx_defarm_webhook_str(job, "auth_type");
-    cred = ngx_defarm_webhook_str(job, "auth_credentials");
+    sealed_cred = ngx_defarm_webhook_str(job, "sealed_credentials");
     headers = ngx_defarm_json_get(job->payload, "headers");
 
-    if (u == NULL || method == NULL || body == NULL || secret == NULL
+    if (u == NULL || method == NULL || body == NULL || sealed_secret == NULL
         || event == NULL || id == NULL)
     {
         ngx_defarm_job_finish(job, NGX_DEFARM_JOB_FAILED,
                               "the delivery lacks its url, method, body, "
                               "secret, event or id", NULL);
         return NGX_OK;
+    }
+
+    /* a node with another key, or none, leaves it to one with the key */
+
+    secret = &opened_secret;
+    cred = NULL;
+
+    if (!ngx_defarm_webhook_keyed
+        || ngx_defarm_webhook_open(job, sealed_secret, secret) != NGX_OK
+        || (sealed_cred
+            && ngx_defarm_webhook_open(job, sealed_cred, &opened_cred)
+               != NGX_OK))
+    {
+        ngx_defarm_job_finish(job, NGX_DEFARM_JOB_RETRY,
+                              "the webhook's secrets cannot be opened on "
+                              "this node (defarm_secret_key)", NULL);
+        return NGX_OK;
+    }
+
+    if (sealed_cred) {
+        cred = &opened_cred;
     }
 
     req = ngx_pcalloc(job->pool, sizeof(ngx_defarm_curl_req_t));
@@ -251,4 +304,51 @@ ngx_defarm_webhook_str(ngx_defarm_job_t *job, const char *name)
     s->len = v->str.len;
 
     return s;
+}
+
+
+/* base64(iv || AES-256-CBC(text)) -> text, in the job's pool */
+
+static ngx_int_t
+ngx_defarm_webhook_open(ngx_defarm_job_t *job, ngx_str_t *sealed,
+    ngx_str_t *out)
+{
+    int              n, fin;
+    ngx_int_t        rc;
+    ngx_str_t        raw;
+    EVP_CIPHER_CTX  *ctx;
+
+    raw.data = ngx_pnalloc(job->pool, ngx_base64_decoded_length(sealed->len));
+    if (raw.data == NULL
+        || ngx_decode_base64(&raw, sealed) != NGX_OK
+        || raw.len <= 16 || (raw.len - 16) % 16 != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    out->data = ngx_pnalloc(job->pool, raw.len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL,
+                           ngx_defarm_webhook_key, raw.data) == 1
+        && EVP_DecryptUpdate(ctx, out->data, &n, raw.data + 16,
+                             (int) (raw.len - 16)) == 1
+        && EVP_DecryptFinal_ex(ctx, out->data + n, &fin) == 1)
+    {
+        out->len = n + fin;
+        rc = NGX_OK;
+    }
+
+    EVP_CIPHER_CTX_free(ctx);
+
+    return rc;
 }
