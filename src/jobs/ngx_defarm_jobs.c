@@ -319,6 +319,22 @@ ngx_defarm_jobs_claimed(void *data, ngx_int_t rc, PGresult *res)
 
 
 static ngx_int_t
+ngx_defarm_job_copy(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out)
+{
+    out->data = ngx_pnalloc(pool, in->len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out->data, in->data, in->len);
+    out->data[in->len] = '\0';
+    out->len = in->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_defarm_jobs_copy(ngx_pool_t *pool, PGresult *res, int row, int col,
     ngx_str_t *out)
 {
@@ -362,6 +378,7 @@ ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res, int row)
 
     job->pool = pool;
     job->log = jr->log;
+    job->lease_end = ngx_current_msec + jr->conf->lease;
 
     n = ngx_atoi((u_char *) PQgetvalue(res, row, 3),
                  PQgetlength(res, row, 3));
@@ -409,68 +426,149 @@ ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res, int row)
 
 
 /*
- * A job's end: its outcome goes to PostgreSQL with its lease's token (if
- * the pool cannot take it now, the lease runs out and the job is run
- * again), and the job's pool goes.
+ * A job's end: its outcome goes to PostgreSQL with its lease's token, and
+ * the job's pool goes once it is recorded.  A statement the pool cannot
+ * take now (busy, restarting) is tried again, 100 ms doubling to 2 s,
+ * until the lease runs out: an outcome dropped under load would leave a
+ * finished job to wait out its lease and run again.
  */
+
+typedef struct {
+    ngx_defarm_job_t          *job;
+    ngx_defarm_pg_stmt_t      *stmt;
+    ngx_str_t                  params[5];
+    ngx_event_t                retry;
+    ngx_msec_t                 delay;
+} ngx_defarm_job_outcome_t;
+
+
+static void ngx_defarm_job_record(ngx_defarm_job_outcome_t *oc);
+static void ngx_defarm_job_recorded(void *data, ngx_int_t rc,
+    PGresult *res);
+static void ngx_defarm_job_record_handler(ngx_event_t *ev);
+
 
 void
 ngx_defarm_job_finish(ngx_defarm_job_t *job, ngx_defarm_job_outcome_e outcome,
     const char *error, ngx_str_t *result)
 {
-    ngx_str_t           params[5];
-    ngx_defarm_jobs_t  *jr = ngx_defarm_jobs;
-
-    ngx_memzero(params, sizeof(params));
-
-    params[0] = job->id;
-    params[1] = job->token;
-
-    if (outcome == NGX_DEFARM_JOB_DONE) {
-        if (result) {
-            params[2] = *result;
-        }
-
-        (void) ngx_defarm_pg_background(&ngx_defarm_jobs_done_stmt, params,
-                                        NULL, NULL);
-        ngx_defarm_jobs_stats()->done++;
-
-    } else {
-        params[2].data = (u_char *) (error ? error : "failed");
-        params[2].len = ngx_strlen(params[2].data);
-
-        /* the database decides whether a retry is left: counted there */
-
-        if (outcome == NGX_DEFARM_JOB_FAILED
-            || job->attempts >= job->max_attempts)
-        {
-            ngx_str_set(&params[3], "true");
-            ngx_defarm_jobs_stats()->dead++;
-
-        } else {
-            ngx_str_set(&params[3], "false");
-            ngx_defarm_jobs_stats()->retried++;
-        }
-
-        if (result) {
-            params[4] = *result;
-        }
-
-        ngx_log_error(NGX_LOG_WARN, job->log, 0,
-                      "defarm: job %V (%V) attempt %ui failed: %V",
-                      &job->id, &job->kind, job->attempts, &params[2]);
-
-        (void) ngx_defarm_pg_background(&ngx_defarm_jobs_failed_stmt,
-                                        params, NULL, NULL);
-    }
-
-    ngx_destroy_pool(job->pool);
+    ngx_str_t                  err;
+    ngx_defarm_jobs_t         *jr = ngx_defarm_jobs;
+    ngx_defarm_job_outcome_t  *oc;
 
     if (jr) {
         jr->running--;
         ngx_defarm_jobs_stats()->running = jr->running;
         ngx_defarm_jobs_wake(jr, 1);
     }
+
+    oc = ngx_pcalloc(job->pool, sizeof(ngx_defarm_job_outcome_t));
+    if (oc == NULL) {
+        ngx_destroy_pool(job->pool);            /* its lease runs out */
+        return;
+    }
+
+    oc->job = job;
+    oc->params[0] = job->id;
+    oc->params[1] = job->token;
+
+    /* the caller's strings may go with it: the outcome keeps copies */
+
+    if (result && result->len
+        && ngx_defarm_job_copy(job->pool, result,
+                               &oc->params[outcome == NGX_DEFARM_JOB_DONE
+                                           ? 2 : 4])
+           != NGX_OK)
+    {
+        ngx_destroy_pool(job->pool);
+        return;
+    }
+
+    if (outcome == NGX_DEFARM_JOB_DONE) {
+        oc->stmt = &ngx_defarm_jobs_done_stmt;
+        ngx_defarm_jobs_stats()->done++;
+
+    } else {
+        oc->stmt = &ngx_defarm_jobs_failed_stmt;
+
+        err.data = (u_char *) (error ? error : "failed");
+        err.len = ngx_strlen(err.data);
+
+        if (ngx_defarm_job_copy(job->pool, &err, &oc->params[2]) != NGX_OK) {
+            ngx_destroy_pool(job->pool);
+            return;
+        }
+
+        /* the database decides whether a retry is left: counted there */
+
+        if (outcome == NGX_DEFARM_JOB_FAILED
+            || job->attempts >= job->max_attempts)
+        {
+            ngx_str_set(&oc->params[3], "true");
+            ngx_defarm_jobs_stats()->dead++;
+
+        } else {
+            ngx_str_set(&oc->params[3], "false");
+            ngx_defarm_jobs_stats()->retried++;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, job->log, 0,
+                      "defarm: job %V (%V) attempt %ui failed: %V",
+                      &job->id, &job->kind, job->attempts, &oc->params[2]);
+    }
+
+    oc->retry.handler = ngx_defarm_job_record_handler;
+    oc->retry.data = oc;
+    oc->retry.log = job->log;
+    oc->retry.cancelable = 1;
+    oc->delay = 100;
+
+    ngx_defarm_job_record(oc);
+}
+
+
+static void
+ngx_defarm_job_record(ngx_defarm_job_outcome_t *oc)
+{
+    if (ngx_defarm_jobs != NULL
+        && ngx_defarm_pg_background(oc->stmt, oc->params,
+                                    ngx_defarm_job_recorded, oc)
+           == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_defarm_job_recorded(oc, NGX_ERROR, NULL);
+}
+
+
+static void
+ngx_defarm_job_recorded(void *data, ngx_int_t rc, PGresult *res)
+{
+    ngx_defarm_job_outcome_t  *oc = data;
+
+    ngx_defarm_job_t  *job = oc->job;
+
+    if ((rc == NGX_OK && res && PQresultStatus(res) == PGRES_TUPLES_OK)
+        || ngx_defarm_jobs == NULL
+        || (ngx_msec_int_t) (job->lease_end - ngx_current_msec)
+           < (ngx_msec_int_t) oc->delay)
+    {
+        /* recorded; or the worker goes, or the lease will have run out */
+
+        ngx_destroy_pool(job->pool);
+        return;
+    }
+
+    ngx_add_timer(&oc->retry, oc->delay);
+    oc->delay = ngx_min(oc->delay * 2, 2000);
+}
+
+
+static void
+ngx_defarm_job_record_handler(ngx_event_t *ev)
+{
+    ngx_defarm_job_record(ev->data);
 }
 
 

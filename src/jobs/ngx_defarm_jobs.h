@@ -36,6 +36,7 @@ struct ngx_defarm_job_s {
     ngx_defarm_json_t         *payload;
     ngx_uint_t                 attempts;      /* this one included */
     ngx_uint_t                 max_attempts;
+    ngx_msec_t                 lease_end;     /* by this worker's clock */
 };
 
 
