@@ -480,6 +480,37 @@ ngx_defarm_json_get(ngx_defarm_json_t *obj, const char *key)
 }
 
 
+/* a string member as a NUL-terminated copy in the pool, or NULL */
+
+ngx_str_t *
+ngx_defarm_json_cstr(ngx_pool_t *pool, ngx_defarm_json_t *obj,
+    const char *key)
+{
+    u_char             *p;
+    ngx_str_t          *s;
+    ngx_defarm_json_t  *v;
+
+    v = ngx_defarm_json_get(obj, key);
+
+    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING) {
+        return NULL;
+    }
+
+    s = ngx_palloc(pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(pool, v->str.len + 1);
+    if (s == NULL || p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, v->str.data, v->str.len) = '\0';
+
+    s->data = p;
+    s->len = v->str.len;
+
+    return s;
+}
+
+
 ngx_int_t
 ngx_defarm_json_int(ngx_defarm_json_t *v, int64_t *n)
 {

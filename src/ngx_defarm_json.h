@@ -70,6 +70,8 @@ ngx_int_t ngx_defarm_json_end(ngx_defarm_json_parser_t *ps,
 off_t ngx_defarm_json_received(ngx_defarm_json_parser_t *ps);
 ngx_defarm_json_t *ngx_defarm_json_get(ngx_defarm_json_t *obj,
     const char *key);
+ngx_str_t *ngx_defarm_json_cstr(ngx_pool_t *pool, ngx_defarm_json_t *obj,
+    const char *key);
 ngx_int_t ngx_defarm_json_int(ngx_defarm_json_t *v, int64_t *n);
 const char *ngx_defarm_json_type_name(ngx_defarm_json_t *v);
 

@@ -19,6 +19,7 @@
 #include "api/ngx_defarm_api.h"
 #include "jobs/ngx_defarm_jobs.h"
 #include "http/ngx_defarm_curl.h"
+#include "auth/ngx_defarm_sealed.h"
 
 #include <openssl/evp.h>
 
@@ -599,18 +600,22 @@ ngx_defarm_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    /* outbound HTTP: for jobs, and for the probes requests make */
+
+    if (mcf->db && ngx_defarm_curl_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_defarm_sealed_init(mcf->secret_key);
+
     /* the jobs and what they need, where they are run */
 
     if (mcf->jobs == NULL) {
         return NGX_OK;
     }
 
-    if (ngx_defarm_curl_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     ngx_defarm_smtp_init_process(mcf->smtp);
-    ngx_defarm_webhook_init_process(mcf->webhooks_private, mcf->secret_key);
+    ngx_defarm_webhook_init_process(mcf->webhooks_private);
 
     return ngx_defarm_jobs_init_process(cycle, mcf->jobs, mcf->db);
 }

@@ -47,6 +47,7 @@ static ngx_defarm_err_kind_t  ngx_defarm_err_kinds[] = {
     { ngx_string("service_unavailable"), 1 },
     { ngx_string("external_timeout"), 0 },
     { ngx_string("external_error"), 0 },
+    { ngx_string("adapter_unavailable"), 0 },
     { ngx_string("internal_error"), 0 }
 };
 

@@ -27,6 +27,8 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_admin_routes,
     ngx_defarm_account_routes,
     ngx_defarm_webhooks_routes,
+    ngx_defarm_storage_routes,
+    ngx_defarm_adapters_routes,
     NULL
 };
 

@@ -53,6 +53,7 @@ static void ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res,
 static ngx_defarm_job_kind_t  ngx_defarm_job_kinds[] = {
     { "email", ngx_defarm_email_run },
     { "webhook", ngx_defarm_webhook_run },
+    { "ipfs_upload", ngx_defarm_upload_run },
     { NULL, NULL }
 };
 

@@ -40,6 +40,11 @@ struct ngx_defarm_job_s {
 };
 
 
+/* a string of the job's payload, NUL-terminated, or NULL */
+#define ngx_defarm_job_str(job, name)                                        \
+    ngx_defarm_json_cstr((job)->pool, (job)->payload, name)
+
+
 /* per-worker figures, kept in the stats zone (ngx_defarm_metrics.c) */
 
 typedef struct {
@@ -79,9 +84,11 @@ void ngx_defarm_smtp_init_process(void *conf);
 ngx_int_t ngx_defarm_email_run(ngx_defarm_job_t *job);
 
 /* webhook deliveries (ngx_defarm_webhook.c) */
-void ngx_defarm_webhook_init_process(ngx_flag_t allow_private,
-    ngx_str_t *key);
+void ngx_defarm_webhook_init_process(ngx_flag_t allow_private);
 ngx_int_t ngx_defarm_webhook_run(ngx_defarm_job_t *job);
+
+/* storage uploads (ngx_defarm_upload.c) */
+ngx_int_t ngx_defarm_upload_run(ngx_defarm_job_t *job);
 
 char *ngx_defarm_secret_key_set(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -6,6 +6,7 @@
 
 #include "jobs/ngx_defarm_jobs.h"
 #include "http/ngx_defarm_curl.h"
+#include "auth/ngx_defarm_sealed.h"
 
 #include <openssl/hmac.h>
 #include <openssl/evp.h>
@@ -20,9 +21,8 @@
  * any other answer, or none, is tried again (the webhook's retry policy
  * is the job's); a destination whose address is loopback, private or
  * link-local is refused for good, unless defarm_webhooks_allow_private.
- * The credentials and the signing secret come sealed (sql/033:
- * iv || AES-256-CBC under SHA-256 of defarm_secret_key's key) and are
- * opened here, in the job's pool, for as long as the delivery takes.
+ * The credentials and the signing secret come sealed and are opened here
+ * (ngx_defarm_sealed.c), in the job's pool, for as long as it takes.
  */
 
 
@@ -33,45 +33,15 @@ static void ngx_defarm_webhook_answered(ngx_defarm_curl_req_t *req,
     CURLcode rc, long status, const char *error, ngx_str_t *body);
 static ngx_int_t ngx_defarm_webhook_auth(ngx_defarm_curl_req_t *req,
     ngx_str_t *type, ngx_str_t *cred);
-static ngx_str_t *ngx_defarm_webhook_str(ngx_defarm_job_t *job,
-    const char *name);
-static ngx_int_t ngx_defarm_webhook_open(ngx_defarm_job_t *job,
-    ngx_str_t *sealed, ngx_str_t *out);
 
 
 static ngx_flag_t  ngx_defarm_webhook_private;
-static ngx_uint_t  ngx_defarm_webhook_keyed;
-static u_char      ngx_defarm_webhook_key[32];
 
-
-/* key: "defarm.secret_key=<key>", as the sessions get it, or NULL */
 
 void
-ngx_defarm_webhook_init_process(ngx_flag_t allow_private, ngx_str_t *key)
+ngx_defarm_webhook_init_process(ngx_flag_t allow_private)
 {
-    u_char        *eq;
-    unsigned int   len;
-
     ngx_defarm_webhook_private = allow_private;
-    ngx_defarm_webhook_keyed = 0;
-
-    if (key == NULL) {
-        return;
-    }
-
-    eq = ngx_strlchr(key->data, key->data + key->len, '=');
-    if (eq == NULL) {
-        return;
-    }
-
-    eq++;
-
-    if (EVP_Digest(eq, key->data + key->len - eq, ngx_defarm_webhook_key,
-                   &len, EVP_sha256(), NULL)
-        == 1)
-    {
-        ngx_defarm_webhook_keyed = 1;
-    }
 }
 
 
@@ -88,14 +58,14 @@ ngx_defarm_webhook_run(ngx_defarm_job_t *job)
     u_char                  md[EVP_MAX_MD_SIZE];
     u_char                  hex[2 * EVP_MAX_MD_SIZE + 1];
 
-    u = ngx_defarm_webhook_str(job, "url");
-    method = ngx_defarm_webhook_str(job, "method");
-    body = ngx_defarm_webhook_str(job, "body");
-    sealed_secret = ngx_defarm_webhook_str(job, "sealed_secret");
-    event = ngx_defarm_webhook_str(job, "event");
-    id = ngx_defarm_webhook_str(job, "delivery_id");
-    type = ngx_defarm_webhook_str(job, "auth_type");
-    sealed_cred = ngx_defarm_webhook_str(job, "sealed_credentials");
+    u = ngx_defarm_job_str(job, "url");
+    method = ngx_defarm_job_str(job, "method");
+    body = ngx_defarm_job_str(job, "body");
+    sealed_secret = ngx_defarm_job_str(job, "sealed_secret");
+    event = ngx_defarm_job_str(job, "event");
+    id = ngx_defarm_job_str(job, "delivery_id");
+    type = ngx_defarm_job_str(job, "auth_type");
+    sealed_cred = ngx_defarm_job_str(job, "sealed_credentials");
     headers = ngx_defarm_json_get(job->payload, "headers");
 
     if (u == NULL || method == NULL || body == NULL || sealed_secret == NULL
@@ -112,10 +82,9 @@ ngx_defarm_webhook_run(ngx_defarm_job_t *job)
     secret = &opened_secret;
     cred = NULL;
 
-    if (!ngx_defarm_webhook_keyed
-        || ngx_defarm_webhook_open(job, sealed_secret, secret) != NGX_OK
+    if (ngx_defarm_sealed_open(job->pool, sealed_secret, secret) != NGX_OK
         || (sealed_cred
-            && ngx_defarm_webhook_open(job, sealed_cred, &opened_cred)
+            && ngx_defarm_sealed_open(job->pool, sealed_cred, &opened_cred)
                != NGX_OK))
     {
         ngx_defarm_job_finish(job, NGX_DEFARM_JOB_RETRY,
@@ -274,81 +243,4 @@ ngx_defarm_webhook_answered(ngx_defarm_curl_req_t *req, CURLcode rc,
     }
 
     ngx_defarm_job_finish(job, outcome, error, result.len ? &result : NULL);
-}
-
-
-/* a string field of the payload, NUL-terminated in place, or NULL */
-
-static ngx_str_t *
-ngx_defarm_webhook_str(ngx_defarm_job_t *job, const char *name)
-{
-    u_char             *p;
-    ngx_str_t          *s;
-    ngx_defarm_json_t  *v;
-
-    v = ngx_defarm_json_get(job->payload, name);
-
-    if (v == NULL || v->type != NGX_DEFARM_JSON_STRING) {
-        return NULL;
-    }
-
-    s = ngx_palloc(job->pool, sizeof(ngx_str_t));
-    p = ngx_pnalloc(job->pool, v->str.len + 1);
-    if (s == NULL || p == NULL) {
-        return NULL;
-    }
-
-    *ngx_cpymem(p, v->str.data, v->str.len) = '\0';
-
-    s->data = p;
-    s->len = v->str.len;
-
-    return s;
-}
-
-
-/* base64(iv || AES-256-CBC(text)) -> text, in the job's pool */
-
-static ngx_int_t
-ngx_defarm_webhook_open(ngx_defarm_job_t *job, ngx_str_t *sealed,
-    ngx_str_t *out)
-{
-    int              n, fin;
-    ngx_int_t        rc;
-    ngx_str_t        raw;
-    EVP_CIPHER_CTX  *ctx;
-
-    raw.data = ngx_pnalloc(job->pool, ngx_base64_decoded_length(sealed->len));
-    if (raw.data == NULL
-        || ngx_decode_base64(&raw, sealed) != NGX_OK
-        || raw.len <= 16 || (raw.len - 16) % 16 != 0)
-    {
-        return NGX_ERROR;
-    }
-
-    out->data = ngx_pnalloc(job->pool, raw.len);
-    if (out->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx = EVP_CIPHER_CTX_new();
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    rc = NGX_ERROR;
-
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL,
-                           ngx_defarm_webhook_key, raw.data) == 1
-        && EVP_DecryptUpdate(ctx, out->data, &n, raw.data + 16,
-                             (int) (raw.len - 16)) == 1
-        && EVP_DecryptFinal_ex(ctx, out->data + n, &fin) == 1)
-    {
-        out->len = n + fin;
-        rc = NGX_OK;
-    }
-
-    EVP_CIPHER_CTX_free(ctx);
-
-    return rc;
 }

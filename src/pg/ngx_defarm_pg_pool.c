@@ -1638,9 +1638,11 @@ ngx_defarm_pg_sql_error(ngx_http_request_t *r, PGresult *res)
      * bytes that are not UTF-8).  The request is wrong: a 400.
      */
 
-    /* DF4xx: a refusal the SQL raised itself (sql/028) */
+    /* DF4xx, DF503: a refusal the SQL raised itself (sql/028, sql/034) */
 
-    if (state && state[0] == 'D' && state[1] == 'F' && state[2] == '4') {
+    if (state && state[0] == 'D' && state[1] == 'F'
+        && (state[2] == '4' || ngx_strcmp(state + 2, "503") == 0))
+    {
         return ngx_defarm_pg_raised(r, res);
     }
 

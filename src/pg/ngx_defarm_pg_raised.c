@@ -11,8 +11,9 @@
 
 /*
  * A refusal raised by SQL: a function that must refuse in the middle of
- * a transaction (a charge the balance cannot pay, a tier limit reached)
- * raises SQLSTATE DF<status>, which rolls the whole transaction back, with
+ * a transaction (a charge the balance cannot pay, a tier limit reached, a
+ * storage adapter that cannot store) raises SQLSTATE DF<status> (4xx or
+ * 503), which rolls the whole transaction back, with
  * the error_kind as HINT, the message as MESSAGE and the answer's extra
  * fields as a JSON object in DETAIL:
  *
@@ -54,7 +55,9 @@ ngx_defarm_pg_raised(ngx_http_request_t *r, PGresult *res)
         kind = ngx_defarm_error_kind(&name);
     }
 
-    if (status < 400 || status > 499 || kind == NGX_ERROR || msg == NULL) {
+    if (((status < 400 || status > 499) && status != 503)
+        || kind == NGX_ERROR || msg == NULL)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "defarm: SQL raised %s with an unknown kind \"%s\"",
                       state, hint ? hint : "");
