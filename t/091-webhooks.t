@@ -139,6 +139,44 @@ like(deliveries($c3)->[0]{last_error} // '', qr/503/, '... the last error says w
 is(scalar(sink_requests($dir)), 3, '... three requests');
 http_sink_stop($sink);
 
+# ------------------------------- item_tokenized and item_published
+
+$sink = http_sink($dir);
+my $ce = circuit('e');
+as($owner, POST => hooks($ce), { name => 'all', url => "http://127.0.0.1:$sink->{port}/all" });
+is(as($owner, PUT => "/api/circuits/$ce/post-actions",
+      { enabled => JSON::PP::true,
+        trigger_events => [qw(item_pushed item_tokenized item_published)] })->{status}, 200,
+   'post-actions for pushes, tokenizations and publications');
+my $lid = body(as($owner, POST => '/api/items/local',
+                  { identifiers => [ { key => 'lot', value => "L-$$" } ] }))->{data}{local_id};
+my $tok = body(as($owner, POST => "/api/circuits/$ce/push-local", { local_id => $lid }))->{data} // {};
+is($tok->{status}, 'NewItemCreated', 'a local item tokenized into the circuit');
+ok(wait_until(sub { sink_requests($dir) >= 1 }, 10), '... delivered');
+my $ev = eval { JSON::PP->new->decode((sink_requests($dir))[0]{body}) } // {};
+is($ev->{event_type}, 'item_tokenized', '... as item_tokenized');
+is($ev->{item}{dfid}, $tok->{dfid}, '... the new DFID');
+is($ev->{item}{pushed_by}, $owner->{id}, '... pushed by the owner');
+is(as($owner, PUT => "/api/circuits/$ce/public-settings",
+      { public_settings => { access_mode => 'public', published_items => [ $tok->{dfid} ] } })->{status}, 200,
+   'the item published on the public page');
+ok(wait_until(sub { sink_requests($dir) >= 2 }, 10), '... delivered');
+$ev = eval { JSON::PP->new->decode((sink_requests($dir))[1]{body}) } // {};
+is($ev->{event_type}, 'item_published', '... as item_published');
+is($ev->{item}{dfid}, $tok->{dfid}, '... that item');
+as($owner, PUT => "/api/circuits/$ce/public-settings",
+   { public_settings => { access_mode => 'public', published_items => [ $tok->{dfid} ],
+                          auto_publish_pushed_items => JSON::PP::true } });
+my $d5 = item('e');
+is(as($owner, POST => "/api/circuits/$ce/push/$d5", {})->{status}, 200, 'a push auto-published');
+ok(wait_until(sub { sink_requests($dir) >= 4 }, 10), '... two deliveries');
+my %kinds = map { ((eval { JSON::PP->new->decode($_->{body}) } // {})->{event_type} // '?') => 1 }
+            (sink_requests($dir))[2, 3];
+is_deeply([ sort keys %kinds ], [qw(item_published item_pushed)], '... item_pushed and item_published');
+sleep 1;
+is(scalar(sink_requests($dir)), 4, 'settings saved again: no publication twice');
+http_sink_stop($sink);
+
 # ------------------------------------------------------------- refusals
 
 is_err(as($owner, POST => hooks($c), { name => 'x', url => 'ftp://example.com/' }), 400, qr/http or https/,
