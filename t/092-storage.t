@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use Test::More;
 use JSON::PP ();
+use IO::Socket::INET;
 use DefarmTest;
 
 my $ipfs = $ENV{TEST_NGINX_IPFS_API}
@@ -293,6 +294,30 @@ is(as($owner, GET => "/api/items/$d2/storage-history")->{status}, 404, '... and 
 $res = as($owner, GET => '/api/adapters/ipfs-ipfs/health');
 is($res->{status}, 503, 'health while the default node is down: 503');
 is(body($res)->{error_kind}, 'adapter_unavailable', '... adapter_unavailable');
+
+# ------------------------- a node that accepts and never answers
+
+# the kernel accepts for a listening socket nobody accepts on: the probe
+# waits for an answer that never comes
+my $silent = IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+    or die "listen: $!";
+my $mute = body(as($admin, POST => '/api/admin/adapters',
+                   { name => 'Mute', adapter_type => 'ipfs-ipfs',
+                     connection_details => { endpoint => 'http://127.0.0.1:' . $silent->sockport,
+                                             timeout_ms => 1500 } }))->{config} // {};
+as($admin, POST => "/api/admin/adapters/$mute->{config_id}/set-default");
+$res = as($owner, GET => '/api/adapters/ipfs-ipfs/health');
+is($res->{status}, 504, 'health of a node that never answers: 504 after its timeout');
+is(body($res)->{error_kind}, 'external_timeout', '... external_timeout');
+my $mark = $ng->log_mark;
+ok(abort_request($ng, GET => '/api/adapters/ipfs-ipfs/health',
+                 headers => { Authorization => "Bearer $owner->{token}" }, after => 0.3),
+   'a client that goes away during a probe');
+sleep 2;
+is(as($owner, GET => '/api/adapters/templates')->{status}, 200, '... the worker serves on');
+unlike($ng->log($mark), qr/\[(alert|crit|emerg)\]|signal/, '... nothing went wrong');
+as($admin, DELETE => "/api/admin/adapters/$mute->{config_id}");
+close $silent;
 as($admin, POST => "/api/admin/adapters/$conf->{config_id}/set-default");
 
 # ---------------------------------------------------- the user's routes

@@ -26,6 +26,8 @@
 
 typedef struct {
     ngx_http_request_t        *request;
+    ngx_http_cleanup_t        *cleanup;
+    ngx_defarm_curl_req_t     *req;
     ngx_defarm_fn_req_t       *fr;
     ngx_defarm_ipfs_op_e       op;
     const char                *check;        /* "status", "health" */
@@ -43,6 +45,7 @@ static ngx_int_t ngx_defarm_adapters_test_doc(ngx_http_request_t *r,
     ngx_defarm_probe_t *pr, ngx_str_t *doc);
 static void ngx_defarm_adapters_answered(ngx_defarm_curl_req_t *req,
     CURLcode rc, long status, const char *error, ngx_str_t *body);
+static void ngx_defarm_adapters_cleanup(void *data);
 static ngx_int_t ngx_defarm_adapters_answer(ngx_http_request_t *r,
     ngx_defarm_probe_t *pr, CURLcode rc, long status, const char *error,
     ngx_str_t *body);
@@ -208,16 +211,29 @@ ngx_defarm_adapters_targeted(ngx_http_request_t *r, void *data,
     req->data = pr;
 
     pr->start = ngx_current_msec;
+    pr->req = req;
 
-    /* the request waits for the transfer, which always ends (its timeout) */
+    /*
+     * The request waits for the transfer, which always ends (its timeout);
+     * a client that goes away first ends the request, and the transfer
+     * with it (it lives in the request's pool)
+     */
 
-    r->main->count++;
-
-    if (ngx_defarm_curl_start(req) != NGX_OK) {
-        r->main->count--;
+    pr->cleanup = ngx_http_cleanup_add(r, 0);
+    if (pr->cleanup == NULL) {
         curl_slist_free_all(req->headers);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    if (ngx_defarm_curl_start(req) != NGX_OK) {
+        curl_slist_free_all(req->headers);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    pr->cleanup->handler = ngx_defarm_adapters_cleanup;
+    pr->cleanup->data = pr;
+
+    r->main->count++;
 
     return NGX_DONE;
 }
@@ -299,10 +315,21 @@ ngx_defarm_adapters_answered(ngx_defarm_curl_req_t *req, CURLcode rc,
     r = pr->request;
     c = r->connection;
 
+    pr->cleanup->handler = NULL;
+
     ngx_http_finalize_request(r, ngx_defarm_adapters_answer(r, pr, rc,
                                                             status, error,
                                                             body));
     ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_defarm_adapters_cleanup(void *data)
+{
+    ngx_defarm_probe_t  *pr = data;
+
+    ngx_defarm_curl_cancel(pr->req);
 }
 
 

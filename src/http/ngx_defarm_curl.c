@@ -138,6 +138,19 @@ ngx_defarm_curl_exit_process(ngx_cycle_t *cycle)
                                                    queue));
     }
 
+    /* libcurl tells nothing more: its callbacks would find the above gone */
+
+    curl_multi_setopt(dc->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+    curl_multi_setopt(dc->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    curl_multi_cleanup(dc->multi);
+    curl_global_cleanup();
+
+    while (!ngx_queue_empty(&dc->free)) {
+        q = ngx_queue_head(&dc->free);
+        ngx_queue_remove(q);
+        ngx_free(ngx_queue_data(q, ngx_defarm_curl_socket_t, queue));
+    }
+
     ngx_defarm_curl = NULL;
 }
 
@@ -245,6 +258,38 @@ ngx_defarm_curl_start(ngx_defarm_curl_req_t *req)
     dc->transfers++;
 
     return NGX_OK;
+}
+
+
+/*
+ * A transfer whose owner goes first (a request its client closed): it
+ * stops now, and done is not called.  libcurl lets go of its sockets
+ * through the socket callback, as it does at a transfer's end.
+ */
+
+void
+ngx_defarm_curl_cancel(ngx_defarm_curl_req_t *req)
+{
+    ngx_defarm_curl_t  *dc = ngx_defarm_curl;
+
+    if (req->easy == NULL || dc == NULL) {
+        return;
+    }
+
+    curl_multi_remove_handle(dc->multi, req->easy);
+    curl_easy_cleanup(req->easy);
+    req->easy = NULL;
+    dc->transfers--;
+
+    if (req->headers) {
+        curl_slist_free_all(req->headers);
+        req->headers = NULL;
+    }
+
+    if (req->mail_rcpt) {
+        curl_slist_free_all(req->mail_rcpt);
+        req->mail_rcpt = NULL;
+    }
 }
 
 

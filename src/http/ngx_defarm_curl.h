@@ -59,6 +59,7 @@ struct ngx_defarm_curl_req_s {
 ngx_int_t ngx_defarm_curl_init_process(ngx_cycle_t *cycle);
 void ngx_defarm_curl_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_defarm_curl_start(ngx_defarm_curl_req_t *req);
+void ngx_defarm_curl_cancel(ngx_defarm_curl_req_t *req);
 ngx_int_t ngx_defarm_curl_header(ngx_defarm_curl_req_t *req,
     const char *fmt, ...);
 
