@@ -829,7 +829,10 @@ BEGIN
         'sealed_secret_key', translate(encode(a.secret_key, 'base64'),
                                        E'\n', ''),
         'triggered_by', p_triggered_by, 'triggered_by_id', p_by_id,
-        'requested_by', p_user, 'doc', v_doc),
+        'requested_by', p_user, 'doc', v_doc,
+        -- kept only while it runs (sql/032): the document is the item's
+        -- and the keys, though sealed, need not outlive the upload
+        'scrub', '["doc", "sealed_api_key", "sealed_secret_key"]'::jsonb),
         coalesce((a.connection_details ->> 'retry_attempts')::int, 3) + 1,
         2000, 300000);
 END

@@ -195,6 +195,8 @@ is($rec->{is_primary}, $T, '... the primary location');
 is(ipfs_cat($cid), $doc, 'the IPFS node returns the item JSON for the CID');
 like(scalar `curl -s -m 10 -X POST '$ipfs/api/v0/pin/ls?arg=$cid'`, qr/\Q$cid\E/, '... and holds it pinned');
 is(upload_state($d), 'Done:1', 'the job: Done in one attempt');
+is(sql("SELECT count(*) FROM jobs WHERE kind = 'ipfs_upload' AND payload ->> 'dfid' = '$d' AND payload ? 'doc'"),
+   0, '... its copy of the document scrubbed');
 
 my $tl = body(as($owner, GET => "/api/items/$d/timeline"));
 is($tl->{count}, 1, 'the CID timeline: one entry');
