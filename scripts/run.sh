@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# "make run": a throwaway PostgreSQL and Redis under var/, the migrations,
-# then nginx in the foreground on conf/defarm.conf.  Ctrl-C stops it all.
+# "make run": a throwaway PostgreSQL, Redis and IPFS node under var/, the
+# migrations, then nginx in the foreground on conf/defarm.conf.  Ctrl-C
+# stops it all.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,7 @@ stop_all() {
         kill -QUIT "$nginx_pid" 2>/dev/null || true
         wait "$nginx_pid" 2>/dev/null || true
     fi
+    scripts/ipfs.sh stop "$var/ipfs" || true
     scripts/redis.sh stop "$var/redis" || true
     scripts/pg.sh stop "$var/pg" || true
     echo "stopped"
@@ -35,6 +37,12 @@ echo "PostgreSQL on 127.0.0.1:$PGPORT (database $PGDATABASE)"
 redisenv=$(scripts/redis.sh start "$var/redis")
 eval "$redisenv"
 echo "Redis on 127.0.0.1:$REDIS_PORT"
+
+# its repository stays in var/ipfs from one run to the next, like the
+# database, and so does its port
+ipfsenv=$(scripts/ipfs.sh start "$var/ipfs")
+eval "$ipfsenv"
+echo "IPFS API on $IPFS_API"
 
 port=${PORT:-8080}
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # "make test": the lock-safety guardrail, then the whole t/ suite against a
-# throwaway PostgreSQL and Redis, stopped again whatever the outcome.
+# throwaway PostgreSQL, Redis and IPFS node, stopped again whatever the
+# outcome.
 #
 #   TEST_FILES="t/001-service.t"   run only some files
 #   TEST_NGINX_USE_VALGRIND=1      run nginx under valgrind memcheck
@@ -13,10 +14,12 @@ cd "$top"
 scripts/pg.sh stop "$var/pg" 2>/dev/null || true
 scripts/pg.sh stop "$var/pg-tls" 2>/dev/null || true     # t/013-db-tls.t's
 scripts/redis.sh stop "$var/redis" 2>/dev/null || true
+scripts/ipfs.sh stop "$var/ipfs" 2>/dev/null || true
 rm -rf "$var"
 mkdir -p "$var"
 
 stop_all() {
+    scripts/ipfs.sh stop "$var/ipfs" || true
     scripts/redis.sh stop "$var/redis" || true
     scripts/pg.sh stop "$var/pg" || true
     scripts/pg.sh stop "$var/pg-tls" || true
@@ -37,10 +40,16 @@ scripts/migrate.sh >/dev/null
 redisenv=$(scripts/redis.sh start "$var/redis")
 eval "$redisenv"
 
+# a new repository every run (var/ is wiped above); the npm packages it
+# runs from stay in var/npm (installed by "make deps", or by this start)
+ipfsenv=$(scripts/ipfs.sh start "$var/ipfs")
+eval "$ipfsenv"
+
 export TEST_NGINX_PG_HOST=$PGHOST TEST_NGINX_PG_PORT=$PGPORT
 export TEST_NGINX_PG_USER=$PGUSER TEST_NGINX_PG_DATABASE=$PGDATABASE
 export TEST_NGINX_PG_DATA=$var/pg
 export TEST_NGINX_REDIS_PORT=$REDIS_PORT
+export TEST_NGINX_IPFS_API=$IPFS_API
 export TEST_NGINX_LOAD_MODULES=$top/build/ngx_defarm_module.so
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot}
 export TEST_NGINX_GIT_HASH=$(sed -n 's/.*NGX_DEFARM_GIT_HASH *"\(.*\)"/\1/p' \
