@@ -1106,6 +1106,46 @@ BEGIN
 END
 $$;
 
+-- the adapter a body {adapter_type} asks for, one p_user may use: the
+-- type, or the refusal (400 for no known type, 403 for one not theirs)
+
+CREATE FUNCTION defarm_adapter_requested(p_user text, p_body jsonb,
+                                         OUT v_type text,
+                                         OUT v_refusal defarm_answer)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_err  text;
+BEGIN
+    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
+        v_refusal := defarm_answer(400, 'The body must be a JSON object');
+        RETURN;
+    END IF;
+
+    v_err := coalesce(
+        defarm_field_unknown(p_body, ARRAY['adapter_type']),
+        defarm_field_check(p_body, 'adapter_type', 'string', false));
+
+    IF v_err IS NOT NULL THEN
+        v_refusal := defarm_answer(400, v_err);
+        RETURN;
+    END IF;
+
+    v_type := defarm_adapter_type(p_body ->> 'adapter_type');
+
+    IF v_type IS NULL OR v_type = 'none' THEN
+        v_refusal := defarm_answer(400, 'adapter_type is required: one of '
+                                        || defarm_adapter_types_text());
+        RETURN;
+    END IF;
+
+    IF NOT v_type = ANY (coalesce(defarm_user_adapters(p_user), '{}')) THEN
+        v_refusal := defarm_answer(403, 'Adapter permission denied: you do '
+                                        'not have access to the ' || v_type
+                                        || ' adapter');
+    END IF;
+END
+$$;
+
 -- POST /api/storage-history/:dfid/migrate {adapter_type}: the item's
 -- owner (or an administrator) queues an upload of it through that adapter
 -- (one the caller may use, and one that can store); charged as
@@ -1116,30 +1156,10 @@ CREATE FUNCTION defarm_storage_migrate(p_user text, p_id text, p_body jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_type  text;
-    v_why   text;
-    v_job   bigint;
-    v_err   text;
+    q      record := defarm_adapter_requested(p_user, p_body);
+    v_why  text;
+    v_job  bigint;
 BEGIN
-    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
-        RETURN defarm_answer(400, 'The body must be a JSON object');
-    END IF;
-
-    v_err := coalesce(
-        defarm_field_unknown(p_body, ARRAY['adapter_type']),
-        defarm_field_check(p_body, 'adapter_type', 'string', false));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    v_type := defarm_adapter_type(p_body ->> 'adapter_type');
-
-    IF v_type IS NULL OR v_type = 'none' THEN
-        RETURN defarm_answer(400, 'adapter_type is required: one of '
-                                  || defarm_adapter_types_text());
-    END IF;
-
     PERFORM 1 FROM items
     WHERE dfid = p_arg AND (owner_id = p_user OR defarm_is_admin(p_user))
     FOR SHARE;
@@ -1148,31 +1168,29 @@ BEGIN
         RETURN defarm_answer(404, 'Item not found');
     END IF;
 
-    IF NOT v_type = ANY (coalesce(defarm_user_adapters(p_user), '{}')) THEN
-        RETURN defarm_answer(403, 'Adapter permission denied: you do not '
-                                  'have access to the ' || v_type
-                                  || ' adapter');
+    IF q.v_refusal IS NOT NULL THEN
+        RETURN q.v_refusal;
     END IF;
 
-    v_why := defarm_adapter_unusable(v_type);
+    v_why := defarm_adapter_unusable(q.v_type);
 
     IF v_why IS NOT NULL THEN
-        PERFORM defarm_adapter_unavailable(v_type, v_why);
+        PERFORM defarm_adapter_unavailable(q.v_type, v_why);
     END IF;
 
-    v_job := defarm_storage_enqueue(p_arg, v_type, 'storage_migration',
+    v_job := defarm_storage_enqueue(p_arg, q.v_type, 'storage_migration',
                                     NULL, p_user);
 
     IF defarm_setting_on('defarm.credits') THEN
         PERFORM defarm_credit_charge(p_user, 'storage_migration',
                                      v_job::text,
                                      'Storage migration of ' || p_arg
-                                     || ' to ' || v_type);
+                                     || ' to ' || q.v_type);
     END IF;
 
     RETURN defarm_answer(202, jsonb_build_object(
         'success', true, 'message', 'Migration queued',
-        'dfid', p_arg, 'adapter_type', v_type, 'job_id', v_job)::text);
+        'dfid', p_arg, 'adapter_type', q.v_type, 'job_id', v_job)::text);
 END
 $$;
 
@@ -1401,40 +1419,14 @@ CREATE FUNCTION defarm_adapters_select(p_user text, p_id text, p_body jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_type  text;
-    v_err   text;
+    q  record := defarm_adapter_requested(p_user, p_body);
 BEGIN
-    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
-        RETURN defarm_answer(400, 'The body must be a JSON object');
-    END IF;
-
-    v_err := coalesce(
-        defarm_field_unknown(p_body, ARRAY['adapter_type']),
-        defarm_field_check(p_body, 'adapter_type', 'string', false));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    v_type := defarm_adapter_type(p_body ->> 'adapter_type');
-
-    IF v_type IS NULL OR v_type = 'none' THEN
-        RETURN defarm_answer(400, 'adapter_type is required: one of '
-                                  || defarm_adapter_types_text());
-    END IF;
-
-    IF NOT v_type = ANY (coalesce(defarm_user_adapters(p_user), '{}')) THEN
-        RETURN defarm_answer(403, 'Adapter permission denied: you do not '
-                                  'have access to the ' || v_type
-                                  || ' adapter');
-    END IF;
-
-    RETURN defarm_answer(200, jsonb_build_object(
+    RETURN coalesce(q.v_refusal, defarm_answer(200, jsonb_build_object(
         'success', true,
-        'message', 'Adapter ' || v_type || ' is available to you; set it on '
-                   'a circuit (PUT /api/circuits/:id/adapter) to store its '
-                   'items through it',
-        'adapter', defarm_adapter_describe(v_type))::text);
+        'message', 'Adapter ' || q.v_type || ' is available to you; set it '
+                   'on a circuit (PUT /api/circuits/:id/adapter) to store '
+                   'its items through it',
+        'adapter', defarm_adapter_describe(q.v_type))::text));
 END
 $$;
 
