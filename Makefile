@@ -4,10 +4,11 @@ SHELL := /bin/bash
 #
 #   make          build build/ngx_defarm_module.so against Debian's nginx
 #   make deps     install the Debian packages the project needs (idempotent)
-#   make run      deps + build, then PostgreSQL, Redis and nginx on
-#                 conf/defarm.conf in the foreground (Ctrl-C stops all)
+#   make run      deps + build, then PostgreSQL, Redis, an IPFS node and
+#                 nginx on conf/defarm.conf in the foreground (Ctrl-C
+#                 stops all)
 #   make test     deps + build, then the whole suite against a throwaway
-#                 PostgreSQL and Redis
+#                 PostgreSQL, Redis and IPFS node
 #   make bench    benchmarks under bench/ (ratios against baselines)
 
 NGINX_SRC   ?= /usr/share/nginx/src

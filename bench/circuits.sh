@@ -36,11 +36,6 @@ bench_nginx_start "$port" "$http_conf" \
     "add_header X-Cache \$defarm_cache always;
      location / { defarm_api on; }" circuits
 
-json_field() {
-    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
-                        print $j->{$ARGV[0]} // ""' "$1"
-}
-
 res=$(curl -fsS -H 'Content-Type: application/json' \
       -d "{\"username\":\"benchc$run\",\"password\":\"Str0ng!pass\",
            \"email\":\"benchc$run@example.com\"}" \
@@ -95,23 +90,7 @@ CREATE SEQUENCE bench_push_seq;
 VACUUM ANALYZE items;
 _EOS_
 
-lua=$bench_var/circuits-push.lua
-cat > "$lua" <<_EOL_
--- written by bench/circuits.sh: every request pushes a new item
-local threads = 0
-function setup(thread)
-    threads = threads + 1
-    thread:set("tid", threads)
-end
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer $token"
-local n = 0
-function request()
-    n = n + 1
-    return wrk.format(nil, string.format(
-        "/api/circuits/$cid/push/BENCHW-%d-%d", tid, n))
-end
-_EOL_
+lua=$(bench_push_lua BENCHW "$cid")
 
 wrk_run push "http://127.0.0.1:$port" -s "$lua"
 pushed=$(psql -X -At -c "SELECT count(*) FROM circuit_items

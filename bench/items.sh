@@ -53,12 +53,6 @@ http_common="defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
              defarm_bcrypt_cost 4;
              defarm_jwt_secret file=$bench_var/items-jwt.secret;"
 
-# json_field FIELD < JSON: one top-level field of a JSON object
-json_field() {
-    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
-                        print $j->{$ARGV[0]} // ""' "$1"
-}
-
 # the nginx without the item cache first: the user, the item, the body
 bench_nginx_start "$pb" "$http_common
     defarm_cache zone=bench_items_auth:16m ttl=1h;" \

@@ -171,3 +171,71 @@ bench_check_errors() {
         esac
     done
 }
+
+# json_field KEY... < JSON: the value at that path of a JSON object, or ""
+json_field() {
+    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
+                        my $v = $j; $v = $v->{$_} for @ARGV; print $v // ""' "$@"
+}
+
+# Pushes, for the benchmarks of what a push causes (webhooks, uploads).
+# bench_user PORT NAME: a registered user, in $token and $user_id
+bench_user() {
+    local res
+    res=$(curl -fsS -H 'Content-Type: application/json' \
+          -d "{\"username\":\"$2\",\"password\":\"Str0ng!pass\",
+               \"email\":\"$2@example.com\"}" \
+          "http://127.0.0.1:$1/api/auth/register")
+    token=$(json_field token <<<"$res")
+    user_id=$(json_field user_id <<<"$res")
+}
+
+# bench_api CURL-ARGS...: a JSON request as that user
+bench_api() {
+    curl -fsS -H 'Content-Type: application/json' \
+         -H "Authorization: Bearer $token" "$@"
+}
+
+# bench_items PREFIX: PUSH_ITEMS items of the user per wrk thread, made in
+# SQL, named PREFIX-<thread>-<n>
+bench_items() {
+    psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO items (dfid, owner_id)
+        SELECT '$1-' || t || '-' || g, '$user_id'
+        FROM generate_series(1, $THREADS) t,
+             generate_series(1, ${PUSH_ITEMS:-20000}) g"
+}
+
+# bench_push_lua PREFIX CIRCUIT [LUA]: a wrk script pushing those items
+# into the circuit, each once (LUA: more of the script, e.g. a delay)
+bench_push_lua() {
+    local lua=$bench_var/push-$1.lua
+    cat > "$lua" <<_EOL_
+local threads = 0
+function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $token"
+local n = 0
+function request()
+    n = n + 1
+    return wrk.format(nil, string.format("/api/circuits/$2/push/$1-%d-%d",
+                                         tid, n))
+end
+${3:-}
+_EOL_
+    echo "$lua"
+}
+
+# bench_jobs_drain: waits (up to 5 minutes) until no job is left to run
+bench_jobs_drain() {
+    local _
+    for _ in $(seq 1 600); do
+        [ "$(psql -X -At -c "SELECT count(*) FROM jobs
+                             WHERE state IN ('Pending', 'Running')")" = 0 ] \
+            && return 0
+        sleep 0.5
+    done
+    echo "jobs still queued after 5 minutes" >&2
+}

@@ -42,83 +42,32 @@ bench_nginx_start "$port" \
      defarm_jobs interval=1s lease=60s concurrency=64;" \
     "location / { defarm_api on; }" webhooks
 
-json_field() {
-    perl -MJSON::PP -e 'local $/; my $j = JSON::PP->new->decode(<STDIN>);
-                        my $v = $j; $v = $v->{$_} for @ARGV; print $v // ""' "$@"
-}
+bench_user "$port" "benchw$run"
 
-api() {
-    curl -fsS -H 'Content-Type: application/json' -H "Authorization: Bearer $token" "$@"
-}
-
-res=$(curl -fsS -H 'Content-Type: application/json' \
-      -d "{\"username\":\"benchw$run\",\"password\":\"Str0ng!pass\",
-           \"email\":\"benchw$run@example.com\"}" \
-      "http://127.0.0.1:$port/api/auth/register")
-token=$(json_field token <<<"$res")
-user_id=$(json_field user_id <<<"$res")
-
-plain=$(api -d '{"name":"plain"}' "http://127.0.0.1:$port/api/circuits" \
+plain=$(bench_api -d '{"name":"plain"}' "http://127.0.0.1:$port/api/circuits" \
         | json_field circuit_id)
-hooked=$(api -d '{"name":"hooked"}' "http://127.0.0.1:$port/api/circuits" \
+hooked=$(bench_api -d '{"name":"hooked"}' "http://127.0.0.1:$port/api/circuits" \
          | json_field circuit_id)
-api -X PUT -d '{"enabled":true,"trigger_events":["item_pushed"]}' \
+bench_api -X PUT -d '{"enabled":true,"trigger_events":["item_pushed"]}' \
     "http://127.0.0.1:$port/api/circuits/$hooked/post-actions" >/dev/null
-api -d "{\"name\":\"bench\",\"url\":\"http://127.0.0.1:$rport/hook\"}" \
+bench_api -d "{\"name\":\"bench\",\"url\":\"http://127.0.0.1:$rport/hook\"}" \
     "http://127.0.0.1:$port/api/circuits/$hooked/post-actions/webhooks" \
     >/dev/null
-
-n=${PUSH_ITEMS:-20000}
-
-# items for one run: PREFIX-<thread>-<n>
-items() {
-    psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO items (dfid, owner_id)
-        SELECT '$1-' || t || '-' || g, '$user_id'
-        FROM generate_series(1, $THREADS) t, generate_series(1, $n) g"
-}
-
-push_lua() {
-    local lua=$bench_var/hooks-$1.lua
-    cat > "$lua" <<_EOL_
-local threads = 0
-function setup(thread)
-    threads = threads + 1
-    thread:set("tid", threads)
-end
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer $token"
-local n = 0
-function request()
-    n = n + 1
-    return wrk.format(nil, string.format("/api/circuits/$2/push/$1-%d-%d",
-                                         tid, n))
-end
-${3:-}
-_EOL_
-    echo "$lua"
-}
-
-drained() {
-    psql -X -At -c "SELECT count(*) FROM jobs WHERE state IN ('Pending', 'Running')"
-}
 
 declare -A pairs
 
 for round in $(seq 1 "$ROUNDS"); do
-    items "A$round"
-    items "B$round"
+    bench_items "A$round"
+    bench_items "B$round"
     psql -X -q -c "VACUUM ANALYZE items" >/dev/null
 
-    wrk_run plain "http://127.0.0.1:$port" -s "$(push_lua "A$round" "$plain")"
+    wrk_run plain "http://127.0.0.1:$port" -s "$(bench_push_lua "A$round" "$plain")"
     a=$(echo "${runs[plain]}" | awk '{ print $NF }')
-    wrk_run hooked "http://127.0.0.1:$port" -s "$(push_lua "B$round" "$hooked")"
+    wrk_run hooked "http://127.0.0.1:$port" -s "$(bench_push_lua "B$round" "$hooked")"
     b=$(echo "${runs[hooked]}" | awk '{ print $NF }')
     pairs[push]="${pairs[push]:-} $(awk -v a="$b" -v b="$a" 'BEGIN { print a / b }')"
 
-    for _ in $(seq 1 600); do
-        [ "$(drained)" = 0 ] && break
-        sleep 0.5
-    done
+    bench_jobs_drain
 
     d=$(psql -X -At -c "SELECT round(count(*) / greatest(extract(epoch FROM
                             max(delivered_at) - min(created_at)), 0.001))
@@ -133,16 +82,13 @@ failed=$(psql -X -At -c "SELECT count(*) FROM webhook_deliveries
                          WHERE status <> 'Delivered'")
 
 # 3. a steady rate: each of 10 connections waits 10 / RATE s a push
-items "R"
+bench_items "R"
 conns=10
 wait_ms=$((1000 * conns / RATE))
-lua=$(push_lua R "$hooked" "function delay() return $wait_ms end")
+lua=$(bench_push_lua R "$hooked" "function delay() return $wait_ms end")
 echo "== steady $RATE pushes/s" >&2
 wrk -t2 -c$conns -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$port" >&2
-for _ in $(seq 1 600); do
-    [ "$(drained)" = 0 ] && break
-    sleep 0.5
-done
+bench_jobs_drain
 delays=$(psql -X -At -F ' ' -c "SELECT count(*),
     round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY
           extract(epoch FROM delivered_at - created_at)))::int,
