@@ -199,6 +199,21 @@ is(upload_state($d), 'Done:1', 'the job: Done in one attempt');
 is(sql("SELECT count(*) FROM jobs WHERE kind = 'ipfs_upload' AND payload ->> 'dfid' = '$d' AND payload ? 'doc'"),
    0, '... its copy of the document scrubbed');
 
+# jobs queued one by one while the runner claims: each run on its first
+# attempt (a claim once dropped a job queued during it, which then waited
+# out its lease)
+sql("DO \$\$ BEGIN FOR i IN 1 .. 300 LOOP "
+    . "PERFORM defarm_storage_enqueue('$d', 'ipfs-ipfs', 'race', NULL, '$owner->{id}'); COMMIT; "
+    . "PERFORM pg_sleep(0.002); END LOOP; END \$\$");
+ok(wait_until(sub { sql("SELECT count(*) FROM jobs WHERE payload ->> 'triggered_by' = 'race' "
+                        . "AND state <> 'Done'") eq '0' }, 30),
+   '300 uploads queued one by one: all Done');
+is(sql("SELECT max(attempts) FROM jobs WHERE payload ->> 'triggered_by' = 'race'"), 1,
+   '... each on its first attempt');
+sql("DELETE FROM storage_history WHERE triggered_by = 'race'");
+sql("UPDATE storage_history SET is_primary = true WHERE dfid = '$d'");
+sql("DELETE FROM item_cid_timeline WHERE dfid = '$d' AND event_sequence > 1");
+
 my $tl = body(as($owner, GET => "/api/items/$d/timeline"));
 is($tl->{count}, 1, 'the CID timeline: one entry');
 is($tl->{timeline}[0]{cid}, $cid, '... the CID');

@@ -60,10 +60,9 @@ static ngx_defarm_job_kind_t  ngx_defarm_job_kinds[] = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_claim_stmt = {
     "defarm_jobs_claim",
-    "SELECT c.job_id, c.kind, c.payload::text, c.attempts, c.lease_token, "
-           "j.max_attempts "
-    "FROM defarm_job_claim($1::text[], $2::int, $3::int) c "
-    "JOIN jobs j ON j.job_id = c.job_id",
+    "SELECT job_id, kind, payload::text, attempts, lease_token, "
+           "max_attempts "
+    "FROM defarm_job_claim($1::text[], $2::int, $3::int)",
     3, 0
 };
 
