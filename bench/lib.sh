@@ -239,3 +239,14 @@ bench_jobs_drain() {
     done
     echo "jobs still queued after 5 minutes" >&2
 }
+
+# bench_runner_start PORT HTTP_CONFIG [NAME]: an nginx that runs the jobs
+# (defarm_jobs, concurrency JOBS_CONCURRENCY=64) and serves nothing;
+# prints PostgreSQL's clock as it starts, for rates measured from then
+bench_runner_start() {
+    psql -X -At -c "SELECT clock_timestamp()"
+    bench_nginx_start "$1" "$2
+        defarm_jobs interval=1s lease=60s
+                    concurrency=${JOBS_CONCURRENCY:-64};" \
+        "location / { return 404; }" "${3:-runner}" >&2
+}

@@ -2,7 +2,8 @@
 # make bench: every benchmark under bench/, one after the other.
 set -euo pipefail
 cd "$(dirname "$0")"
-for b in db_pool.sh cache.sh invalidation.sh items.sh circuits.sh credits.sh login.sh; do
+for b in db_pool.sh cache.sh invalidation.sh items.sh circuits.sh credits.sh \
+         webhooks.sh storage.sh login.sh; do
     echo "### $b"
     bash "$b"
     echo

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # What webhooks cost, and how fast they go.  One nginx (WORKERS=2) serves
-# the API and runs the jobs (defarm_jobs concurrency=64); another nginx is
-# the receiver (return 204).  Measures, in ROUNDS=3 rounds (medians):
+# the API; another, with the same configuration and defarm_jobs
+# (concurrency=64), runs the jobs and serves nothing; a third is the
+# receiver (return 204).  Measures, in ROUNDS=3 rounds (medians):
 #   1. POST /api/circuits/:id/push/:dfid, every request a new item (made
 #      beforehand in SQL), in a circuit without webhooks and in one with a
 #      webhook enabled (each push then queues a delivery in its own
-#      transaction), back to back: the ratio of each round's pair;
-#   2. deliveries a second: the hooked run's deliveries, from the first
-#      queued to the last delivered;
+#      transaction), back to back: the ratio of each round's pair.  The
+#      runner is stopped meanwhile: the ratio is the route's, not the
+#      deliveries' (which on one machine share its two cores);
+#   2. deliveries a second: the runner started on that round's queue,
+#      from its start to the last delivered;
 #   3. the delay from a push's commit to its delivery being recorded, p50
-#      and p99, under a steady RATE=200 pushes a second for DURATION.
+#      and p99, under a steady RATE=200 pushes a second for DURATION, the
+#      runner running.
 # wrk's non-2xx responses and socket errors must be 0.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -19,7 +23,8 @@ POOL_SIZE=${POOL_SIZE:-25}
 RATE=${RATE:-200}
 ROUNDS=${ROUNDS:-3}
 
-trap 'bench_nginx_stop webhooks; bench_nginx_stop receiver; bench_pg_stop' EXIT
+trap 'bench_nginx_stop webhooks; bench_nginx_stop runner;
+      bench_nginx_stop receiver; bench_pg_stop' EXIT
 
 bench_pg_start
 mkdir -p "$bench_var"
@@ -28,19 +33,19 @@ head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$bench_var/hooks.key"
 port=$(free_port)
 rport=$(free_port)
 while [ "$rport" = "$port" ]; do rport=$(free_port); done
+jport=$(free_port)
 run=$$
 
 bench_nginx_start "$rport" "" "location / { return 204; }" receiver
 
-bench_nginx_start "$port" \
-    "defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
+conf="defarm_db \"host=$PGHOST port=$PGPORT dbname=$PGDATABASE
                  user=$PGUSER sslmode=disable\" size=$POOL_SIZE;
      defarm_bcrypt_cost 4;
      defarm_jwt_secret file=$bench_var/hooks-jwt.secret;
      defarm_secret_key file=$bench_var/hooks.key;
-     defarm_webhooks_allow_private on;
-     defarm_jobs interval=1s lease=60s concurrency=64;" \
-    "location / { defarm_api on; }" webhooks
+     defarm_webhooks_allow_private on;"
+
+bench_nginx_start "$port" "$conf" "location / { defarm_api on; }" webhooks
 
 bench_user "$port" "benchw$run"
 
@@ -67,10 +72,12 @@ for round in $(seq 1 "$ROUNDS"); do
     b=$(echo "${runs[hooked]}" | awk '{ print $NF }')
     pairs[push]="${pairs[push]:-} $(awk -v a="$b" -v b="$a" 'BEGIN { print a / b }')"
 
+    t0=$(bench_runner_start "$jport" "$conf" runner)
     bench_jobs_drain
+    bench_nginx_stop runner
 
     d=$(psql -X -At -c "SELECT round(count(*) / greatest(extract(epoch FROM
-                            max(delivered_at) - min(created_at)), 0.001))
+                            max(delivered_at) - '$t0'), 0.001))
                         FROM webhook_deliveries
                         WHERE payload -> 'item' ->> 'dfid' LIKE 'B$round-%'
                           AND status = 'Delivered'")
@@ -86,6 +93,7 @@ bench_items "R"
 conns=10
 wait_ms=$((1000 * conns / RATE))
 lua=$(bench_push_lua R "$hooked" "function delay() return $wait_ms end")
+bench_runner_start "$jport" "$conf" runner >/dev/null
 echo "== steady $RATE pushes/s" >&2
 wrk -t2 -c$conns -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$port" >&2
 bench_jobs_drain
@@ -103,11 +111,12 @@ printf '%-46s %12s  %s\n' "measurement ($CONNECTIONS clients, ${DURATION}s, medi
     "per second" "errors"
 row "push, circuit without webhooks" plain
 row "push, circuit with a webhook" hooked
-row "webhook deliveries (queued to delivered)" deliveries
+row "webhook deliveries (runner start to last)" deliveries
 echo "  deliveries not Delivered: $failed"
 echo "  steady $RATE pushes/s: $steady deliveries, commit to delivered" \
      "p50 ${p50} ms, p99 ${p99} ms"
-echo "  RSS of the whole nginx: $(bench_rss webhooks) KiB"
+echo "  RSS of the whole nginx: API $(bench_rss webhooks) KiB," \
+     "runner $(bench_rss runner) KiB"
 echo
 echo "  push with / without a webhook, each round:${pairs[push]}"
 echo "  median of the rounds:                 $(pair_median "${pairs[push]}")  (target >= 0.9)"
