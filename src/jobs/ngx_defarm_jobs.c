@@ -38,8 +38,18 @@ typedef struct {
     ngx_uint_t                 running;
     ngx_uint_t                 claiming;      /* a claim in flight */
     ngx_uint_t                 asked;         /* what it asked for */
+    ngx_uint_t                 notified;      /* claim again, shortly */
     ngx_str_t                  kinds;         /* "{email,...}" */
 } ngx_defarm_jobs_t;
+
+
+/*
+ * After a NOTIFY's claim, one more a little later: of the transactions
+ * queueing jobs together, only one notifies (sql/036), and those that
+ * commit just after it are claimed so, not at the next poll.
+ */
+
+#define NGX_DEFARM_JOBS_SETTLE  20
 
 
 static void ngx_defarm_jobs_wake(ngx_defarm_jobs_t *jr, ngx_msec_t after);
@@ -215,6 +225,7 @@ void
 ngx_defarm_jobs_notified(void)
 {
     if (ngx_defarm_jobs) {
+        ngx_defarm_jobs->notified = 1;
         ngx_defarm_jobs_wake(ngx_defarm_jobs, 1);
     }
 }
@@ -313,8 +324,16 @@ ngx_defarm_jobs_claimed(void *data, ngx_int_t rc, PGresult *res)
 
     /* a full claim: more may be due */
 
-    ngx_defarm_jobs_wake(jr, (n > 0 && (ngx_uint_t) n == jr->asked)
-                             ? 1 : jr->conf->interval);
+    if (n > 0 && (ngx_uint_t) n == jr->asked) {
+        ngx_defarm_jobs_wake(jr, 1);
+
+    } else if (jr->notified) {
+        jr->notified = 0;
+        ngx_defarm_jobs_wake(jr, NGX_DEFARM_JOBS_SETTLE);
+
+    } else {
+        ngx_defarm_jobs_wake(jr, jr->conf->interval);
+    }
 }
 
 
