@@ -805,22 +805,35 @@ CREATE TRIGGER circuit_operations_adapter_check
     FOR EACH ROW WHEN (NEW.operation_type = 'Push')
     EXECUTE FUNCTION defarm_push_adapter_check();
 
--- an upload of the item's document as it is now, through p_type's config:
--- an 'ipfs_upload' job of the caller's transaction
+-- an upload of the item through p_type: an 'ipfs_upload' job of the
+-- caller's transaction, small (what and why); the document and the
+-- adapter's connection are added at its first claim
+-- (defarm_storage_materialize, called by defarm_job_claim), off the
+-- request's path
 
 CREATE FUNCTION defarm_storage_enqueue(p_dfid text, p_type text,
                                        p_triggered_by text, p_by_id text,
                                        p_user text)
 RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    a      adapter_configs := defarm_adapter_config_for(p_type);
-    v_doc  text;
-BEGIN
-    SELECT doc INTO v_doc FROM items WHERE dfid = p_dfid;
+LANGUAGE sql AS $$
+    SELECT defarm_job_enqueue('ipfs_upload', jsonb_build_object(
+        'dfid', p_dfid, 'adapter_type', p_type,
+        'triggered_by', p_triggered_by, 'triggered_by_id', p_by_id,
+        'requested_by', p_user),
+        coalesce((a.connection_details ->> 'retry_attempts')::int, 3) + 1,
+        2000, 300000)
+    FROM (SELECT (defarm_adapter_config_for(p_type)).*) a
+$$;
 
-    RETURN defarm_job_enqueue('ipfs_upload', jsonb_build_object(
-        'dfid', p_dfid, 'adapter_type', p_type, 'config_id', a.config_id,
+-- an upload's job made whole, at its first claim: the item's document as
+-- it is then, and the connection of the adapter's config then
+-- (defarm_adapter_config_for); an item or a config gone meanwhile leaves
+-- the job without them, and its runner ends it
+
+CREATE FUNCTION defarm_storage_materialize(p jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT p || jsonb_build_object(
+        'config_id', a.config_id,
         'endpoint', a.connection_details ->> 'endpoint',
         'auth_type', a.connection_details -> 'auth_type',
         'timeout_ms', a.connection_details -> 'timeout_ms',
@@ -828,14 +841,11 @@ BEGIN
         'sealed_api_key', translate(encode(a.api_key, 'base64'), E'\n', ''),
         'sealed_secret_key', translate(encode(a.secret_key, 'base64'),
                                        E'\n', ''),
-        'triggered_by', p_triggered_by, 'triggered_by_id', p_by_id,
-        'requested_by', p_user, 'doc', v_doc,
+        'doc', (SELECT i.doc FROM items i WHERE i.dfid = p ->> 'dfid'),
         -- kept only while it runs (sql/032): the document is the item's
         -- and the keys, though sealed, need not outlive the upload
-        'scrub', '["doc", "sealed_api_key", "sealed_secret_key"]'::jsonb),
-        coalesce((a.connection_details ->> 'retry_attempts')::int, 3) + 1,
-        2000, 300000);
-END
+        'scrub', '["doc", "sealed_api_key", "sealed_secret_key"]'::jsonb)
+    FROM (SELECT (defarm_adapter_config_for(p ->> 'adapter_type')).*) a
 $$;
 
 -- a push completed (at once or approved) in a circuit with an adapter:
@@ -854,8 +864,10 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- an approval of a push made before the adapter became unusable
-    IF defarm_adapter_unusable(v_type) IS NOT NULL THEN
+    -- an approval of a push made before the adapter became unusable (a
+    -- push recorded at once was checked before: circuit_operations'
+    -- defarm_push_adapter_check)
+    IF TG_OP = 'UPDATE' AND defarm_adapter_unusable(v_type) IS NOT NULL THEN
         PERFORM defarm_adapter_unavailable(v_type,
                                            defarm_adapter_unusable(v_type));
     END IF;

@@ -1,5 +1,6 @@
--- A claim answers each job's max_attempts itself, and makes a webhook
--- job whole at its first claim (defarm_webhook_materialize, sql/035).  The module read it by
+-- A claim answers each job's max_attempts itself, and makes a job whole
+-- at its first claim: a webhook's (defarm_webhook_materialize, sql/035),
+-- an upload's (defarm_storage_materialize, sql/034).  The module read it by
 -- joining the claim's rows with jobs in the same statement; but that
 -- statement's snapshot is older than the claim's (a volatile function
 -- takes a new one for each of its statements), so a job queued in
@@ -32,11 +33,13 @@ BEGIN
     UPDATE jobs j SET state = 'Running', attempts = j.attempts + 1,
                       lease_until = now() + p_lease_ms * interval '1 ms',
                       lease_token = gen_random_uuid(),
-                      payload = CASE WHEN j.kind = 'webhook'
-                                      AND NOT j.payload ? 'body'
-                                     THEN defarm_webhook_materialize(
-                                              j.payload)
-                                     ELSE j.payload END
+                      payload = CASE
+                          WHEN j.kind = 'webhook' AND NOT j.payload ? 'body'
+                              THEN defarm_webhook_materialize(j.payload)
+                          WHEN j.kind = 'ipfs_upload'
+                               AND NOT j.payload ? 'doc'
+                              THEN defarm_storage_materialize(j.payload)
+                          ELSE j.payload END
     FROM due
     WHERE j.job_id = due.job_id
     RETURNING j.job_id, j.kind, j.payload, j.attempts, j.lease_token,

@@ -10,8 +10,9 @@
 
 /*
  * Uploads of an item's document ("ipfs_upload" jobs, sql/034): the
- * document as it was when the push (or the migration) was committed,
- * added and pinned on the adapter's IPFS node.  The CID goes back as the
+ * document as it is when the job is first claimed (milliseconds after
+ * the push or the migration that queued it), added and pinned on the
+ * adapter's IPFS node.  The CID goes back as the
  * job's result, {cid, pinned, size}, and the transaction that records it
  * writes the storage record and the CID timeline entry.  A node that does
  * not answer, or answers without a CID, is tried again by the job's
