@@ -333,6 +333,24 @@ LANGUAGE sql IMMUTABLE AS $$
         'custom_headers', coalesce(c -> 'custom_headers', '{}'))
 $$;
 
+-- a config's body refused: 400 for what the checks find, 503 for secrets
+-- given to a node that cannot seal them; NULL when it may be stored
+
+CREATE FUNCTION defarm_adapter_config_refusal(p_body jsonb, p_new boolean)
+RETURNS defarm_answer
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN defarm_adapter_config_check(p_body, p_new) IS NOT NULL
+            THEN defarm_answer(400, defarm_adapter_config_check(p_body,
+                                                                p_new))
+        WHEN (p_body #>> '{connection_details,api_key}' IS NOT NULL
+              OR p_body #>> '{connection_details,secret_key}' IS NOT NULL)
+             AND defarm_secret_key() IS NULL
+            THEN defarm_answer(503, 'Adapter secrets need defarm_secret_key '
+                                    'on this node')
+    END
+$$;
+
 CREATE FUNCTION defarm_adapter_config_find(p_id text) RETURNS adapter_configs
 LANGUAGE sql STABLE AS $$
     SELECT * FROM adapter_configs
@@ -373,23 +391,17 @@ CREATE FUNCTION defarm_admin_adapter_create(p_admin text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
-    a      adapter_configs;
-    c      jsonb;
-    v_err  text;
+    a  adapter_configs;
+    c  jsonb;
+    r  defarm_answer;
 BEGIN
-    v_err := defarm_adapter_config_check(p_body, true);
+    r := defarm_adapter_config_refusal(p_body, true);
 
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
+    IF r IS NOT NULL THEN
+        RETURN r;
     END IF;
 
     c := p_body -> 'connection_details';
-
-    IF (c ? 'api_key' OR c ? 'secret_key') AND defarm_secret_key() IS NULL
-    THEN
-        RETURN defarm_answer(503, 'Adapter secrets need defarm_secret_key '
-                                  'on this node');
-    END IF;
 
     INSERT INTO adapter_configs (name, description, adapter_type,
                                  connection_details, api_key, secret_key,
@@ -434,14 +446,14 @@ CREATE FUNCTION defarm_admin_adapter_update(p_admin text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
-    a      adapter_configs;
-    c      jsonb;
-    v_err  text;
+    a  adapter_configs;
+    c  jsonb;
+    r  defarm_answer;
 BEGIN
-    v_err := defarm_adapter_config_check(p_body, false);
+    r := defarm_adapter_config_refusal(p_body, false);
 
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
+    IF r IS NOT NULL THEN
+        RETURN r;
     END IF;
 
     SELECT * INTO a FROM adapter_configs
@@ -453,13 +465,6 @@ BEGIN
     END IF;
 
     c := p_body -> 'connection_details';
-
-    IF (c ->> 'api_key' IS NOT NULL OR c ->> 'secret_key' IS NOT NULL)
-       AND defarm_secret_key() IS NULL
-    THEN
-        RETURN defarm_answer(503, 'Adapter secrets need defarm_secret_key '
-                                  'on this node');
-    END IF;
 
     UPDATE adapter_configs SET
         name = coalesce(btrim(p_body ->> 'name'), name),

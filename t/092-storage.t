@@ -401,4 +401,26 @@ is(sql("SELECT count(*) FROM jobs WHERE payload::text LIKE '%$api_key%'"), 0, '.
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in the log');
 
 stop_nginx($ng);
+
+# a node without defarm_secret_key cannot seal keys: refused, not stored
+# in clear
+my $nokey = start_nginx(
+    name   => 'storage-nokey',
+    http   => db_config(size => 2) . "
+    defarm_bcrypt_cost 4;
+    defarm_jwt_secret file=$secret_file;",
+    server => '
+        location / {
+            defarm_api on;
+        }');
+$res = api_as($nokey, $admin, POST => '/api/admin/adapters',
+              { name => 'keyed', adapter_type => 'ipfs-ipfs',
+                connection_details => { endpoint => $ipfs, api_key => "k2-$$" } });
+is($res->{status}, 503, 'no defarm_secret_key: a config with a key is refused, 503');
+is(sql("SELECT count(*) FROM adapter_configs WHERE name = 'keyed'"), 0, '... and not stored');
+is(api_as($nokey, $admin, POST => '/api/admin/adapters',
+          { name => 'keyless', adapter_type => 'ipfs-ipfs',
+            connection_details => { endpoint => $ipfs } })->{status}, 201, '... one without keys is stored');
+stop_nginx($nokey);
+
 done_testing();
