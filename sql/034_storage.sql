@@ -768,7 +768,8 @@ $$;
 
 -- before a push is recorded: the circuit's adapter must be one the pusher
 -- may use (unless the circuit sponsors it) and one that can store now;
--- else the push is refused whole (a batch with it, a tokenization too)
+-- else the push is refused whole (a batch with it, a tokenization too).
+-- A push completed at once queues its upload here.
 
 CREATE FUNCTION defarm_push_adapter_check() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -799,6 +800,16 @@ BEGIN
 
     IF v_why IS NOT NULL THEN
         PERFORM defarm_adapter_unavailable(ca.adapter_type, v_why);
+    END IF;
+
+    -- a push completed at once is uploaded (one waiting for approval, when
+    -- approved: defarm_push_storage); queued here, where the adapter is at
+    -- hand, in the push's (sub)transaction
+    IF NEW.status = 'Completed' THEN
+        PERFORM defarm_storage_enqueue(NEW.dfid, ca.adapter_type,
+                                       'circuit_push',
+                                       NEW.operation_id::text,
+                                       NEW.requester_id);
     END IF;
 
     RETURN NEW;
@@ -853,9 +864,9 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT (defarm_adapter_config_for(p ->> 'adapter_type')).*) a
 $$;
 
--- a push completed (at once or approved) in a circuit with an adapter:
--- the item is uploaded.  Not before: what IPFS holds cannot be taken back,
--- so an item waiting for approval is not published there yet.
+-- a push approved in a circuit with an adapter: the item is uploaded
+-- now, not when the push was asked for (what IPFS holds cannot be taken
+-- back), if the adapter can still store
 
 CREATE FUNCTION defarm_push_storage() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -869,10 +880,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- an approval of a push made before the adapter became unusable (a
-    -- push recorded at once was checked before: circuit_operations'
-    -- defarm_push_adapter_check)
-    IF TG_OP = 'UPDATE' AND defarm_adapter_unusable(v_type) IS NOT NULL THEN
+    IF defarm_adapter_unusable(v_type) IS NOT NULL THEN
         PERFORM defarm_adapter_unavailable(v_type,
                                            defarm_adapter_unusable(v_type));
     END IF;
@@ -882,12 +890,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
-CREATE TRIGGER circuit_operations_storage_insert
-    AFTER INSERT ON circuit_operations
-    FOR EACH ROW WHEN (NEW.operation_type = 'Push'
-                       AND NEW.status = 'Completed')
-    EXECUTE FUNCTION defarm_push_storage();
 
 CREATE TRIGGER circuit_operations_storage_approved
     AFTER UPDATE OF status ON circuit_operations

@@ -240,6 +240,18 @@ is(body(as($other, GET => '/api/storage-history/statistics'))->{data}{total_reco
    '... another user has none');
 is(http($ng, GET => "/api/public/storage-history/$d")->{status}, 404, 'public: not published, 404');
 
+# a push waiting for approval is uploaded when approved, not before
+my $ca = circuit($owner, "approval $$", require_approval_for_push => $T,
+                 adapter_config => { adapter_type => 'ipfs-ipfs' })->{circuit_id};
+my $da = item($owner, 'approval');
+my $op = body(as($owner, POST => "/api/circuits/$ca/push/$da", {}));
+is($op->{status}, 'Pending', 'a push into an ipfs circuit that needs approval: Pending');
+is(sql("SELECT count(*) FROM jobs WHERE kind = 'ipfs_upload' AND payload ->> 'dfid' = '$da'"), 0,
+   '... nothing uploaded yet');
+is(as($owner, POST => "/api/circuits/operations/$op->{operation_id}/approve", {})->{status}, 200, '... approved');
+ok(wait_until(sub { (history($da)->{records} // [])->[0] }, 20), '... then uploaded');
+is(history($da)->{records}[0]{triggered_by_id}, $op->{operation_id}, '... by that operation');
+
 # ------------------------------------------- migration and the primary
 
 is(as($owner, POST => "/api/storage-history/$d/migrate", { adapter_type => 'tape' })->{status}, 400,
