@@ -34,6 +34,7 @@ typedef struct {
     ngx_defarm_json_t         *target;
     ngx_str_t                  test_dfid;
     ngx_msec_t                 start;
+    ngx_event_t                deadline;
 } ngx_defarm_probe_t;
 
 
@@ -46,6 +47,7 @@ static ngx_int_t ngx_defarm_adapters_test_doc(ngx_http_request_t *r,
 static void ngx_defarm_adapters_answered(ngx_defarm_curl_req_t *req,
     CURLcode rc, long status, const char *error, ngx_str_t *body);
 static void ngx_defarm_adapters_cleanup(void *data);
+static void ngx_defarm_adapters_deadline(ngx_event_t *ev);
 static ngx_int_t ngx_defarm_adapters_answer(ngx_http_request_t *r,
     ngx_defarm_probe_t *pr, CURLcode rc, long status, const char *error,
     ngx_str_t *body);
@@ -233,6 +235,17 @@ ngx_defarm_adapters_targeted(ngx_http_request_t *r, void *data,
     pr->cleanup->handler = ngx_defarm_adapters_cleanup;
     pr->cleanup->data = pr;
 
+    /*
+     * The request's own deadline, a second past the transfer's: should
+     * libcurl fail to end it, the client is answered all the same; not
+     * cancelable, so a worker that is told to exit answers it first
+     */
+
+    pr->deadline.handler = ngx_defarm_adapters_deadline;
+    pr->deadline.data = pr;
+    pr->deadline.log = r->connection->log;
+    ngx_add_timer(&pr->deadline, req->timeout + 1000);
+
     r->main->count++;
 
     return NGX_DONE;
@@ -317,6 +330,10 @@ ngx_defarm_adapters_answered(ngx_defarm_curl_req_t *req, CURLcode rc,
 
     pr->cleanup->handler = NULL;
 
+    if (pr->deadline.timer_set) {
+        ngx_del_timer(&pr->deadline);
+    }
+
     ngx_http_finalize_request(r, ngx_defarm_adapters_answer(r, pr, rc,
                                                             status, error,
                                                             body));
@@ -329,7 +346,31 @@ ngx_defarm_adapters_cleanup(void *data)
 {
     ngx_defarm_probe_t  *pr = data;
 
+    if (pr->deadline.timer_set) {
+        ngx_del_timer(&pr->deadline);
+    }
+
     ngx_defarm_curl_cancel(pr->req);
+}
+
+
+static void
+ngx_defarm_adapters_deadline(ngx_event_t *ev)
+{
+    ngx_defarm_probe_t  *pr = ev->data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = pr->request;
+    c = r->connection;
+
+    pr->cleanup->handler = NULL;
+    ngx_defarm_curl_cancel(pr->req);
+
+    ngx_http_finalize_request(r, ngx_defarm_adapters_answer(r, pr,
+                                  CURLE_OPERATION_TIMEDOUT, 0, NULL, NULL));
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -65,6 +65,7 @@ static ngx_uint_t ngx_defarm_curl_private(struct sockaddr *sa);
 static ngx_uint_t ngx_defarm_curl_private4(uint32_t a);
 static void ngx_defarm_curl_unwatch(ngx_defarm_curl_t *dc,
     ngx_defarm_curl_socket_t *cs);
+static int ngx_defarm_curl_unwatched(ngx_defarm_curl_t *dc);
 
 
 static ngx_defarm_curl_t  *ngx_defarm_curl;
@@ -169,6 +170,12 @@ ngx_defarm_curl_header(ngx_defarm_curl_req_t *req, const char *fmt, ...)
     last = ngx_vslprintf(buf, buf + sizeof(buf) - 1, fmt, args);
     va_end(args);
 
+    /* a header cut short would be sent wrong: refused instead */
+
+    if (last == buf + sizeof(buf) - 1) {
+        return NGX_DECLINED;
+    }
+
     *last = '\0';
 
     /* a header cannot carry a line break into the request */
@@ -238,6 +245,9 @@ ngx_defarm_curl_start(ngx_defarm_curl_req_t *req)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long) ngx_min(req->timeout, 10000));
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+
+    /* a transfer ended during a name's resolution does not wait for it */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -276,7 +286,12 @@ ngx_defarm_curl_cancel(ngx_defarm_curl_req_t *req)
         return;
     }
 
-    curl_multi_remove_handle(dc->multi, req->easy);
+    if (curl_multi_remove_handle(dc->multi, req->easy) != CURLM_OK) {
+        ngx_log_error(NGX_LOG_ALERT, dc->log, 0,
+                      "defarm: a transfer could not be cancelled");
+        return;
+    }
+
     curl_easy_cleanup(req->easy);
     req->easy = NULL;
     dc->transfers--;
@@ -290,6 +305,23 @@ ngx_defarm_curl_cancel(ngx_defarm_curl_req_t *req)
         curl_slist_free_all(req->mail_rcpt);
         req->mail_rcpt = NULL;
     }
+}
+
+
+/*
+ * A socket that cannot be watched (no connection left, no memory): its
+ * transfer waits, and ends by its own timeout.  Answering -1 instead
+ * would mark libcurl's whole multi handle dead, for every transfer to
+ * come in this worker.
+ */
+
+static int
+ngx_defarm_curl_unwatched(ngx_defarm_curl_t *dc)
+{
+    ngx_log_error(NGX_LOG_ERR, dc->log, 0,
+                  "defarm: a transfer's socket cannot be watched; it will "
+                  "time out");
+    return 0;
 }
 
 
@@ -321,14 +353,14 @@ ngx_defarm_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         } else {
             cs = ngx_alloc(sizeof(ngx_defarm_curl_socket_t), dc->log);
             if (cs == NULL) {
-                return -1;
+                return ngx_defarm_curl_unwatched(dc);
             }
         }
 
         c = ngx_get_connection(s, dc->log);
         if (c == NULL) {
             ngx_queue_insert_head(&dc->free, &cs->queue);
-            return -1;
+            return ngx_defarm_curl_unwatched(dc);
         }
 
         c->data = cs;
@@ -350,7 +382,7 @@ ngx_defarm_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
             != NGX_OK)
         {
-            return -1;
+            return ngx_defarm_curl_unwatched(dc);
         }
 
     } else if (!(what & CURL_POLL_IN) && c->read->active) {
@@ -361,7 +393,7 @@ ngx_defarm_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
         if (ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
             != NGX_OK)
         {
-            return -1;
+            return ngx_defarm_curl_unwatched(dc);
         }
 
     } else if (!(what & CURL_POLL_OUT) && c->write->active) {

@@ -314,7 +314,7 @@ ngx_defarm_ipfs_answer(ngx_pool_t *pool, ngx_defarm_ipfs_op_e op,
     ngx_str_t *body, ngx_str_t *value, int64_t *size)
 {
     ngx_str_t                  err, *s;
-    ngx_uint_t                 code;
+    ngx_uint_t                 i, code;
     ngx_defarm_json_t         *root, *v;
     ngx_defarm_json_parser_t  *ps;
 
@@ -329,8 +329,20 @@ ngx_defarm_ipfs_answer(ngx_pool_t *pool, ngx_defarm_ipfs_op_e op,
 
     s = ngx_defarm_json_cstr(pool, root,
                              op == NGX_DEFARM_IPFS_ADD ? "Hash" : "Version");
-    if (s == NULL || s->len == 0) {
+    if (s == NULL || s->len == 0 || s->len > 128) {
         return NGX_ERROR;
+    }
+
+    /* a CID is letters and digits, a version hardly more: kept as given */
+
+    for (i = 0; i < s->len; i++) {
+        if (!isalnum(s->data[i])
+            && !(op == NGX_DEFARM_IPFS_VERSION
+                 && (s->data[i] == '.' || s->data[i] == '-'
+                     || s->data[i] == '+')))
+        {
+            return NGX_ERROR;
+        }
     }
 
     *value = *s;
