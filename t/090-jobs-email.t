@@ -125,6 +125,11 @@ is(scalar(smtp_mails($dir)), 1, '... once');
 }
 smtp_stop($sink);
 
+# under valgrind nothing was killed: the stalled job is still leased, and
+# is not the next sections' to claim and count
+sql("UPDATE jobs SET state = 'Dead', lease_token = NULL "
+    . "WHERE payload ->> 'to' = '$wmail' AND state = 'Running'") if valgrind();
+
 # --------------------------------------------- no attempt left, or none
 
 # the server gone: each attempt fails at once, two allowed
@@ -141,8 +146,9 @@ my $crlf = sql("SELECT defarm_job_enqueue('email', jsonb_build_object('to', 'x\@
                . "'subject', E'a\\r\\nBcc: y\@example.com', 'text', 't'), 5)");
 ok(wait_until(sub { sql("SELECT state FROM jobs WHERE job_id = $crlf") eq 'Dead' }, 10),
    'a subject with a line break (a header injected): Dead');
-unlike(join('', grep { !/exited on signal 9/ } split /^/, $ng->log), qr/\[(alert|crit|emerg)\]/,
-       'no alert in error.log but the kill');
+# (valgrind's own file limit makes nginx's setrlimit fail: not ours)
+unlike(join('', grep { !/exited on signal 9/ && !(valgrind() && /setrlimit/) } split /^/, $ng->log),
+       qr/\[(alert|crit|emerg)\]/, 'no alert in error.log but the kill');
 stop_nginx($ng);
 
 # a node with a server that refuses every time: Dead after max_attempts
