@@ -250,3 +250,20 @@ bench_runner_start() {
                     concurrency=${JOBS_CONCURRENCY:-64};" \
         "location / { return 404; }" "${3:-runner}" >&2
 }
+
+# bench_pair ROUND URL A LUA_A B LUA_B: A and B back to back, A first in
+# odd rounds and B first in even ones (what runs second meets bigger
+# tables and the first's vacuum); B's rate / A's is added to pairs[push]
+bench_pair() {
+    local round=$1 url=$2 a=$3 la=$4 b=$5 lb=$6 ra rb
+    if [ $((round % 2)) = 1 ]; then
+        wrk_run "$a" "$url" -s "$la"
+        wrk_run "$b" "$url" -s "$lb"
+    else
+        wrk_run "$b" "$url" -s "$lb"
+        wrk_run "$a" "$url" -s "$la"
+    fi
+    ra=$(echo "${runs[$a]}" | awk '{ print $NF }')
+    rb=$(echo "${runs[$b]}" | awk '{ print $NF }')
+    pairs[push]="${pairs[push]:-} $(awk -v a="$rb" -v b="$ra" 'BEGIN { print a / b }')"
+}

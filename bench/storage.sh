@@ -6,8 +6,8 @@
 #   1. POST /api/circuits/:id/push/:dfid, every request a new item, into a
 #      circuit without an adapter and into one with ipfs-ipfs (each push
 #      then queues an upload of the item's document in its own
-#      transaction), back to back: the ratio of each round's pair.  The
-#      runner is stopped meanwhile: the ratio is the route's, not the
+#      transaction), back to back in alternating order: the ratio of
+#      each round's pair.  The runner is stopped meanwhile: the ratio is the route's, not the
 #      uploads' (which on one machine share its two cores);
 #   2. uploads a second: the runner started on that round's queue, from
 #      its start to the last CID recorded;
@@ -84,13 +84,9 @@ for round in $(seq 1 "$ROUNDS"); do
     bench_items "B$round"
     psql -X -q -c "VACUUM ANALYZE items" >/dev/null
 
-    wrk_run plain "http://127.0.0.1:$port" \
-        -s "$(bench_push_lua "A$round" "$plain")"
-    a=$(echo "${runs[plain]}" | awk '{ print $NF }')
-    wrk_run stored "http://127.0.0.1:$port" \
-        -s "$(bench_push_lua "B$round" "$stored")"
-    b=$(echo "${runs[stored]}" | awk '{ print $NF }')
-    pairs[push]="${pairs[push]:-} $(awk -v a="$b" -v b="$a" 'BEGIN { print a / b }')"
+    bench_pair "$round" "http://127.0.0.1:$port" \
+        plain "$(bench_push_lua "A$round" "$plain")" \
+        stored "$(bench_push_lua "B$round" "$stored")"
 
     t0=$(bench_runner_start "$jport" "$conf" runner)
     bench_jobs_drain
