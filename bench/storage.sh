@@ -7,8 +7,9 @@
 #      circuit without an adapter and into one with ipfs-ipfs (each push
 #      then queues an upload of the item's document in its own
 #      transaction), back to back in alternating order: the ratio of
-#      each round's pair.  The runner is stopped meanwhile: the ratio is the route's, not the
-#      uploads' (which on one machine share its two cores);
+#      each round's pair.  The runner is stopped meanwhile: the ratio
+#      is the route's, not the uploads' (which on one machine share
+#      its two cores);
 #   2. uploads a second: the runner started on that round's queue, from
 #      its start to the last CID recorded;
 #   3. the delay from a push's commit to its CID being recorded, p50 and

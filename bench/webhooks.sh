@@ -7,8 +7,9 @@
 #      beforehand in SQL), in a circuit without webhooks and in one with a
 #      webhook enabled (each push then queues a delivery in its own
 #      transaction), back to back in alternating order: the ratio of
-#      each round's pair.  The runner is stopped meanwhile: the ratio is the route's, not the
-#      deliveries' (which on one machine share its two cores);
+#      each round's pair.  The runner is stopped meanwhile: the ratio
+#      is the route's, not the deliveries' (which on one machine share
+#      its two cores);
 #   2. deliveries a second: the runner started on that round's queue,
 #      from its start to the last delivered;
 #   3. the delay from a push's commit to its delivery being recorded, p50
