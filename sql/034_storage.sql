@@ -1035,10 +1035,11 @@ CREATE FUNCTION defarm_item_storage_history(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a  defarm_answer := defarm_item_visible(p_arg, p_user);
     v  jsonb;
 BEGIN
-    IF defarm_item_visible(p_arg, p_user) IS NOT NULL THEN
-        RETURN defarm_item_visible(p_arg, p_user);
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     v := defarm_storage_records(p_arg);
@@ -1311,10 +1312,11 @@ CREATE FUNCTION defarm_item_timeline(p_user text, p_id text, p_query jsonb,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a  defarm_answer := defarm_item_visible(p_arg, p_user);
     v  jsonb;
 BEGIN
-    IF defarm_item_visible(p_arg, p_user) IS NOT NULL THEN
-        RETURN defarm_item_visible(p_arg, p_user);
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     SELECT coalesce(jsonb_agg(defarm_timeline_json(t)
@@ -1335,6 +1337,7 @@ CREATE FUNCTION defarm_item_timeline_entry(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    a  defarm_answer;
     t  item_cid_timeline;
 BEGIN
     IF p_arg !~ '^[1-9][0-9]{0,8}$' THEN
@@ -1342,8 +1345,10 @@ BEGIN
                                   'from 1');
     END IF;
 
-    IF defarm_item_visible(p_id, p_user) IS NOT NULL THEN
-        RETURN defarm_item_visible(p_id, p_user);
+    a := defarm_item_visible(p_id, p_user);
+
+    IF a IS NOT NULL THEN
+        RETURN a;
     END IF;
 
     SELECT * INTO t FROM item_cid_timeline

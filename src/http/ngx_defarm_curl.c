@@ -156,6 +156,25 @@ ngx_defarm_curl_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/* "Authorization: Basic" of "user:password" */
+
+ngx_int_t
+ngx_defarm_curl_basic(ngx_defarm_curl_req_t *req, ngx_str_t *user_password)
+{
+    ngx_str_t  b64;
+
+    b64.len = ngx_base64_encoded_length(user_password->len);
+    b64.data = ngx_pnalloc(req->pool, b64.len);
+    if (b64.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_encode_base64(&b64, user_password);
+
+    return ngx_defarm_curl_header(req, "Authorization: Basic %V", &b64);
+}
+
+
 /* a header line for the request, "Name: value" */
 
 ngx_int_t

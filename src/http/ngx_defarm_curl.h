@@ -62,6 +62,8 @@ ngx_int_t ngx_defarm_curl_start(ngx_defarm_curl_req_t *req);
 void ngx_defarm_curl_cancel(ngx_defarm_curl_req_t *req);
 ngx_int_t ngx_defarm_curl_header(ngx_defarm_curl_req_t *req,
     const char *fmt, ...);
+ngx_int_t ngx_defarm_curl_basic(ngx_defarm_curl_req_t *req,
+    ngx_str_t *user_password);
 
 
 #endif /* _NGX_DEFARM_CURL_H_INCLUDED_ */

@@ -179,8 +179,6 @@ static ngx_int_t
 ngx_defarm_webhook_auth(ngx_defarm_curl_req_t *req, ngx_str_t *type,
     ngx_str_t *cred)
 {
-    ngx_str_t  b64;
-
     if (type->len == 11 && ngx_strncmp(type->data, "BearerToken", 11) == 0) {
         return ngx_defarm_curl_header(req, "Authorization: Bearer %V", cred);
     }
@@ -190,15 +188,7 @@ ngx_defarm_webhook_auth(ngx_defarm_curl_req_t *req, ngx_str_t *type,
     }
 
     if (type->len == 9 && ngx_strncmp(type->data, "BasicAuth", 9) == 0) {
-        b64.len = ngx_base64_encoded_length(cred->len);
-        b64.data = ngx_pnalloc(req->pool, b64.len);
-        if (b64.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_encode_base64(&b64, cred);
-
-        return ngx_defarm_curl_header(req, "Authorization: Basic %V", &b64);
+        return ngx_defarm_curl_basic(req, cred);
     }
 
     if (type->len == 12 && ngx_strncmp(type->data, "CustomHeader", 12) == 0

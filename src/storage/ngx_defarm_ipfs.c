@@ -149,7 +149,7 @@ ngx_defarm_ipfs_auth(ngx_pool_t *pool, ngx_defarm_json_t *conf,
     ngx_defarm_curl_req_t *req, const char **err)
 {
     ngx_int_t           rc;
-    ngx_str_t          *sealed, key, secret, pair, b64, *type;
+    ngx_str_t          *sealed, key, secret, pair, *type;
     ngx_defarm_json_t  *at, *custom;
 
     at = ngx_defarm_json_get(conf, "auth_type");
@@ -215,17 +215,14 @@ ngx_defarm_ipfs_auth(ngx_pool_t *pool, ngx_defarm_json_t *conf,
 
         pair.len = key.len + 1 + secret.len;
         pair.data = ngx_pnalloc(pool, pair.len);
-        b64.len = ngx_base64_encoded_length(pair.len);
-        b64.data = ngx_pnalloc(pool, b64.len);
-        if (pair.data == NULL || b64.data == NULL) {
+        if (pair.data == NULL) {
             *err = "out of memory";
             return NGX_ERROR;
         }
 
         ngx_sprintf(pair.data, "%V:%V", &key, &secret);
-        ngx_encode_base64(&b64, &pair);
 
-        rc = ngx_defarm_curl_header(req, "Authorization: Basic %V", &b64);
+        rc = ngx_defarm_curl_basic(req, &pair);
         goto done;
     }
 
