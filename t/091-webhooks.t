@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use JSON::PP ();
 use Digest::SHA qw(hmac_sha256_hex);
+use MIME::Base64 ();
 use DefarmTest;
 use DefarmHttpSink;
 
@@ -107,6 +108,12 @@ is(sql("SELECT count(*) FROM jobs WHERE kind = 'webhook' AND payload::text LIKE 
 is(as($owner, POST => hooks($c, "/$hook->{id}/test"), {})->{status}, 202, 'test delivery: 202');
 ok(wait_until(sub { sink_requests($dir) >= 2 }, 10), '... delivered');
 is((eval { JSON::PP->new->decode((sink_requests($dir))[1]{body}) } // {})->{event_type}, 'test', '... a test event');
+is(as($owner, PUT => hooks($c, "/$hook->{id}"), { auth_type => 'BasicAuth', auth_credentials => "u:pw-$$" })->{status},
+   200, 'the webhook now authenticates with BasicAuth');
+as($owner, POST => hooks($c, "/$hook->{id}/test"), {});
+ok(wait_until(sub { sink_requests($dir) >= 3 }, 10), '... delivered');
+is((sink_requests($dir))[2]{headers}{authorization}, 'Basic ' . MIME::Base64::encode_base64("u:pw-$$", ''),
+   '... with Authorization: Basic of user:password');
 http_sink_stop($sink);
 
 # ------------------------------------------ failing twice, then accepted
