@@ -329,8 +329,20 @@ sub handshake_step {
     # a refusal: its body by Content-Length, else up to the close
     my $body = substr $ws->{in}, $end + 4;
     my $len = $h{'content-length'};
-    if (defined $len ? length($body) < $len : !$ws->{eof}) {
-        return undef unless $ws->{eof} || $ws->{read_error};
+    my $chunked = ($h{'transfer-encoding'} // '') =~ /chunked/i;
+    my $whole = $chunked ? $body =~ /(?:^|\r\n)0\r\n\r\n\z/
+              : defined $len ? length($body) >= $len
+              : 0;
+    return undef unless $whole || $ws->{eof} || $ws->{read_error};
+    if ($chunked) {
+        my $plain = '';
+        while ($body =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+            my $size = hex $1;
+            last if $size == 0;
+            $plain .= substr $body, 0, $size, '';
+            $body =~ s/^\r\n//;
+        }
+        $body = $plain;
     }
     $res->{body} = defined $len ? substr($body, 0, $len) : $body;
     return $ws->refuse(refused($res));
