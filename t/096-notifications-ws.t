@@ -176,6 +176,22 @@ sub worker_rss {
     return undef;
 }
 
+# ================================================= the client, by itself
+
+is(DefarmWs::ws_accept_for('dGhlIHNhbXBsZSBub25jZQ=='), 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=',
+   "the client: RFC 6455's example accept key");
+{
+    my $buf = join '', DefarmWs::build_frame(0x1, 'Hello', mask => 0),
+                       DefarmWs::build_frame(0x1, 'x' x 300),
+                       DefarmWs::build_frame(0x2, 'y' x 70000, mask => 0);
+    is(substr($buf, 0, 7), "\x81\x05Hello", "the client: RFC 6455's unmasked Hello");
+    my @f = map { DefarmWs::parse_frame(\$buf) } 1 .. 3;
+    is_deeply([ map { [ $_->{opcode}, $_->{masked}, length $_->{payload} ] } @f ],
+              [ [ 1, 0, 5 ], [ 1, 1, 300 ], [ 2, 0, 70000 ] ],
+              'the client: frames of 7-, 16- and 64-bit lengths read back');
+    is($f[1]{payload}, 'x' x 300, 'the client: a masked payload unmasked');
+}
+
 # =================================================================== a.
 
 my $a = node('ws-a');
