@@ -18,7 +18,7 @@ export DURATION WAIT=${WAIT:-120}
 WORKERS=${WORKERS:-1}
 
 # a socket a user, the client's and the worker's
-ulimit -n $((USERS * 2 + 1024)) 2>/dev/null || true
+ulimit -n $((USERS * 2 + 8192)) 2>/dev/null || true
 
 trap 'bench_nginx_stop ws; bench_pg_stop' EXIT
 
@@ -33,7 +33,7 @@ WORKERS=$WORKERS bench_nginx_start "$port" \
      defarm_bcrypt_cost 4;
      defarm_jwt_secret file=$bench_var/ws-jwt.secret;" \
     "location / { defarm_api on; }" ws \
-    "worker_rlimit_nofile $((USERS * 2 + 1024));"
+    "worker_rlimit_nofile $((USERS * 2 + 8192));"
 
 echo "== $USERS sockets, fan-out $ROUNDS rounds, steady $RATE/s" \
      "for ${DURATION}s (workers: $WORKERS)"
