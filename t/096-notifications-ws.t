@@ -75,6 +75,15 @@ sub node {
         }');
 }
 
+# a node for one section: undef (and a failed test) if it cannot start,
+# so that the other sections still run
+sub section_node {
+    my ($name, $extra, %o) = @_;
+    my $ng = eval { node($name, $extra, %o) };
+    ok($ng, "$name starts") or diag($@);
+    return $ng;
+}
+
 # ---------------------------------------------------------------- tokens
 
 sub b64url {
@@ -536,7 +545,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
 # =================================================================== e.
 
 {
-    my $p = node('ws-ping', 'defarm_ws_ping_interval 1s;');
+    my $p = section_node('ws-ping', 'defarm_ws_ping_interval 1s;') or last;
     my $talker = connect_as($p, $u->{token});
     my $mute = connect_as($p, $u->{token});
     ok(is_ws($talker) && is_ws($mute), 'ping interval 1s: two sockets');
@@ -563,7 +572,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
 # =================================================================== f.
 
 {
-    my $s = node('ws-slow', 'defarm_ws_send_buffer 64k;');
+    my $s = section_node('ws-slow', 'defarm_ws_send_buffer 64k;') or last;
     my $slow = api_user($s, "t096_slow_$$");
     my $probe = api_user($s, "t096_probe_$$");
     my $w = connect_as($s, $slow->{token}, rcvbuf => 4096);
@@ -623,7 +632,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
 # reload and shutdown: 1001
 
 {
-    my $r = node('ws-reload', '', master => 1);
+    my $r = section_node('ws-reload', '', master => 1) or last;
     my $w = connect_as($r, $u->{token});
     ok(is_ws($w), 'a node with a master: connected');
     kill 'HUP', $r->{pid};
@@ -646,7 +655,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     }
     diag("$SOCKETS sockets: this process may open $soft files");
 
-    my $mn = node('ws-many', '', connections => $want + 100);
+    my $mn = section_node('ws-many', '', connections => $want + 100) or last;
     my $users = 50;
     my @us = map { api_user($mn, "t096_many_${_}_$$") } 1 .. $users;
     my $rss0 = worker_rss($mn->{pid});
