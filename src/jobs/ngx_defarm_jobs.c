@@ -224,7 +224,7 @@ ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf,
 
     ngx_defarm_jobs_listen = ngx_defarm_pg_listen_start(cycle, pcf,
                                                         "LISTEN defarm_jobs",
-                                                        "jobs",
+                                                        "new jobs",
                                                         ngx_defarm_jobs_heard,
                                                         NULL);
 

@@ -291,7 +291,7 @@ ngx_defarm_listen_poll(ngx_defarm_listen_t *ln)
 
     ln->state = NGX_DEFARM_LISTEN_ON;
 
-    ngx_log_error(NGX_LOG_INFO, ln->log, 0, "defarm: %s: listening",
+    ngx_log_error(NGX_LOG_INFO, ln->log, 0, "defarm: listening for %s",
                   ln->what);
 
     /* what was committed while nobody listened */
@@ -336,7 +336,7 @@ static void
 ngx_defarm_listen_close(ngx_defarm_listen_t *ln, const char *why)
 {
     ngx_log_error(NGX_LOG_WARN, ln->log, 0,
-                  "defarm: %s: not listening: %s", ln->what,
+                  "defarm: not listening for %s: %s", ln->what,
                   why ? why : "");
 
     ngx_defarm_listen_unwrap(ln);
