@@ -94,14 +94,16 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     if (!ngx_defarm_ws_has_token(ngx_defarm_ws_header(r, "Upgrade"),
-                                 "websocket")) {
+                                 "websocket"))
+    {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Expected \"Upgrade: websocket\"");
     }
 
     if (!ngx_defarm_ws_has_token(ngx_defarm_ws_header(r, "Connection"),
-                                 "upgrade")) {
+                                 "upgrade"))
+    {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Expected \"Connection: Upgrade\"");
