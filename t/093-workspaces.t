@@ -7,7 +7,7 @@
 # member too many with 409; the stats are the counts SQL sees; another
 # user's workspace (or list) is 404; every route checks its input and
 # needs a principal.  A workspace made before nginx stopped is read after
-# it started again.
+# it started again.  Concurrent additions cannot pass max_members.
 
 use strict;
 use warnings;
@@ -408,6 +408,20 @@ is(body($res)->{success}, JSON::PP::true, '... success');
 is_err(as($member, GET => "/api/workspaces/$bykey"), 404, qr/Workspace not found/, '... gone');
 is(sql("SELECT count(*) FROM workspace_members WHERE workspace_id = '$bykey'"), 0, '... with its members');
 
+# ---------------------------------------------------- concurrent additions
+
+my @crowd = map { user("crowd$_") } 1 .. 5;
+my $cw = body(as($owner, POST => '/api/workspaces', { name => 'Three seats',
+                                                      settings => { max_members => 3 } }))->{id};
+my @bg = map {
+    http_bg($ng, POST => "/api/workspaces/$cw/members",
+            headers => { 'Content-Type' => 'application/json', Authorization => "Bearer $owner->{token}" },
+            body => JSON::PP->new->encode({ user_id => $_->{id}, role => 'Member' }))
+} @crowd;
+my @st = sort map { http_wait($_)->{status} // 'none' } @bg;
+is_deeply(\@st, [ 201, 201, 409, 409, 409 ], 'five additions at once for two seats: two made, three 409');
+is(sql("SELECT count(*) FROM workspace_members WHERE workspace_id = '$cw'"), 3, '... three members');
+
 # --------------------------------------------------------------- restart
 
 my $before = body(as($owner, GET => $base));
@@ -417,7 +431,7 @@ $ng = start_nginx(name => 'workspaces', %conf);
 $res = as($member, GET => $base);
 is($res->{status}, 200, 'after a restart: the workspace is read');
 is_deeply(body($res), $before, '... as it was');
-is_deeply([ map { $_->{id} } @{ body(as($owner, GET => '/api/workspaces')) } ], [ $set->{id}, $id ],
+is_deeply([ map { $_->{id} } @{ body(as($owner, GET => '/api/workspaces')) } ], [ $cw, $set->{id}, $id ],
           "... the owner's list as it was");
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);
