@@ -4,9 +4,10 @@
 -- at /api/audit/*.  Every route needs a principal; an administrator reads
 -- and writes everything, a user their own: the events recorded about
 -- them, the incidents they reported or are assigned, the reports they
--- asked for.  With defarm_tier_limits on, a user reads their events back
--- max_audit_retention_days of their tier (tier_limits) at most; a GDPR
--- export is everything, whatever the tier.
+-- asked for.  A user reads their events back max_audit_retention_days of
+-- their tier (tier_limits) at most, whether defarm_tier_limits is on or
+-- not (it is what they may read, not a quota); a GDPR export is
+-- everything, whatever the tier.
 --
 -- The values are the original's, lower-case, as its answers wrote them:
 -- event_type security|data|access|compliance|system|user, outcome
@@ -317,11 +318,10 @@ $$;
 -- who may see what
 
 -- the oldest event time a user may read back: NULL for no bound (an
--- administrator, or tier limits off)
+-- administrator)
 CREATE FUNCTION defarm_audit_horizon(p_user text) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN defarm_setting_on('defarm.tier_limits')
-                     AND NOT defarm_is_admin(p_user)
+    SELECT CASE WHEN NOT defarm_is_admin(p_user)
                 THEN now() - make_interval(
                                  days => coalesce(
                                      (SELECT l.max_audit_retention_days
@@ -335,7 +335,7 @@ CREATE FUNCTION defarm_audit_incident_visible(i security_incidents,
                                               p_user text)
 RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT i.reported_by = p_user OR i.assigned_to = p_user
+    SELECT coalesce(i.reported_by = p_user OR i.assigned_to = p_user, false)
            OR defarm_is_admin(p_user)
 $$;
 
@@ -1881,14 +1881,15 @@ BEGIN
 
     v_find := v_find || coalesce((
         SELECT jsonb_agg(jsonb_build_object(
-                   'finding_type', 'operations_' || lower(x ->> 'status'),
-                   'severity', CASE x ->> 'status' WHEN 'Rejected'
-                                    THEN 'medium' ELSE 'low' END,
-                   'description', count(*) || ' circuit operations '
-                                  || lower(x ->> 'status')))
-        FROM jsonb_array_elements(v_ops) x
-        WHERE x ->> 'status' IN ('Rejected', 'Pending')
-        GROUP BY x ->> 'status'), '[]');
+                   'finding_type', 'operations_' || lower(st),
+                   'severity', CASE st WHEN 'Rejected' THEN 'medium'
+                                       ELSE 'low' END,
+                   'description', n || ' circuit operations '
+                                  || lower(st)) ORDER BY st)
+        FROM (SELECT x ->> 'status' st, count(*) n
+              FROM jsonb_array_elements(v_ops) x
+              WHERE x ->> 'status' IN ('Rejected', 'Pending')
+              GROUP BY 1) y), '[]');
 
     INSERT INTO compliance_reports (report_type, requested_by, dfid,
                                     period_start, period_end, scope,
