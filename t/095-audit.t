@@ -24,6 +24,7 @@ my (undef, $secret_file) = jwt_secret();
 my $ng = start_nginx(
     name   => 'audit',
     http   => db_config(size => 4) . "
+    defarm_cache zone=audit:4m ttl=1h;
     defarm_bcrypt_cost 4;
     defarm_jwt_secret file=$secret_file;
     defarm_credits on;",
@@ -331,7 +332,11 @@ $res = as($admin, POST => "$A/compliance/reports", { report_type => 'security-in
 is(body($res)->{data}{subject_user_id}, undef, '... an administrator: everyone');
 
 # GDPR: everything about a user
-as($alice, POST => '/api/api-keys', { name => 'robot', organization_type => 'Producer' });
+my $key = body(as($alice, POST => '/api/api-keys', { name => 'robot', organization_type => 'Producer' }))->{api_key};
+$res = http($ng, GET => "$B/events/$e1", headers => { 'X-API-Key' => $key });
+is(body($res)->{data}{event_id}, $e1, 'an API key reads its owner\'s events');
+is(http($ng, GET => "$B/events/$bob_ev", headers => { 'X-API-Key' => $key })->{status}, 404,
+   '... not another user\'s');
 my $dfid = body(as($alice, POST => '/api/items', { identifiers => [ { key => 'lot', value => "a-$$" } ],
                                                  source_entry => $uuid }))->{dfid};
 ok($dfid, 'an item of hers');
@@ -361,6 +366,17 @@ is_err(as($admin, POST => "$B/compliance/reports/gdpr", { user_id => 'user-none'
        '... an unknown user');
 is_err(as($admin, POST => "$B/compliance/reports/gdpr", { user_id => 5 }), 400, qr/user_id must be a string/,
        '... a user_id not a string');
+
+# the tables of other areas, read whatever their shape, secrets left out
+sql("CREATE TABLE t095_scratch (id int, owner_id text, member_id text, secret text, note text)");
+sql("INSERT INTO t095_scratch VALUES (1, '$alice->{id}', NULL, 's', 'a'), (2, 'x', '$alice->{id}', 's', 'b'), "
+    . "(3, 'x', 'y', 's', 'c')");
+is(sql("SELECT defarm_audit_rows_of('t095_scratch', '$alice->{id}') #>> '{}'") =~ tr/{//, 2,
+   'an optional table: the rows naming her in any user column');
+is(sql("SELECT jsonb_path_exists(defarm_audit_rows_of('t095_scratch', '$alice->{id}'), '\$[*].secret')"), 'f',
+   '... without their secret column');
+is(sql("SELECT defarm_audit_rows_of('t095_absent', '$alice->{id}') IS NULL"), 't', '... an absent table: null');
+sql("DROP TABLE t095_scratch");
 
 # food safety: an item's trail
 for my $t (qw(Created Updated Updated)) {
