@@ -137,7 +137,7 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT array_position(defarm_audit_severities(), p)
 $$;
 
-CREATE FUNCTION defarm_unix(p timestamptz) RETURNS bigint
+CREATE FUNCTION defarm_audit_unix(p timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
     SELECT floor(extract(epoch FROM p))::bigint
 $$;
@@ -349,7 +349,7 @@ LANGUAGE sql STABLE AS $$
         'event_type', e.event_type, 'action', e.action,
         'resource', e.resource, 'resource_id', e.resource_id,
         'outcome', e.outcome, 'severity', e.severity,
-        'timestamp', defarm_unix(e.timestamp),
+        'timestamp', defarm_audit_unix(e.timestamp),
         'details', e.details,
         'metadata', defarm_audit_metadata(e.metadata),
         'signature', e.signature,
@@ -368,10 +368,10 @@ LANGUAGE sql STABLE AS $$
         'affected_resources', to_jsonb(i.affected_resources),
         'related_event_ids', to_jsonb(i.related_event_ids),
         'confidential', i.confidential,
-        'created_at', defarm_unix(i.created_at),
-        'updated_at', defarm_unix(i.updated_at),
+        'created_at', defarm_audit_unix(i.created_at),
+        'updated_at', defarm_audit_unix(i.updated_at),
         'assigned_to', i.assigned_to, 'reported_by', i.reported_by,
-        'resolved_at', defarm_unix(i.resolved_at))
+        'resolved_at', defarm_audit_unix(i.resolved_at))
 $$;
 
 CREATE FUNCTION defarm_audit_report_json(r compliance_reports)
@@ -379,11 +379,11 @@ RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'report_id', r.report_id, 'report_type', r.report_type,
-        'start_date', defarm_unix(r.period_start),
-        'end_date', defarm_unix(r.period_end),
+        'start_date', defarm_audit_unix(r.period_start),
+        'end_date', defarm_audit_unix(r.period_end),
         'scope', r.scope, 'format', r.export_format,
         'include_evidence', r.include_evidence, 'status', r.status,
-        'created_at', defarm_unix(r.created_at),
+        'created_at', defarm_audit_unix(r.created_at),
         'summary', r.summary, 'total_events', r.total_events,
         'compliance_status', r.compliance_status,
         'requested_by', r.requested_by,
@@ -893,7 +893,7 @@ BEGIN
                   THEN 'event_id must be a UUID' END,
              defarm_audit_time_error(x, 'timestamp', true),
              CASE WHEN (x ->> 'timestamp')::bigint
-                       > defarm_unix(now()) + 86400
+                       > defarm_audit_unix(now()) + 86400
                   THEN 'timestamp must not be in the future' END,
              defarm_audit_text_error(x, 'user_id', false, 255)) AS m) c
     WHERE m IS NOT NULL
@@ -1836,7 +1836,7 @@ BEGIN
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'circuit_id', c.circuit_id, 'name', c.name,
                'added_by', ci.added_by,
-               'added_at', defarm_unix(ci.added_at))
+               'added_at', defarm_audit_unix(ci.added_at))
                ORDER BY ci.added_at), '[]')
     INTO v_circ
     FROM circuit_items ci JOIN circuits c USING (circuit_id)
@@ -1848,8 +1848,8 @@ BEGIN
                'operation_id', o.operation_id, 'circuit_id', o.circuit_id,
                'operation_type', o.operation_type, 'status', o.status,
                'requester_id', o.requester_id,
-               'created_at', defarm_unix(o.created_at),
-               'decided_at', defarm_unix(o.decided_at))
+               'created_at', defarm_audit_unix(o.created_at),
+               'decided_at', defarm_audit_unix(o.decided_at))
                ORDER BY o.created_at), '[]')
     INTO v_ops
     FROM circuit_operations o
@@ -1862,7 +1862,7 @@ BEGIN
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'adapter_type', s.adapter_type,
                'storage_location', s.storage_location,
-               'stored_at', defarm_unix(s.stored_at),
+               'stored_at', defarm_audit_unix(s.stored_at),
                'is_primary', s.is_primary) ORDER BY s.record_id), '[]')
     INTO v_store
     FROM storage_history s WHERE s.dfid = v_dfid;
@@ -2036,16 +2036,16 @@ BEGIN
                        'severity', CASE WHEN n >= 20 THEN 'high'
                                         ELSE 'medium' END,
                        'user_id', user_id,
-                       'detected_at', defarm_unix(last))
+                       'detected_at', defarm_audit_unix(last))
                        ORDER BY n DESC, user_id), '[]')
             FROM (SELECT user_id, count(*) n, max(timestamp) last
                   FROM mine
                   WHERE timestamp >= now() - interval '24 hours'
                     AND outcome IN ('failure', 'blocked')
                   GROUP BY user_id HAVING count(*) >= 5) x),
-        'start_date', defarm_unix(v_start),
-        'end_date', defarm_unix(v_end),
-        'generated_at', defarm_unix(now()))
+        'start_date', defarm_audit_unix(v_start),
+        'end_date', defarm_audit_unix(v_end),
+        'generated_at', defarm_audit_unix(now()))
     INTO v;
 
     RETURN defarm_answer(200, jsonb_build_object('success', true,
@@ -2088,7 +2088,7 @@ BEGIN
 
     RETURN defarm_answer(200, jsonb_build_object(
         'success', true, 'format', 'json', 'count', n,
-        'exported_at', defarm_unix(now()), 'data', v)::text);
+        'exported_at', defarm_audit_unix(now()), 'data', v)::text);
 END
 $$;
 
