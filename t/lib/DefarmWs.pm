@@ -21,7 +21,8 @@ package DefarmWs;
 # ws_connect($port, $path, %opt), options:
 #   headers => {Name => value}  added, or replacing the default of that
 #                               name; a value of undef leaves it out
-#   method  => 'GET', version => 13, key => base64, host => 'localhost'
+#   method  => 'GET', version => 13, key => base64, host => 'localhost',
+#   http    => '1.1' (the request line's HTTP version)
 #   rcvbuf  => bytes            SO_RCVBUF set before connect (a slow reader)
 #   timeout => seconds          for the handshake (10)
 #   nonblock => 1               only send the handshake: ->handshake_step
@@ -203,7 +204,7 @@ sub handshake_bytes {
     my %extra = %{ $o{headers} || {} };
     my %lc = map { lc($_) => $_ } keys %extra;
 
-    my @lines = (($o{method} // 'GET') . " $path HTTP/1.1");
+    my @lines = (($o{method} // 'GET') . " $path HTTP/" . ($o{http} // '1.1'));
     for my $h (@hdr) {
         my $name = $lc{ lc $h->[0] };
         if (defined $name) {
