@@ -276,7 +276,7 @@ refused_ok(ws_connect($a->{port}, $q, timeout => $T, key => 'c2hvcnQ='),
 refused_ok(ws_connect($a->{port}, $q, timeout => $T, key => '!!!not*base64!!!!!!!!==='),
            400, 'a key that is not base64');
 refused_ok(ws_connect($a->{port}, $q, timeout => $T, method => 'POST'),
-           400, 'POST');
+           [ 400, 405 ], 'POST');
 refused_ok(ws_connect($a->{port}, $q, timeout => $T, http => '1.0'),
            400, 'HTTP/1.0');
 {
@@ -307,8 +307,8 @@ ok(is_ws($ows), 'the owner connects');
 is($ows->{hello}[1]{count}, 0, '... unread_count 0');
 
 # a join request: the owner is told, on the socket, what the REST list says
-is(api_as($a, $asker, POST => "/api/circuits/$c1/requests", { message => 'ws' })->{status}, 200,
-   'a join request');
+like(api_as($a, $asker, POST => "/api/circuits/$c1/requests", { message => 'ws' })->{status},
+     qr/^20[01]$/, 'a join request');
 my $n = $ows->recv_type('notification', $T);
 ok($n, 'the owner receives a notification');
 my $listed = body(api_as($a, $owner, GET => '/api/notifications'))->[0];
@@ -558,7 +558,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     cmp_ok($talker->{pings} // 0, '>=', 2, 'the talker was pinged');
     still_open($talker, 'the talker, after 5 intervals');
 
-    my $c = $mute->recv_close($T);
+    my $c = $mute->recv_close($T, pong => 0);
     is($c && $c->{code}, 1001, 'the mute one: closed with 1001') or diag(explain($c));
     ok($mute->wait_eof($T), '... then the TCP close');
     ok((grep { ($_->{opcode} // -1) == 0x9 } @{ $mute->{skipped} || [] }),
@@ -668,7 +668,7 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     my @paths = map { "$WS?token=" . $us[$_ % $users]{token} } 0 .. $SOCKETS - 1;
 
     my %hello;
-    my ($open, $refused) = connect_many($mn->{port}, \@paths, timeout => 300, batch => 500);
+    my ($open, $refused) = connect_many($mn->{port}, \@paths, timeout => 300, batch => 50);
     is(scalar @$refused, 0, "$SOCKETS sockets: none refused")
         or diag(explain([ map { { %$_ } } @$refused[0 .. 2] ]));
     is(scalar @$open, $SOCKETS, "... all upgraded");

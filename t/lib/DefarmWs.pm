@@ -39,10 +39,12 @@ package DefarmWs;
 # server may send (masked, RSV bits, unknown opcode, a control frame over
 # 125 bytes or fragmented), which also sets ->{server_error}.
 # recv_json($timeout, pings => 1) assembles fragments, answers pings with
-# pongs (or returns them as {type => '_ping', payload} with pings => 1),
+# pongs (or returns them as {type => '_ping', payload} with pings => 1,
+# unanswered unless pong => 1 too),
 # skips pongs, decodes text; it returns undef on a close frame (kept in
 # ->{close} as {code, reason}), a timeout or EOF.  recv_close($timeout)
-# reads until a close frame; wait_eof($timeout) until the TCP close.
+# reads until a close frame (answering pings unless pong => 0);
+# wait_eof($timeout) until the TCP close.
 # ---------------------------------------------------------------------------
 
 use strict;
@@ -525,7 +527,8 @@ sub absorb {
     my $op = $f->{opcode};
     if ($op == OP_PING) {
         $ws->{pings}++;
-        $ws->send_pong($f->{payload}, nowait => 1) unless $o{pings};
+        $ws->send_pong($f->{payload}, nowait => 1)
+            if !$o{pings} || $o{pong};
         return { opcode => OP_PING, payload => $f->{payload} } if $o{pings};
         return undef;
     }
@@ -590,15 +593,17 @@ sub recv_type {
     }
 }
 
-# recv_close($timeout) -> {code, reason} of the server's close frame, or
-# undef; the messages before it are kept in ->{skipped}
+# recv_close($timeout, pong => 0) -> {code, reason} of the server's close
+# frame, or undef; the messages before it (pings included) are kept in
+# ->{skipped}; pings are answered unless pong => 0
 sub recv_close {
-    my ($ws, $timeout) = @_;
+    my ($ws, $timeout, %o) = @_;
+    my $pong = $o{pong} // 1;
     my $deadline = Time::HiRes::time() + ($timeout // 10);
     until ($ws->{close}) {
         my $left = $deadline - Time::HiRes::time();
         my $f = $ws->recv_frame($left > 0 ? $left : 0) or last;
-        my $m = $ws->absorb($f, pings => 1) or next;
+        my $m = $ws->absorb($f, pings => 1, pong => $pong) or next;
         push @{ $ws->{skipped} }, $m;
     }
     return $ws->{close};
