@@ -54,6 +54,7 @@ typedef struct {
 
 static void ngx_defarm_jobs_wake(ngx_defarm_jobs_t *jr, ngx_msec_t after);
 static void ngx_defarm_jobs_timer(ngx_event_t *ev);
+static void ngx_defarm_jobs_heard(void *data, PGnotify *n);
 static void ngx_defarm_jobs_claimed(void *data, ngx_int_t rc,
     PGresult *res);
 static void ngx_defarm_jobs_start(ngx_defarm_jobs_t *jr, PGresult *res,
@@ -91,6 +92,7 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_jobs_failed_stmt = {
 
 
 static ngx_defarm_jobs_t  *ngx_defarm_jobs;
+static ngx_defarm_pg_listen_t  *ngx_defarm_jobs_listen;
 static ngx_defarm_jobs_stats_t  ngx_defarm_jobs_none;
 
 
@@ -215,14 +217,25 @@ ngx_defarm_jobs_init_process(ngx_cycle_t *cycle, ngx_defarm_jobs_conf_t *jcf,
 
     ngx_defarm_jobs_wake(jr, 100);
 
-    return ngx_defarm_jobs_listen_start(cycle, pcf);
+    /*
+     * A wake-up only: while the ear is down the poll still finds every
+     * job, and each time it listens again it claims at once.
+     */
+
+    ngx_defarm_jobs_listen = ngx_defarm_pg_listen_start(cycle, pcf,
+                                                        "LISTEN defarm_jobs",
+                                                        "new jobs",
+                                                        ngx_defarm_jobs_heard,
+                                                        NULL);
+
+    return ngx_defarm_jobs_listen ? NGX_OK : NGX_ERROR;
 }
 
 
-/* a NOTIFY: a job was queued somewhere */
+/* a NOTIFY (a job was queued somewhere), or listening again */
 
-void
-ngx_defarm_jobs_notified(void)
+static void
+ngx_defarm_jobs_heard(void *data, PGnotify *n)
 {
     if (ngx_defarm_jobs) {
         ngx_defarm_jobs->notified = 1;
@@ -234,7 +247,8 @@ ngx_defarm_jobs_notified(void)
 void
 ngx_defarm_jobs_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_defarm_jobs_listen_stop();
+    ngx_defarm_pg_listen_stop(ngx_defarm_jobs_listen);
+    ngx_defarm_jobs_listen = NULL;
 
     if (ngx_defarm_jobs && ngx_defarm_jobs->timer.timer_set) {
         ngx_del_timer(&ngx_defarm_jobs->timer);

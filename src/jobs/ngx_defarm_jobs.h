@@ -69,12 +69,6 @@ char *ngx_defarm_jobs_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_defarm_jobs_init_process(ngx_cycle_t *cycle,
     ngx_defarm_jobs_conf_t *jcf, ngx_defarm_pg_conf_t *pcf);
 void ngx_defarm_jobs_exit_process(ngx_cycle_t *cycle);
-void ngx_defarm_jobs_notified(void);
-
-/* LISTEN defarm_jobs (ngx_defarm_jobs_listen.c) */
-ngx_int_t ngx_defarm_jobs_listen_start(ngx_cycle_t *cycle,
-    ngx_defarm_pg_conf_t *pcf);
-void ngx_defarm_jobs_listen_stop(void);
 void ngx_defarm_job_finish(ngx_defarm_job_t *job,
     ngx_defarm_job_outcome_e outcome, const char *error, ngx_str_t *result);
 

@@ -57,6 +57,16 @@ typedef void (*ngx_defarm_pg_finished_pt)(void *data, ngx_int_t rc,
     PGresult *res);
 
 
+/*
+ * What a LISTEN connection heard (ngx_defarm_pg_listen.c): a notification,
+ * freed after the call, or NULL once it listens (again), when what was
+ * committed while nobody listened may have been missed.
+ */
+typedef void (*ngx_defarm_pg_heard_pt)(void *data, PGnotify *n);
+
+typedef struct ngx_defarm_pg_listen_s  ngx_defarm_pg_listen_t;
+
+
 /* "defarm_db" configuration, in the main configuration */
 
 struct ngx_defarm_pg_conf_s {
@@ -109,6 +119,11 @@ ngx_int_t ngx_defarm_pg_raised(ngx_http_request_t *r, PGresult *res);
 ngx_int_t ngx_defarm_pg_text_array(ngx_pool_t *pool, ngx_defarm_json_t *array,
     ngx_str_t *out);
 ngx_defarm_pg_stats_t *ngx_defarm_pg_stats(void);
+
+ngx_defarm_pg_listen_t *ngx_defarm_pg_listen_start(ngx_cycle_t *cycle,
+    ngx_defarm_pg_conf_t *pcf, const char *listen, const char *what,
+    ngx_defarm_pg_heard_pt heard, void *data);
+void ngx_defarm_pg_listen_stop(ngx_defarm_pg_listen_t *ln);
 ngx_uint_t ngx_defarm_pg_pool_size(void);
 
 

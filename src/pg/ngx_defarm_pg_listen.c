@@ -4,19 +4,20 @@
  */
 
 
-#include "jobs/ngx_defarm_jobs.h"
 #include "pg/ngx_defarm_pg.h"
 
 
 /*
- * The runner's ear: one PostgreSQL connection per worker, outside the
- * pool, that LISTENs on defarm_jobs, so that a job queued on any node
- * (its NOTIFY goes out at the commit) is claimed at once rather than at
- * the next poll.  It is only a wake-up: while it is down (connecting,
- * reconnecting after a failure, every second) the poll still finds every
- * job.  Non-blocking libpq on a level-triggered nginx connection; a
+ * A worker's ear on a PostgreSQL channel: one connection outside the
+ * pool that LISTENs, so that what is committed on any node (a NOTIFY goes
+ * out at the commit) is heard at once rather than at the next poll.  The
+ * job runner (defarm_jobs) and the notification sockets each have one.
+ * While it is down (connecting, reconnecting after a failure, every
+ * second) nothing is heard: its user is told each time it listens again
+ * (a NULL notification), to catch up on what it may have missed.
+ * Non-blocking libpq on a level-triggered nginx connection; a
  * notification left in OpenSSL's buffer by a TLS connection waits for
- * the next one, or for the poll.
+ * the next one.
  */
 
 
@@ -27,14 +28,21 @@ typedef enum {
 } ngx_defarm_listen_state_e;
 
 
-typedef struct {
+struct ngx_defarm_pg_listen_s {
     ngx_defarm_pg_conf_t      *pcf;
     PGconn                    *pg;
     ngx_connection_t          *c;
     ngx_event_t                retry;
     ngx_log_t                 *log;
+    const char                *listen;        /* "LISTEN <channel>" */
+    const char                *what;          /* for the log */
+    ngx_defarm_pg_heard_pt     heard;
+    void                      *data;
     ngx_defarm_listen_state_e  state;
-} ngx_defarm_listen_t;
+};
+
+
+typedef ngx_defarm_pg_listen_t  ngx_defarm_listen_t;
 
 
 static void ngx_defarm_listen_connect(ngx_defarm_listen_t *ln);
@@ -48,39 +56,38 @@ static void ngx_defarm_listen_retry(ngx_event_t *ev);
 static void ngx_defarm_listen_unwrap(ngx_defarm_listen_t *ln);
 
 
-static ngx_defarm_listen_t  *ngx_defarm_listen;
-
-
-ngx_int_t
-ngx_defarm_jobs_listen_start(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf)
+ngx_defarm_pg_listen_t *
+ngx_defarm_pg_listen_start(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf,
+    const char *listen, const char *what, ngx_defarm_pg_heard_pt heard,
+    void *data)
 {
     ngx_defarm_listen_t  *ln;
 
     ln = ngx_pcalloc(cycle->pool, sizeof(ngx_defarm_listen_t));
     if (ln == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     ln->pcf = pcf;
+    ln->listen = listen;
+    ln->what = what;
+    ln->heard = heard;
+    ln->data = data;
     ln->log = cycle->log;
     ln->retry.handler = ngx_defarm_listen_retry;
     ln->retry.data = ln;
     ln->retry.log = cycle->log;
     ln->retry.cancelable = 1;
 
-    ngx_defarm_listen = ln;
-
     ngx_defarm_listen_connect(ln);
 
-    return NGX_OK;
+    return ln;
 }
 
 
 void
-ngx_defarm_jobs_listen_stop(void)
+ngx_defarm_pg_listen_stop(ngx_defarm_pg_listen_t *ln)
 {
-    ngx_defarm_listen_t  *ln = ngx_defarm_listen;
-
     if (ln == NULL) {
         return;
     }
@@ -95,8 +102,6 @@ ngx_defarm_jobs_listen_stop(void)
         PQfinish(ln->pg);
         ln->pg = NULL;
     }
-
-    ngx_defarm_listen = NULL;
 }
 
 
@@ -279,28 +284,27 @@ ngx_defarm_listen_poll(ngx_defarm_listen_t *ln)
 
     /* a short statement: it goes out at once on a fresh connection */
 
-    if (!PQsendQuery(ln->pg, "LISTEN defarm_jobs") || PQflush(ln->pg) != 0) {
+    if (!PQsendQuery(ln->pg, ln->listen) || PQflush(ln->pg) != 0) {
         ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
         return;
     }
 
     ln->state = NGX_DEFARM_LISTEN_ON;
 
-    ngx_log_error(NGX_LOG_INFO, ln->log, 0,
-                  "defarm: jobs: listening for new jobs");
+    ngx_log_error(NGX_LOG_INFO, ln->log, 0, "defarm: listening for %s",
+                  ln->what);
 
-    /* what was queued while nobody listened */
+    /* what was committed while nobody listened */
 
-    ngx_defarm_jobs_notified();
+    ln->heard(ln->data, NULL);
 }
 
 
 static void
 ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
 {
-    PGnotify    *n;
-    PGresult    *res;
-    ngx_uint_t   heard;
+    PGnotify  *n;
+    PGresult  *res;
 
     if (!PQconsumeInput(ln->pg)) {
         ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
@@ -317,15 +321,9 @@ ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
         PQclear(res);
     }
 
-    heard = 0;
-
     while ((n = PQnotifies(ln->pg)) != NULL) {
-        heard++;
+        ln->heard(ln->data, n);
         PQfreemem(n);
-    }
-
-    if (heard) {
-        ngx_defarm_jobs_notified();
     }
 
     if (PQstatus(ln->pg) != CONNECTION_OK) {
@@ -338,8 +336,8 @@ static void
 ngx_defarm_listen_close(ngx_defarm_listen_t *ln, const char *why)
 {
     ngx_log_error(NGX_LOG_WARN, ln->log, 0,
-                  "defarm: jobs: not listening for new jobs (polling "
-                  "meanwhile): %s", why ? why : "");
+                  "defarm: not listening for %s: %s", ln->what,
+                  why ? why : "");
 
     ngx_defarm_listen_unwrap(ln);
 
