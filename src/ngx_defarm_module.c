@@ -18,6 +18,7 @@
 #include "redis/ngx_defarm_redis.h"
 #include "api/ngx_defarm_api.h"
 #include "jobs/ngx_defarm_jobs.h"
+#include "ws/ngx_defarm_ws.h"
 #include "http/ngx_defarm_curl.h"
 #include "auth/ngx_defarm_sealed.h"
 
@@ -201,6 +202,27 @@ static ngx_command_t  ngx_defarm_commands[] = {
       offsetof(ngx_defarm_main_conf_t, webhooks_private),
       NULL },
 
+    { ngx_string("defarm_ws_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, ws.ping),
+      NULL },
+
+    { ngx_string("defarm_ws_send_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, ws.send_buffer),
+      NULL },
+
+    { ngx_string("defarm_ws_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_defarm_main_conf_t, ws.max_message),
+      NULL },
+
     { ngx_string("defarm_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_jwt_cache_set,
@@ -370,6 +392,9 @@ ngx_defarm_create_main_conf(ngx_conf_t *cf)
     mcf->credits = NGX_CONF_UNSET;
     mcf->tier_limits = NGX_CONF_UNSET;
     mcf->webhooks_private = NGX_CONF_UNSET;
+    mcf->ws.ping = NGX_CONF_UNSET_MSEC;
+    mcf->ws.send_buffer = NGX_CONF_UNSET_SIZE;
+    mcf->ws.max_message = NGX_CONF_UNSET_SIZE;
     mcf->crypt->cost = NGX_CONF_UNSET_UINT;
     mcf->jwt->ttl = NGX_CONF_UNSET;
     mcf->jwt->leeway = NGX_CONF_UNSET;
@@ -384,6 +409,7 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_defarm_main_conf_t  *mcf = conf;
 
+    char        *rv;
     const char  *settings[5];
 
     ngx_conf_init_value(mcf->reset_log, 0);
@@ -409,6 +435,12 @@ ngx_defarm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->credits, 0);
     ngx_conf_init_value(mcf->tier_limits, 0);
     ngx_conf_init_value(mcf->webhooks_private, 0);
+
+    rv = ngx_defarm_ws_init_conf(cf, &mcf->ws);
+    if (rv != NGX_CONF_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
+        return NGX_CONF_ERROR;
+    }
 
     /*
      * The switches of metering reach the SQL that meters as settings of
@@ -628,6 +660,7 @@ ngx_defarm_exit_process(ngx_cycle_t *cycle)
     ngx_defarm_usage_exit_process(cycle);
     ngx_defarm_redis_exit_process(cycle);
     ngx_defarm_jobs_exit_process(cycle);
+    ngx_defarm_ws_hub_exit_process(cycle);
     ngx_defarm_curl_exit_process(cycle);
     ngx_defarm_pg_exit_process(cycle);
 }

@@ -41,6 +41,15 @@ typedef enum {
 } ngx_defarm_cache_status_e;
 
 
+/* "defarm_ws_*" directives: the notification sockets (src/ws/) */
+
+typedef struct {
+    ngx_msec_t                 ping;          /* defarm_ws_ping_interval */
+    size_t                     send_buffer;   /* defarm_ws_send_buffer */
+    size_t                     max_message;   /* defarm_ws_max_message */
+} ngx_defarm_ws_conf_t;
+
+
 typedef struct {
     ngx_int_t                  request_id_index;
     ngx_array_t               *routes;        /* ngx_defarm_croute_t */
@@ -60,6 +69,7 @@ typedef struct {
     void                      *smtp;          /* defarm_smtp */
     ngx_str_t                 *secret_key;    /* defarm_secret_key */
     ngx_flag_t                 webhooks_private;
+    ngx_defarm_ws_conf_t       ws;
 } ngx_defarm_main_conf_t;
 
 
@@ -97,6 +107,7 @@ typedef struct {
     ngx_str_t                  workspace_id;  /* data NULL: none */
     ngx_str_t                  tier;
     ngx_int_t                  request_limit; /* the tier's an hour; -1 */
+    time_t                     token_expires; /* by JWT: its exp */
     ngx_str_t                  key_id;        /* by API key: its id */
     ngx_uint_t                 key_perms;     /* NGX_DEFARM_PERM_* */
     ngx_defarm_cache_status_e  cache_status;

@@ -133,7 +133,8 @@ ngx_defarm_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     if (flags & NGX_DEFARM_ROUTE_AUTH) {
         return ngx_defarm_auth_require(r, ctx,
                                        flags & (NGX_DEFARM_ROUTE_JWT
-                                                |NGX_DEFARM_ROUTE_ADMIN),
+                                                |NGX_DEFARM_ROUTE_ADMIN
+                                                |NGX_DEFARM_ROUTE_QTOKEN),
                                        ngx_defarm_run_known);
     }
 

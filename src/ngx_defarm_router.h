@@ -25,6 +25,7 @@
 #define NGX_DEFARM_ROUTE_PRINCIPAL 0x10  /* a user's token or an API key */
 #define NGX_DEFARM_ROUTE_JWT       0x20  /* a user's token: keys refused */
 #define NGX_DEFARM_ROUTE_ADMIN     0x40  /* an administrator's token */
+#define NGX_DEFARM_ROUTE_QTOKEN    0x80  /* the token may be ?token= */
 
 #define NGX_DEFARM_ROUTE_AUTH                                                 \
     (NGX_DEFARM_ROUTE_PRINCIPAL|NGX_DEFARM_ROUTE_JWT|NGX_DEFARM_ROUTE_ADMIN)

@@ -35,6 +35,7 @@ extern ngx_defarm_route_t   ngx_defarm_account_routes[];
 extern ngx_defarm_route_t   ngx_defarm_webhooks_routes[];
 extern ngx_defarm_route_t   ngx_defarm_storage_routes[];
 extern ngx_defarm_route_t   ngx_defarm_adapters_routes[];
+extern ngx_defarm_route_t   ngx_defarm_workspaces_routes[];
 extern ngx_defarm_route_t   ngx_defarm_local_routes[];
 extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
 

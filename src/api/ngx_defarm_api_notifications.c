@@ -5,6 +5,7 @@
 
 
 #include "api/ngx_defarm_api_fn.h"
+#include "ws/ngx_defarm_ws.h"
 
 
 /*
@@ -34,6 +35,12 @@ ngx_defarm_route_t  ngx_defarm_notifications_routes[] = {
 
     { NGX_HTTP_DELETE, ngx_string("/api/notifications/:id"),
       ngx_defarm_notifications_run, NGX_DEFARM_ROUTE_PRINCIPAL },
+
+    /* not a statement: the WebSocket channel (src/ws/) */
+
+    { NGX_HTTP_GET, ngx_string("/api/notifications/ws"),
+      ngx_defarm_ws_handler,
+      NGX_DEFARM_ROUTE_JWT|NGX_DEFARM_ROUTE_QTOKEN },
 
     ngx_defarm_route_null
 };

@@ -180,12 +180,23 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     } else {
         h = ngx_defarm_auth_header(r, "X-API-Key", sizeof("X-API-Key") - 1);
 
-        if (h == NULL) {
+        if (h != NULL) {
+            token = h->value;
+
+        } else if ((flags & NGX_DEFARM_ROUTE_QTOKEN)
+                   && ngx_http_arg(r, (u_char *) "token", 5, &token) == NGX_OK)
+        {
+            /*
+             * A browser's WebSocket cannot set headers: its token comes
+             * in the query string, as a header's would.
+             */
+
+            h = r->headers_in.authorization;
+
+        } else {
             return ngx_defarm_auth_fail(r, NGX_HTTP_UNAUTHORIZED, NULL,
                                         "Authentication required");
         }
-
-        token = h->value;
     }
 
     ngx_defarm_auth_trim(&token);
@@ -223,6 +234,7 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     ctx->user_id = claims.user_id;
     ctx->workspace_id = claims.workspace_id;
     ctx->tier = claims.tier;
+    ctx->token_expires = claims.exp;
 
     an = ngx_palloc(r->pool, sizeof(ngx_defarm_auth_next_t));
     if (an == NULL) {

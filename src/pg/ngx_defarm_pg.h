@@ -124,6 +124,7 @@ ngx_defarm_pg_listen_t *ngx_defarm_pg_listen_start(ngx_cycle_t *cycle,
     ngx_defarm_pg_conf_t *pcf, const char *listen, const char *what,
     ngx_defarm_pg_heard_pt heard, void *data);
 void ngx_defarm_pg_listen_stop(ngx_defarm_pg_listen_t *ln);
+ngx_uint_t ngx_defarm_pg_listening(ngx_defarm_pg_listen_t *ln);
 ngx_uint_t ngx_defarm_pg_pool_size(void);
 
 

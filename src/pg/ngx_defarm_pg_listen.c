@@ -24,7 +24,8 @@
 typedef enum {
     NGX_DEFARM_LISTEN_IDLE = 0,
     NGX_DEFARM_LISTEN_CONNECTING,
-    NGX_DEFARM_LISTEN_ON
+    NGX_DEFARM_LISTEN_SENT,                   /* LISTEN on its way */
+    NGX_DEFARM_LISTEN_ON                      /* the server listens */
 } ngx_defarm_listen_state_e;
 
 
@@ -289,14 +290,7 @@ ngx_defarm_listen_poll(ngx_defarm_listen_t *ln)
         return;
     }
 
-    ln->state = NGX_DEFARM_LISTEN_ON;
-
-    ngx_log_error(NGX_LOG_INFO, ln->log, 0, "defarm: listening for %s",
-                  ln->what);
-
-    /* what was committed while nobody listened */
-
-    ln->heard(ln->data, NULL);
+    ln->state = NGX_DEFARM_LISTEN_SENT;
 }
 
 
@@ -319,6 +313,26 @@ ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
         }
 
         PQclear(res);
+
+        if (ln->state == NGX_DEFARM_LISTEN_SENT) {
+
+            /*
+             * Done by the server: what commits from now on is heard.  Told
+             * only now, so that what its user reads next cannot have been
+             * committed before the LISTEN took effect and not be heard.
+             */
+
+            ln->state = NGX_DEFARM_LISTEN_ON;
+
+            ngx_log_error(NGX_LOG_INFO, ln->log, 0,
+                          "defarm: listening for %s", ln->what);
+
+            ln->heard(ln->data, NULL);
+
+            if (ln->pg == NULL) {
+                return;
+            }
+        }
     }
 
     while ((n = PQnotifies(ln->pg)) != NULL) {
@@ -329,6 +343,13 @@ ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
     if (PQstatus(ln->pg) != CONNECTION_OK) {
         ngx_defarm_listen_close(ln, "the connection went");
     }
+}
+
+
+ngx_uint_t
+ngx_defarm_pg_listening(ngx_defarm_pg_listen_t *ln)
+{
+    return ln && ln->state == NGX_DEFARM_LISTEN_ON;
 }
 
 
