@@ -346,20 +346,17 @@ is(body($res)->{data}{user_id}, undef, '... user_id null');
 is(scalar @{ mine($admin, "&user_id=$bob->{id}") }, 0, "... bob's gone");
 ok(scalar @{ mine($alice) } > 0, "... alice's recent ones kept");
 
-# a workspace created: the trigger sql/038 puts on a workspaces table (when
-# that migration ran first), here on a table of the same shape
-my $ws = "t094_ws_$$";
-sql("CREATE TABLE $ws (workspace_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
-    . "name text NOT NULL, owner_id text NOT NULL); "
-    . "CREATE TRIGGER ${ws}_activity AFTER INSERT ON $ws FOR EACH ROW "
-    . "EXECUTE FUNCTION defarm_user_activity_workspace(); "
-    . "INSERT INTO $ws (name, owner_id) VALUES ('North farm', '$alice->{id}')");
+# a workspace created (sql/037 ran first, so sql/038 put its trigger on it)
+my $wres = as($alice, POST => '/api/workspaces', { name => "North farm $$" });
+is($wres->{status}, 201, 'a workspace created');
+my $wid = body($wres)->{id};
 my $w = server($alice, 'workspace_created');
-is(scalar @$w, 1, "a workspace created: the owner's");
-is($w->[0]{resource_id}, sql("SELECT workspace_id FROM $ws"), '... its id');
-is($w->[0]{workspace_id}, $w->[0]{resource_id}, '... in that workspace');
-is($w->[0]{description}, 'Workspace "North farm" created', '... named');
-sql("DROP TABLE $ws");
+is(scalar @$w, 1, "... recorded as the owner's");
+is($w->[0]{resource_id}, $wid, '... its id');
+is($w->[0]{workspace_id}, $wid, '... in that workspace');
+is($w->[0]{description}, "Workspace \"North farm $$\" created", '... named');
+is(as($alice, POST => '/api/workspaces', { name => ' ' })->{status}, 400, 'a workspace refused');
+is(scalar @{ server($alice, 'workspace_created') }, 1, '... not recorded');
 
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);
