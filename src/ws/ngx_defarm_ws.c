@@ -1015,9 +1015,12 @@ ngx_defarm_ws_flush(ngx_defarm_ws_t *ws)
     }
 
     if (ws->closing) {
-        if (ws->answered) {
+        if (ws->answered || c->ssl) {
 
-            /* §7.1.1: the server closes the TCP connection first */
+            /*
+             * §7.1.1: the server closes the TCP connection first; over
+             * TLS at once too, its close_notify said by the closing
+             */
 
             ngx_defarm_ws_finalize(ws);
             return;
