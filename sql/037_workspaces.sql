@@ -573,6 +573,18 @@ LANGUAGE sql STABLE AS $$
     WHERE u.id = w.owner_id
 $$;
 
+-- the answer to a change of a workspace's members, which is a change of
+-- the workspace (its updated_at)
+
+CREATE FUNCTION defarm_workspace_touched(p_ws uuid, p_status int,
+                                         p_body jsonb)
+RETURNS defarm_answer
+LANGUAGE sql AS $$
+    UPDATE workspaces SET updated_at = now() WHERE workspace_id = p_ws;
+
+    SELECT defarm_answer(p_status, p_body::text)
+$$;
+
 -- the role a member body {<p_fields>, role} sets, or the 400 answer:
 -- p_fields (role among them) are required strings; requester_id, the
 -- original's, is ignored; the role is Admin, Member or Viewer (any case)
@@ -685,10 +697,8 @@ BEGIN
     VALUES ((f.w).workspace_id, p_body ->> 'user_id', r.role, p_user)
     RETURNING * INTO m;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(201, defarm_workspace_member_json(m)::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 201,
+                                    defarm_workspace_member_json(m));
 END
 $$;
 
@@ -776,10 +786,8 @@ BEGIN
     WHERE workspace_id = (f.w).workspace_id AND user_id = p_arg
     RETURNING * INTO m;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(200, defarm_workspace_member_json(m)::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 200,
+                                    defarm_workspace_member_json(m));
 END
 $$;
 
@@ -812,12 +820,11 @@ BEGIN
     DELETE FROM workspace_members
     WHERE workspace_id = (f.w).workspace_id AND user_id = p_arg;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(200, jsonb_build_object(
-        'success', true, 'workspace_id', (f.w).workspace_id,
-        'user_id', p_arg, 'message', 'Member removed')::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 200,
+        jsonb_build_object('success', true,
+                           'workspace_id', (f.w).workspace_id,
+                           'user_id', p_arg,
+                           'message', 'Member removed'));
 END
 $$;
 

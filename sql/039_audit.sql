@@ -996,15 +996,21 @@ BEGIN
 END
 $$;
 
--- a list's ?limit=1..p_max (100) and ?offset= (0), or the 400 answer
+-- a list's ?limit=1..p_max (100) and ?offset= (0), or the 400 answer:
+-- first p_err, the message of the query's other checks when there is one
 
-CREATE FUNCTION defarm_audit_paging(p_query jsonb, p_max int,
+CREATE FUNCTION defarm_audit_paging(p_query jsonb, p_max int, p_err text,
                                     OUT a defarm_answer, OUT lim int,
                                     OUT off int)
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     lim := 100;
     off := 0;
+
+    IF p_err IS NOT NULL THEN
+        a := defarm_answer(400, p_err);
+        RETURN;
+    END IF;
 
     IF p_query ->> 'limit' IS NOT NULL THEN
         IF p_query ->> 'limit' !~ ('^[0-9]{1,' || length(p_max::text) || '}$')
@@ -1035,20 +1041,13 @@ RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     pg        record;
-    v_err     text;
     v         jsonb;
 BEGIN
-    v_err := coalesce(
+    pg := defarm_audit_paging(p_query, 1000, coalesce(
         defarm_audit_enum_error(p_query, 'severity',
                                 defarm_audit_severities(), false),
         defarm_audit_enum_error(p_query, 'status',
-                                '{open,inprogress,resolved,closed}', false));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    pg := defarm_audit_paging(p_query, 1000);
+                                '{open,inprogress,resolved,closed}', false)));
 
     IF pg.a IS NOT NULL THEN
         RETURN pg.a;
@@ -1533,20 +1532,15 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_admin   boolean := defarm_is_admin(p_user);
     pg        record;
-    v_err     text;
     v         jsonb;
 BEGIN
-    v_err := defarm_audit_enum_error(p_query, 'report_type',
-                                     '{gdpr-data-subject,ccpa-consumer,'
-                                     'sox-financial,audit-trail,'
-                                     'security-incident,gdpr,food-safety}',
-                                     false);
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    pg := defarm_audit_paging(p_query, 500);
+    pg := defarm_audit_paging(p_query, 500,
+                              defarm_audit_enum_error(
+                                  p_query, 'report_type',
+                                  '{gdpr-data-subject,ccpa-consumer,'
+                                  'sox-financial,audit-trail,'
+                                  'security-incident,gdpr,food-safety}',
+                                  false));
 
     IF pg.a IS NOT NULL THEN
         RETURN pg.a;
