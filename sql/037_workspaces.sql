@@ -573,6 +573,62 @@ LANGUAGE sql STABLE AS $$
     WHERE u.id = w.owner_id
 $$;
 
+-- the answer to a change of a workspace's members, which is a change of
+-- the workspace (its updated_at)
+
+CREATE FUNCTION defarm_workspace_touched(p_ws uuid, p_status int,
+                                         p_body jsonb)
+RETURNS defarm_answer
+LANGUAGE sql AS $$
+    UPDATE workspaces SET updated_at = now() WHERE workspace_id = p_ws;
+
+    SELECT defarm_answer(p_status, p_body::text)
+$$;
+
+-- the role a member body {<p_fields>, role} sets, or the 400 answer:
+-- p_fields (role among them) are required strings; requester_id, the
+-- original's, is ignored; the role is Admin, Member or Viewer (any case)
+
+CREATE FUNCTION defarm_workspace_role_body(p_body jsonb, p_fields text[],
+                                           OUT a defarm_answer,
+                                           OUT role text)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_err  text;
+BEGIN
+    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
+        a := defarm_answer(400, 'The body must be a JSON object');
+        RETURN;
+    END IF;
+
+    v_err := coalesce(
+        defarm_field_unknown(p_body, p_fields || '{requester_id}'::text[]),
+        (SELECT defarm_field_check(p_body, k.k, 'string', false)
+         FROM unnest(p_fields) WITH ORDINALITY k (k, n)
+         WHERE defarm_field_check(p_body, k.k, 'string', false) IS NOT NULL
+         ORDER BY k.n LIMIT 1));
+
+    IF v_err IS NOT NULL THEN
+        a := defarm_answer(400, v_err);
+        RETURN;
+    END IF;
+
+    IF NOT p_body ?& p_fields THEN
+        a := defarm_answer(400, array_to_string(p_fields, ' and ')
+                                || CASE cardinality(p_fields)
+                                   WHEN 1 THEN ' is' ELSE ' are' END
+                                || ' required');
+        RETURN;
+    END IF;
+
+    role := defarm_workspace_role_name(p_body -> 'role');
+
+    IF role IS NULL OR role = 'Owner' THEN
+        a := defarm_answer(400, 'role must be Admin, Member or Viewer');
+    END IF;
+END
+$$;
+
 -- POST /api/workspaces/:workspace_id/members {user_id, role}: Owner or
 -- Admin; role Admin, Member or Viewer (any case)
 
@@ -583,8 +639,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     f       record;
     l       record;
-    v_err   text;
-    v_role  text;
+    r       record;
     v_n     bigint;
     m       workspace_members;
 BEGIN
@@ -594,27 +649,10 @@ BEGIN
         RETURN f.a;
     END IF;
 
-    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
-        RETURN defarm_answer(400, 'The body must be a JSON object');
-    END IF;
+    r := defarm_workspace_role_body(p_body, '{user_id,role}');
 
-    v_err := coalesce(
-        defarm_field_unknown(p_body, '{user_id,role,requester_id}'),
-        defarm_field_check(p_body, 'user_id', 'string', false),
-        defarm_field_check(p_body, 'role', 'string', false));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    IF NOT p_body ? 'user_id' OR NOT p_body ? 'role' THEN
-        RETURN defarm_answer(400, 'user_id and role are required');
-    END IF;
-
-    v_role := defarm_workspace_role_name(p_body -> 'role');
-
-    IF v_role IS NULL OR v_role = 'Owner' THEN
-        RETURN defarm_answer(400, 'role must be Admin, Member or Viewer');
+    IF r.a IS NOT NULL THEN
+        RETURN r.a;
     END IF;
 
     IF NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p_body ->> 'user_id')
@@ -656,13 +694,11 @@ BEGIN
     END IF;
 
     INSERT INTO workspace_members (workspace_id, user_id, role, added_by)
-    VALUES ((f.w).workspace_id, p_body ->> 'user_id', v_role, p_user)
+    VALUES ((f.w).workspace_id, p_body ->> 'user_id', r.role, p_user)
     RETURNING * INTO m;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(201, defarm_workspace_member_json(m)::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 201,
+                                    defarm_workspace_member_json(m));
 END
 $$;
 
@@ -722,8 +758,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     f       record;
     t       record;
-    v_err   text;
-    v_role  text;
+    r       record;
     m       workspace_members;
 BEGIN
     f := defarm_workspace_find(p_id, p_user, 'manage',
@@ -733,26 +768,10 @@ BEGIN
         RETURN f.a;
     END IF;
 
-    IF jsonb_typeof(p_body) IS DISTINCT FROM 'object' THEN
-        RETURN defarm_answer(400, 'The body must be a JSON object');
-    END IF;
+    r := defarm_workspace_role_body(p_body, '{role}');
 
-    v_err := coalesce(
-        defarm_field_unknown(p_body, '{role,requester_id}'),
-        defarm_field_check(p_body, 'role', 'string', false));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    IF NOT p_body ? 'role' THEN
-        RETURN defarm_answer(400, 'role is required');
-    END IF;
-
-    v_role := defarm_workspace_role_name(p_body -> 'role');
-
-    IF v_role IS NULL OR v_role = 'Owner' THEN
-        RETURN defarm_answer(400, 'role must be Admin, Member or Viewer');
+    IF r.a IS NOT NULL THEN
+        RETURN r.a;
     END IF;
 
     t := defarm_workspace_target((f.w).workspace_id, p_arg, 'demoted');
@@ -761,16 +780,14 @@ BEGIN
         RETURN t.a;
     END IF;
 
-    UPDATE workspace_members SET role = v_role,
-        updated_at = CASE WHEN role = v_role THEN updated_at
+    UPDATE workspace_members SET role = r.role,
+        updated_at = CASE WHEN role = r.role THEN updated_at
                           ELSE now() END
     WHERE workspace_id = (f.w).workspace_id AND user_id = p_arg
     RETURNING * INTO m;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(200, defarm_workspace_member_json(m)::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 200,
+                                    defarm_workspace_member_json(m));
 END
 $$;
 
@@ -803,12 +820,11 @@ BEGIN
     DELETE FROM workspace_members
     WHERE workspace_id = (f.w).workspace_id AND user_id = p_arg;
 
-    UPDATE workspaces SET updated_at = now()
-    WHERE workspace_id = (f.w).workspace_id;
-
-    RETURN defarm_answer(200, jsonb_build_object(
-        'success', true, 'workspace_id', (f.w).workspace_id,
-        'user_id', p_arg, 'message', 'Member removed')::text);
+    RETURN defarm_workspace_touched((f.w).workspace_id, 200,
+        jsonb_build_object('success', true,
+                           'workspace_id', (f.w).workspace_id,
+                           'user_id', p_arg,
+                           'message', 'Member removed'));
 END
 $$;
 

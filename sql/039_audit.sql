@@ -418,13 +418,16 @@ LANGUAGE sql AS $$
 $$;
 
 -- whom an event is about: the caller, or (an administrator) body.user_id;
--- NULL with the refusal in p_refusal
-CREATE FUNCTION defarm_audit_subject(p_user text, p_body jsonb,
+-- NULL with the refusal in v_refusal: first a 400 for p_err, the body's
+-- other checks' message when there is one
+CREATE FUNCTION defarm_audit_subject(p_user text, p_body jsonb, p_err text,
                                      OUT v_subject text,
                                      OUT v_refusal defarm_answer)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_err  text := defarm_audit_text_error(p_body, 'user_id', false, 255);
+    v_err  text := coalesce(p_err,
+                            defarm_audit_text_error(p_body, 'user_id',
+                                                    false, 255));
 BEGIN
     IF v_err IS NOT NULL THEN
         v_refusal := defarm_answer(400, v_err);
@@ -476,16 +479,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     s      record;
     e      audit_events;
-    v_err  text;
 BEGIN
-    v_err := defarm_audit_event_error(p_body,
-                                      '{event_type,outcome,severity}');
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    s := defarm_audit_subject(p_user, p_body);
+    s := defarm_audit_subject(p_user, p_body,
+                              defarm_audit_event_error(
+                                  p_body, '{event_type,outcome,severity}'));
 
     IF s.v_refusal IS NOT NULL THEN
         RETURN s.v_refusal;
@@ -536,15 +533,10 @@ DECLARE
     s      record;
     e      audit_events;
     i      security_incidents;
-    v_err  text;
 BEGIN
-    v_err := defarm_audit_event_error(p_body, '{outcome,severity}');
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    s := defarm_audit_subject(p_user, p_body);
+    s := defarm_audit_subject(p_user, p_body,
+                              defarm_audit_event_error(p_body,
+                                                       '{outcome,severity}'));
 
     IF s.v_refusal IS NOT NULL THEN
         RETURN s.v_refusal;
@@ -592,22 +584,15 @@ LANGUAGE plpgsql AS $$
 DECLARE
     s         record;
     e         audit_events;
-    v_err     text;
     v_class   text;
     v_detail  jsonb := '{}';
 BEGIN
-    v_err := coalesce(
+    s := defarm_audit_subject(p_user, p_body, coalesce(
         defarm_audit_event_error(p_body, '{outcome}'),
         defarm_audit_enum_error(p_body, 'data_classification',
                                 '{public,internal,confidential,restricted}',
                                 false),
-        defarm_audit_compliance_error(p_body, 'compliance_flags'));
-
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    s := defarm_audit_subject(p_user, p_body);
+        defarm_audit_compliance_error(p_body, 'compliance_flags')));
 
     IF s.v_refusal IS NOT NULL THEN
         RETURN s.v_refusal;
@@ -1011,6 +996,43 @@ BEGIN
 END
 $$;
 
+-- a list's ?limit=1..p_max (100) and ?offset= (0), or the 400 answer:
+-- first p_err, the message of the query's other checks when there is one
+
+CREATE FUNCTION defarm_audit_paging(p_query jsonb, p_max int, p_err text,
+                                    OUT a defarm_answer, OUT lim int,
+                                    OUT off int)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    lim := 100;
+    off := 0;
+
+    IF p_err IS NOT NULL THEN
+        a := defarm_answer(400, p_err);
+        RETURN;
+    END IF;
+
+    IF p_query ->> 'limit' IS NOT NULL THEN
+        IF p_query ->> 'limit' !~ ('^[0-9]{1,' || length(p_max::text) || '}$')
+           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND p_max
+        THEN
+            a := defarm_answer(400, 'limit must be 1 to ' || p_max);
+            RETURN;
+        END IF;
+        lim := (p_query ->> 'limit')::int;
+    END IF;
+
+    IF p_query ->> 'offset' IS NOT NULL THEN
+        IF p_query ->> 'offset' !~ '^[0-9]{1,9}$' THEN
+            a := defarm_answer(400, 'offset must be a whole number, 0 '
+                                    'or more');
+            RETURN;
+        END IF;
+        off := (p_query ->> 'offset')::int;
+    END IF;
+END
+$$;
+
 -- GET .../incidents?severity=&status=&assignee=&limit=&offset=
 
 CREATE FUNCTION defarm_audit_incidents(p_user text, p_id text,
@@ -1018,36 +1040,17 @@ CREATE FUNCTION defarm_audit_incidents(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_limit   int := 100;
-    v_offset  int := 0;
-    v_err     text;
+    pg        record;
     v         jsonb;
 BEGIN
-    v_err := coalesce(
+    pg := defarm_audit_paging(p_query, 1000, coalesce(
         defarm_audit_enum_error(p_query, 'severity',
                                 defarm_audit_severities(), false),
         defarm_audit_enum_error(p_query, 'status',
-                                '{open,inprogress,resolved,closed}', false));
+                                '{open,inprogress,resolved,closed}', false)));
 
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    IF p_query ->> 'limit' IS NOT NULL THEN
-        IF p_query ->> 'limit' !~ '^[0-9]{1,4}$'
-           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND 1000
-        THEN
-            RETURN defarm_answer(400, 'limit must be 1 to 1000');
-        END IF;
-        v_limit := (p_query ->> 'limit')::int;
-    END IF;
-
-    IF p_query ->> 'offset' IS NOT NULL THEN
-        IF p_query ->> 'offset' !~ '^[0-9]{1,9}$' THEN
-            RETURN defarm_answer(400, 'offset must be a whole number, 0 '
-                                      'or more');
-        END IF;
-        v_offset := (p_query ->> 'offset')::int;
+    IF pg.a IS NOT NULL THEN
+        RETURN pg.a;
     END IF;
 
     SELECT coalesce(jsonb_agg(defarm_audit_incident_json(i)
@@ -1063,7 +1066,7 @@ BEGIN
             AND (p_query ->> 'assignee' IS NULL
                  OR i.assigned_to = p_query ->> 'assignee')
           ORDER BY i.created_at DESC, i.incident_id
-          LIMIT v_limit OFFSET v_offset) i;
+          LIMIT pg.lim OFFSET pg.off) i;
 
     RETURN defarm_answer(200, jsonb_build_object(
         'success', true, 'data', v,
@@ -1528,36 +1531,19 @@ RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_admin   boolean := defarm_is_admin(p_user);
-    v_limit   int := 100;
-    v_offset  int := 0;
-    v_err     text;
+    pg        record;
     v         jsonb;
 BEGIN
-    v_err := defarm_audit_enum_error(p_query, 'report_type',
-                                     '{gdpr-data-subject,ccpa-consumer,'
-                                     'sox-financial,audit-trail,'
-                                     'security-incident,gdpr,food-safety}',
-                                     false);
+    pg := defarm_audit_paging(p_query, 500,
+                              defarm_audit_enum_error(
+                                  p_query, 'report_type',
+                                  '{gdpr-data-subject,ccpa-consumer,'
+                                  'sox-financial,audit-trail,'
+                                  'security-incident,gdpr,food-safety}',
+                                  false));
 
-    IF v_err IS NOT NULL THEN
-        RETURN defarm_answer(400, v_err);
-    END IF;
-
-    IF p_query ->> 'limit' IS NOT NULL THEN
-        IF p_query ->> 'limit' !~ '^[0-9]{1,3}$'
-           OR (p_query ->> 'limit')::int NOT BETWEEN 1 AND 500
-        THEN
-            RETURN defarm_answer(400, 'limit must be 1 to 500');
-        END IF;
-        v_limit := (p_query ->> 'limit')::int;
-    END IF;
-
-    IF p_query ->> 'offset' IS NOT NULL THEN
-        IF p_query ->> 'offset' !~ '^[0-9]{1,9}$' THEN
-            RETURN defarm_answer(400, 'offset must be a whole number, 0 '
-                                      'or more');
-        END IF;
-        v_offset := (p_query ->> 'offset')::int;
+    IF pg.a IS NOT NULL THEN
+        RETURN pg.a;
     END IF;
 
     SELECT coalesce(jsonb_agg(defarm_audit_report_json(r)
@@ -1569,7 +1555,7 @@ BEGIN
             AND (p_query ->> 'report_type' IS NULL
                  OR r.report_type = lower(p_query ->> 'report_type'))
           ORDER BY r.created_at DESC, r.report_id
-          LIMIT v_limit OFFSET v_offset) r;
+          LIMIT pg.lim OFFSET pg.off) r;
 
     RETURN defarm_answer(200, jsonb_build_object(
         'success', true, 'data', v,

@@ -150,6 +150,7 @@ void ngx_defarm_request_wait(ngx_http_request_t *r);
 ngx_int_t ngx_defarm_idempotency_key(ngx_http_request_t *r, ngx_str_t *key,
     ngx_str_t *err);
 ngx_defarm_ctx_t *ngx_defarm_get_ctx(ngx_http_request_t *r);
+ngx_table_elt_t *ngx_defarm_header(ngx_http_request_t *r, const char *name);
 ngx_str_t *ngx_defarm_param(ngx_defarm_ctx_t *ctx, const char *name);
 ngx_int_t ngx_defarm_add_variables(ngx_conf_t *cf);
 void ngx_defarm_free_connection(ngx_connection_t *c);

@@ -380,6 +380,41 @@ ngx_defarm_errors_handler(ngx_http_request_t *r)
 }
 
 
+/* a request header by its name, whatever its case: the first, or NULL */
+
+ngx_table_elt_t *
+ngx_defarm_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
 /*
  * The Idempotency-Key header of a chargeable POST, for the SQL that keeps
  * its answer: NGX_OK with *key set (data NULL, an SQL NULL, when there is

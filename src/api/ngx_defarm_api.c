@@ -24,6 +24,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_pending_routes,
     ngx_defarm_circuits_routes,
     ngx_defarm_notifications_routes,
+    ngx_defarm_activity_routes,
     ngx_defarm_admin_routes,
     ngx_defarm_account_routes,
     ngx_defarm_webhooks_routes,

@@ -29,6 +29,7 @@ extern ngx_defarm_route_t   ngx_defarm_events_routes[];
 extern ngx_defarm_route_t   ngx_defarm_receipts_routes[];
 extern ngx_defarm_route_t   ngx_defarm_circuits_routes[];
 extern ngx_defarm_route_t   ngx_defarm_notifications_routes[];
+extern ngx_defarm_route_t   ngx_defarm_activity_routes[];
 extern ngx_defarm_route_t   ngx_defarm_admin_routes[];
 extern ngx_defarm_route_t   ngx_defarm_account_routes[];
 extern ngx_defarm_route_t   ngx_defarm_webhooks_routes[];

@@ -107,37 +107,6 @@ ngx_defarm_auth_fail(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static ngx_table_elt_t *
-ngx_defarm_auth_header(ngx_http_request_t *r, const char *name, size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
-}
-
-
 static void
 ngx_defarm_auth_trim(ngx_str_t *s)
 {
@@ -178,7 +147,7 @@ ngx_defarm_auth_require(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
         token.len = h->value.len - 7;
 
     } else {
-        h = ngx_defarm_auth_header(r, "X-API-Key", sizeof("X-API-Key") - 1);
+        h = ngx_defarm_header(r, "X-API-Key");
 
         if (h != NULL) {
             token = h->value;

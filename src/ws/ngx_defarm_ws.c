@@ -48,8 +48,6 @@ static void ngx_defarm_ws_flush(ngx_defarm_ws_t *ws);
 static void ngx_defarm_ws_linger(ngx_defarm_ws_t *ws);
 static void ngx_defarm_ws_free(ngx_defarm_ws_t *ws);
 static void ngx_defarm_ws_finalize(ngx_defarm_ws_t *ws);
-static ngx_table_elt_t *ngx_defarm_ws_header(ngx_http_request_t *r,
-    const char *name);
 static ngx_uint_t ngx_defarm_ws_has_token(ngx_table_elt_t *h,
     const char *token);
 
@@ -93,7 +91,7 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "A WebSocket handshake needs HTTP/1.1");
     }
 
-    if (!ngx_defarm_ws_has_token(ngx_defarm_ws_header(r, "Upgrade"),
+    if (!ngx_defarm_ws_has_token(ngx_defarm_header(r, "Upgrade"),
                                  "websocket"))
     {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
@@ -101,7 +99,7 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "Expected \"Upgrade: websocket\"");
     }
 
-    if (!ngx_defarm_ws_has_token(ngx_defarm_ws_header(r, "Connection"),
+    if (!ngx_defarm_ws_has_token(ngx_defarm_header(r, "Connection"),
                                  "upgrade"))
     {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
@@ -109,7 +107,7 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "Expected \"Connection: Upgrade\"");
     }
 
-    h = ngx_defarm_ws_header(r, "Sec-WebSocket-Version");
+    h = ngx_defarm_header(r, "Sec-WebSocket-Version");
 
     if (h == NULL || h->value.len != 2
         || ngx_strncmp(h->value.data, "13", 2) != 0)
@@ -132,7 +130,7 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    h = ngx_defarm_ws_header(r, "Sec-WebSocket-Key");
+    h = ngx_defarm_header(r, "Sec-WebSocket-Key");
 
     if (h == NULL || ngx_defarm_ws_accept(&h->value, ws->accept) != NGX_OK) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
@@ -1191,39 +1189,6 @@ ngx_defarm_ws_finalize(ngx_defarm_ws_t *ws)
     ngx_defarm_ws_free(ws);
 
     ngx_http_close_connection(c);
-}
-
-
-static ngx_table_elt_t *
-ngx_defarm_ws_header(ngx_http_request_t *r, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

@@ -52,6 +52,7 @@ static void ngx_defarm_ws_caught_up(void *data, ngx_int_t rc,
     PGresult *res);
 static void ngx_defarm_ws_wait_handler(ngx_event_t *ev);
 static void ngx_defarm_ws_resume(ngx_defarm_ws_t *ws);
+static ngx_defarm_ws_user_t *ngx_defarm_ws_find(ngx_str_t *user_id);
 static ngx_defarm_ws_user_t *ngx_defarm_ws_user(ngx_str_t *user_id);
 
 
@@ -192,15 +193,22 @@ ngx_defarm_ws_hub_exit_process(ngx_cycle_t *cycle)
 
 
 static ngx_defarm_ws_user_t *
+ngx_defarm_ws_find(ngx_str_t *user_id)
+{
+    return (ngx_defarm_ws_user_t *) ngx_str_rbtree_lookup(
+               &ngx_defarm_ws_users, user_id,
+               ngx_crc32_short(user_id->data, user_id->len));
+}
+
+
+/* the user's entry, made with their first socket here */
+
+static ngx_defarm_ws_user_t *
 ngx_defarm_ws_user(ngx_str_t *user_id)
 {
-    uint32_t               hash;
     ngx_defarm_ws_user_t  *u;
 
-    hash = ngx_crc32_short(user_id->data, user_id->len);
-
-    u = (ngx_defarm_ws_user_t *) ngx_str_rbtree_lookup(&ngx_defarm_ws_users,
-                                                        user_id, hash);
+    u = ngx_defarm_ws_find(user_id);
     if (u) {
         return u;
     }
@@ -214,7 +222,7 @@ ngx_defarm_ws_user(ngx_str_t *user_id)
     ngx_memcpy(u->id, user_id->data, user_id->len);
     u->sn.str.data = u->id;
     u->sn.str.len = user_id->len;
-    u->sn.node.key = hash;
+    u->sn.node.key = ngx_crc32_short(user_id->data, user_id->len);
     u->seq = -1;                              /* not known yet */
     ngx_queue_init(&u->sockets);
 
@@ -302,10 +310,7 @@ ngx_defarm_ws_heard(void *data, PGnotify *n)
     user_id.data = p;
     user_id.len = sp - p;
 
-    if (ngx_str_rbtree_lookup(&ngx_defarm_ws_users, &user_id,
-                              ngx_crc32_short(user_id.data, user_id.len))
-        == NULL)
-    {
+    if (ngx_defarm_ws_find(&user_id) == NULL) {
         return;
     }
 
@@ -346,10 +351,7 @@ ngx_defarm_ws_deliver(ngx_str_t *user_id, int64_t seq, u_char *json,
     ngx_defarm_ws_t       *ws;
     ngx_defarm_ws_user_t  *u;
 
-    u = (ngx_defarm_ws_user_t *) ngx_str_rbtree_lookup(
-                                     &ngx_defarm_ws_users, user_id,
-                                     ngx_crc32_short(user_id->data,
-                                                     user_id->len));
+    u = ngx_defarm_ws_find(user_id);
     if (u == NULL) {
         return;
     }
@@ -402,10 +404,7 @@ ngx_defarm_ws_close_user(ngx_str_t *user_id, u_char *reason)
     ngx_defarm_ws_t       *ws;
     ngx_defarm_ws_user_t  *u;
 
-    u = (ngx_defarm_ws_user_t *) ngx_str_rbtree_lookup(
-                                     &ngx_defarm_ws_users, user_id,
-                                     ngx_crc32_short(user_id->data,
-                                                     user_id->len));
+    u = ngx_defarm_ws_find(user_id);
 
     /* each leaves the hub as it closes, the last one frees u */
 
