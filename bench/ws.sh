@@ -6,7 +6,10 @@
 #      notifications delivered a second, and making to receiving p50/p99;
 #   b. a steady RATE=200 notifications a second for DURATION seconds, each
 #      to one user in its own transaction: making to receiving p50/p99;
-# and the worker's RSS before the sockets, with them, and after.
+# and the worker's RSS before the sockets, with them, and after.  The
+# client is Perl on the same two cores: the fan-out rate is a floor of the
+# node's (on an idle machine 20,000 deliveries took about 1.8 s, the
+# commits 0.4 s of it).
 # Loopback only; every wait is bounded (WAIT=120 s); fails if a
 # notification is neither received nor counted as missed, or a socket
 # closed or broke the protocol.
