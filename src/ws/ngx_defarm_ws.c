@@ -467,9 +467,16 @@ ngx_defarm_ws_read_handler(ngx_event_t *rev)
     }
 
     if (c->close) {
+
+        /*
+         * A graceful shutdown closes idle connections outside the event
+         * loop's posted events: the close frame goes out now.
+         */
+
         c->close = 0;
         ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_GOING_AWAY,
                            "server shutting down");
+        ngx_defarm_ws_flush(ws);
         return;
     }
 
@@ -788,7 +795,7 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
     {
         ngx_destroy_pool(pool);
         ngx_defarm_ws_error_frame(ws, "Unknown action: the only one is "
-                                      "\"mark_read\"");
+                                      "mark_read");
         return NGX_OK;
     }
 
@@ -865,6 +872,8 @@ ngx_defarm_ws_action_done(void *data, ngx_int_t rc, PGresult *res)
     }
 }
 
+
+/* msg is a constant without quotes or backslashes: no escaping */
 
 static void
 ngx_defarm_ws_error_frame(ngx_defarm_ws_t *ws, const char *msg)
