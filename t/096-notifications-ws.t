@@ -651,6 +651,47 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     closed_with($w2, 1001, 'a shutdown') if is_ws($w2);
 }
 
+# =================================================================== g2.
+# behind nginx as a reverse proxy: the lines docs/api.md gives
+
+{
+    my $front = eval {
+        start_nginx(name => 'ws-front', http => "
+    upstream defarm_api_node {
+        server 127.0.0.1:$a->{port};
+    }", server => '
+        location /api/notifications/ws {
+            proxy_pass http://defarm_api_node;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 75s;
+        }')
+    };
+    ok($front, 'a reverse proxy in front starts') or diag($@);
+    last unless $front;
+
+    my $w = connect_as($front, $u->{token});
+    ok(is_ws($w), 'through the proxy: connected, then the unread count');
+
+    if (is_ws($w)) {
+        sql("SELECT defarm_notify(ARRAY['$u->{id}'], 'Test', 'via proxy', "
+            . "'m', '{}')");
+        my $n = $w->recv_type('notification', $T);
+        is($n && $n->{data}{title}, 'via proxy',
+           'through the proxy: a notification arrives');
+        $w->send_ping('through');
+        my $f = $w->recv_frame($T);
+        is($f && $f->{payload}, 'through', 'through the proxy: a ping is answered');
+        $w->send_close(1000);
+        closed_with($w, 1000, 'through the proxy: a close is answered');
+    }
+
+    refused_ok(ws_connect($front->{port}, "$WS?token=not.a.jwt", timeout => $T),
+               401, 'through the proxy: a bad token');
+    stop_nginx($front);
+}
+
 # =================================================================== h.
 
 {
