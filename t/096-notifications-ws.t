@@ -606,9 +606,13 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     my $made = $N * $size / 1024;
     diag(sprintf 'slow reader: worker RSS %d KiB before, %d KiB at most'
          . ' after %d KiB of notifications', $rss0, $peak, $made);
-    cmp_ok($peak - $rss0, '<', $made / 2,
-           'the worker did not keep what the reader did not take (RSS'
-           . ' grew by less than half of it)');
+    SKIP: {
+        skip 'valgrind: its own memory is in the RSS', 1
+            if $ENV{TEST_NGINX_USE_VALGRIND};
+        cmp_ok($peak - $rss0, '<', $made / 2,
+               'the worker did not keep what the reader did not take (RSS'
+               . ' grew by less than half of it)');
+    }
 
     # now read: notifications, and a lag with what was missed
     my ($seen, $missed, $lags, $last, $ordered) = (0, 0, 0, 0, 1);
