@@ -39,6 +39,14 @@ NGX_DEFARM_FUZZ_STUB(ngx_http_send_header)
 NGX_DEFARM_FUZZ_STUB(ngx_defarm_pg_query)
 NGX_DEFARM_FUZZ_STUB(ngx_defarm_pg_sql_error)
 NGX_DEFARM_FUZZ_STUB(ngx_defarm_pg_text)
+NGX_DEFARM_FUZZ_STUB(ngx_conf_full_name)
+NGX_DEFARM_FUZZ_STUB(ngx_read_file)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_auth_fail)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_auth_status)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_cache_run)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_charge_request)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_ratelimit_hourly)
+NGX_DEFARM_FUZZ_STUB(ngx_defarm_sha256_hex)
 
 NGX_DEFARM_FUZZ_VAR(ngx_http_top_header_filter);
 NGX_DEFARM_FUZZ_VAR(ngx_http_top_body_filter);

@@ -51,7 +51,7 @@ declare -A units=(
     [router]="src/ngx_defarm_router.c src/api/ngx_defarm_api_fn.c"
     [items]="src/items/ngx_defarm_dfid.c src/items/ngx_defarm_identifier.c"
     [jwt]="src/auth/ngx_defarm_jwt.c"
-    [apikey]="src/auth/ngx_defarm_apikey.c"
+    [apikey]=""
     [ws]="src/ws/ngx_defarm_ws_frame.c"
 )
 
