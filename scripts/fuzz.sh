@@ -11,7 +11,6 @@
 #   bash scripts/fuzz.sh build            only build
 #
 #   FUZZ_SECONDS   seconds of fuzzing per harness (30)
-#   FUZZ_JOBS      parallel harnesses (1)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,8 +69,8 @@ routes() {
                : $n % 13 == 0 ? "NGX_DEFARM_ROUTE_METRICS|NGX_DEFARM_ROUTE_HEALTH"
                : "0";
             print "    { $m, $p, ngx_defarm_fuzz_handler, $f },\n";
-        }' > "$out/fuzz_routes.h.tmp"
-    mv "$out/fuzz_routes.h.tmp" "$out/fuzz_routes.h"
+        }' > "$out/fuzz_routes.h.$$"
+    mv "$out/fuzz_routes.h.$$" "$out/fuzz_routes.h"
 }
 
 build() {
