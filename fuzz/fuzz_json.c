@@ -6,6 +6,7 @@
 
 #include "fuzz.h"
 #include "ngx_defarm_json.h"
+#include "ws/ngx_defarm_ws.h"
 
 
 /*
@@ -13,7 +14,8 @@
  * cut into pieces (as buffers arrive) and fed one by one, under limits
  * the input chooses.  A tree that parses is checked against its limits,
  * rendered, parsed again and rendered again (the same text both times),
- * and every accessor is run over it.
+ * and every accessor is run over it.  Every string and name in it is
+ * strict UTF-8 (RFC 3629), as PostgreSQL, which is given it, requires.
  *
  *   byte 0: max_depth (1..16); byte 1: max_nodes (1..4096, a scale);
  *   byte 2: max_memory (64 bytes .. 1 MB); byte 3: the piece size
@@ -53,6 +55,13 @@ ngx_defarm_fuzz_walk(ngx_defarm_fuzz_t *fz, ngx_defarm_json_t *v,
     if (v->type == NGX_DEFARM_JSON_STRING) {
         ngx_defarm_fuzz_assert(v->str.data[v->str.len] == '\0');
         ngx_defarm_fuzz_assert(ngx_strlen(v->str.data) == v->str.len);
+        ngx_defarm_fuzz_assert(ngx_defarm_ws_utf8(v->str.data, v->str.len)
+                               == NGX_OK);
+    }
+
+    if (v->key.data) {
+        ngx_defarm_fuzz_assert(ngx_defarm_ws_utf8(v->key.data, v->key.len)
+                               == NGX_OK);
     }
 
     count = 0;

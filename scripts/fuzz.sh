@@ -43,7 +43,7 @@ core=(core/ngx_palloc.c core/ngx_string.c core/ngx_array.c core/ngx_list.c
       core/ngx_hash.c core/ngx_inet.c core/ngx_times.c core/ngx_parse.c
       core/ngx_crc32.c core/ngx_buf.c os/unix/ngx_alloc.c os/unix/ngx_time.c)
 common=(fuzz/shim.c fuzz/stubs.c src/ngx_defarm_json.c
-        src/ngx_defarm_response.c)
+        src/ngx_defarm_response.c src/ws/ngx_defarm_ws_frame.c)
 
 declare -A units=(
     [json]=""
@@ -51,7 +51,7 @@ declare -A units=(
     [items]="src/items/ngx_defarm_dfid.c src/items/ngx_defarm_identifier.c"
     [jwt]="src/auth/ngx_defarm_jwt.c"
     [apikey]=""
-    [ws]="src/ws/ngx_defarm_ws_frame.c"
+    [ws]=""
 )
 
 libs=(-lyajl -ljwt -lssl -lcrypto -lcrypt -lpq -lhiredis -lcurl -lz -lpcre2-8)
