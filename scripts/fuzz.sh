@@ -27,7 +27,8 @@ harnesses=(json router items jwt apikey ws)
 [ -f "$ngx/objs/ngx_auto_config.h" ] || bash scripts/asan.sh build
 bash scripts/gen_version.sh "$top/build/gen/ngx_defarm_version.h"
 
-incs=(-I"$top/fuzz" -I"$out" -I"$top/src" -I"$top/build/gen" -I/usr/include/postgresql
+incs=(-I"$top/fuzz" -I"$out" -I"$top/src" -I"$top/build/gen"
+      -I/usr/include/postgresql
       -I"$ngx/objs" -I"$ngx/src/core" -I"$ngx/src/event"
       -I"$ngx/src/event/modules" -I"$ngx/src/os/unix" -I"$ngx/src/http"
       -I"$ngx/src/http/modules" -I"$ngx/src/http/v2")
@@ -66,7 +67,8 @@ routes() {
             $n++;
             $f = $n % 7 == 0 ? "NGX_DEFARM_ROUTE_HEALTH"
                : $n % 11 == 0 ? "NGX_DEFARM_ROUTE_ECHO"
-               : $n % 13 == 0 ? "NGX_DEFARM_ROUTE_METRICS|NGX_DEFARM_ROUTE_HEALTH"
+               : $n % 13 == 0
+                 ? "NGX_DEFARM_ROUTE_METRICS|NGX_DEFARM_ROUTE_HEALTH"
                : "0";
             print "    { $m, $p, ngx_defarm_fuzz_handler, $f },\n";
         }' > "$out/fuzz_routes.h.$$"
