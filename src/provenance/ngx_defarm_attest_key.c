@@ -49,12 +49,13 @@ ngx_defarm_attest_key_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     name.data = value[1].data + 5;
     name.len = value[1].len - 5;
 
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, &name, 0) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     bio = BIO_new_file((char *) name.data, "r");
     if (bio == NULL) {
+        ERR_clear_error();
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "cannot open the attestation key \"%s\"",
                            name.data);
