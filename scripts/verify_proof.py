@@ -1,20 +1,20 @@
 #!/usr/bin/env python3
-"""Offline checks of what the DeFarm server hands out, from their JSON
-alone: nothing here asks the server anything.
+"""Check DeFarm proofs offline, from their JSON alone (no server, no trust).
 
-  verify_proof.py attestation <attestation.json> <key.json>
+    verify_proof.py attestation <attestation.json> <key.json>
 
-    An attestation (GET /api/proofs/:id, or POST /api/proofs/submit's
-    answer) against the server's published key (GET /api/proofs/key):
-    the Ed25519 signature over "payload" (its exact UTF-8 bytes) with the
-    key, "statement" equal to the parsed payload, and the key ids of the
-    attestation, of its statement and of the key (hex SHA-256 of the raw
-    32-byte public key) the same.  An attestation is the server's
-    signature over a statement it checked against its data, not a
-    zero-knowledge proof: it shows that the holder of the key said it.
+An attestation (GET /api/proofs/:id, or POST /api/proofs/submit's answer)
+against the server's published key (GET /api/proofs/key): the Ed25519
+signature over "payload" (its exact UTF-8 bytes) with the key's
+public_key (or public_key_pem), "statement" equal to the parsed payload,
+and the key ids of the attestation, of its statement and of the key
+(hex SHA-256 of the raw 32-byte public key) the same.  An attestation is
+the server's signature over a statement it checked against its data, not
+a zero-knowledge proof: it shows that the holder of the key said it.
+Needs python3-cryptography (Debian's package).
 
-Prints a JSON report; exits 0 when it verifies, 1 when it does not, 2 on
-a usage error.  Needs python3-cryptography (Debian's package).
+Exit status 0 when the proof holds, 1 when it does not, 2 on bad input.
+A file name "-" reads standard input.
 """
 
 import base64
@@ -24,8 +24,10 @@ import json
 import sys
 
 
-def load(path):
-    with open(path, encoding="utf-8") as f:
+def load(name):
+    if name == "-":
+        return json.load(sys.stdin)
+    with open(name, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -52,57 +54,66 @@ def public_key(key):
     return pem, raw
 
 
-def attestation(att_path, key_path):
+def attestation_check(att, key):
+    """(ok, message): whether the key signed the attestation's payload."""
     from cryptography.exceptions import InvalidSignature
 
-    att = load(att_path)
-    key = load(key_path)
-    checks = {}
+    if not isinstance(att, dict) or not isinstance(key, dict):
+        raise ValueError("the attestation and the key must be JSON objects")
 
     pub, raw = public_key(key)
     key_id = hashlib.sha256(raw).hexdigest()
     payload = att.get("payload")
 
-    checks["algorithm"] = (att.get("algorithm") == "Ed25519"
-                           and key.get("algorithm", "Ed25519") == "Ed25519")
+    if not isinstance(payload, str):
+        return False, "no payload"
+
+    if att.get("algorithm") != "Ed25519" \
+            or key.get("algorithm", "Ed25519") != "Ed25519":
+        return False, "not an Ed25519 attestation or key"
 
     try:
-        sig = b64(att.get("signature", ""))
-        pub.verify(sig, payload.encode("utf-8"))
-        checks["signature"] = True
-    except (InvalidSignature, ValueError, binascii.Error, AttributeError,
-            TypeError):
-        checks["signature"] = False
+        pub.verify(b64(att.get("signature", "")), payload.encode("utf-8"))
+    except (InvalidSignature, ValueError, binascii.Error, TypeError):
+        return False, "the signature is not this key's over the payload"
 
-    try:
-        parsed = json.loads(payload)
-    except (TypeError, ValueError):
-        parsed = None
+    statement = json.loads(payload)
+    if att.get("statement") != statement:
+        return False, "statement is not the signed payload"
 
-    checks["statement"] = parsed is not None and att.get("statement") == parsed
-    checks["key_id"] = (att.get("key_id") == key_id
-                        and isinstance(parsed, dict)
-                        and parsed.get("key_id") == key_id
-                        and key.get("key_id", key_id) == key_id)
+    if not (isinstance(statement, dict)
+            and att.get("key_id") == key_id
+            and statement.get("key_id") == key_id
+            and key.get("key_id", key_id) == key_id):
+        return False, "the key ids differ from the key's %s" % key_id
 
-    ok = all(checks.values())
-    print(json.dumps({"valid": ok, "checks": checks, "key_id": key_id,
-                      "proof_id": (parsed or {}).get("proof_id")
-                      if isinstance(parsed, dict) else None},
-                     sort_keys=True))
-    return 0 if ok else 1
+    return True, "valid: proof %s signed by key %s" % (
+        statement.get("proof_id"), key_id)
+
+
+def cmd_attestation(args):
+    if len(args) != 2:
+        raise ValueError("usage: verify_proof.py attestation "
+                         "<attestation.json> <key.json>")
+    return attestation_check(load(args[0]), load(args[1]))
+
+
+MODES = {
+    "attestation": cmd_attestation,
+}
 
 
 def main(argv):
-    if len(argv) == 4 and argv[1] == "attestation":
-        try:
-            return attestation(argv[2], argv[3])
-        except (OSError, ValueError, KeyError) as e:
-            print(json.dumps({"valid": False, "error": str(e)}))
-            return 1
-
-    sys.stderr.write(__doc__)
-    return 2
+    if len(argv) < 2 or argv[1] not in MODES:
+        sys.stderr.write(__doc__)
+        return 2
+    try:
+        ok, message = MODES[argv[1]](argv[2:])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.stderr.write("verify_proof.py: %s\n" % e)
+        return 2
+    print(("OK " if ok else "FAIL ") + message)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@
 --
 -- Statement types ("circuit_type", the original's field name):
 --   item_exists        an item exists with these identifiers
---   event_in_item      an event is in an item's Merkle tree under its
---                      current root (sql/041), with the inclusion proof
 --   receipt_presented  a receipt's SHA-256 was presented at this time
 
 CREATE TABLE attestations (
@@ -52,16 +50,6 @@ LANGUAGE sql IMMUTABLE AS $$
                                'key, value}, optional'),
             'facts', jsonb_build_array('dfid', 'status', 'created_at',
                                        'identifiers')),
-        jsonb_build_object(
-            'circuit_type', 'event_in_item',
-            'description', 'An event is a leaf of an item''s Merkle tree '
-                           'under the item''s current root; the '
-                           'inclusion proof is part of the statement',
-            'inputs', jsonb_build_object(
-                'dfid', 'string, required: the item',
-                'event_id', 'string (UUID), required: the event'),
-            'facts', jsonb_build_array('dfid', 'event_id', 'merkle_root',
-                                       'proof')),
         jsonb_build_object(
             'circuit_type', 'receipt_presented',
             'description', 'A document with this SHA-256 was presented to '
