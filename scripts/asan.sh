@@ -67,8 +67,13 @@ build() {
         (
             cd "$ngx"
             . ./conf_flags
+            # and the static modules Debian's binary has beyond them
             NGX_DEFARM_GEN_DIR=$top/build/gen ./configure \
                 "${NGX_CONF_FLAGS[@]}" \
+                --with-http_addition_module --with-http_flv_module \
+                --with-http_gunzip_module --with-http_gzip_static_module \
+                --with-http_mp4_module --with-http_random_index_module \
+                --with-http_secure_link_module --with-http_sub_module \
                 --with-cc-opt='-g -O1 -fno-omit-frame-pointer -fPIC -fsanitize=address,undefined -fno-sanitize=alignment' \
                 --with-ld-opt='-fsanitize=address,undefined -fPIC' \
                 --add-dynamic-module="$top" > "$out/configure.log" 2>&1
@@ -93,6 +98,7 @@ run() {
     export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
     export TEST_NGINX_BINARY=$ngx/objs/nginx
     export TEST_NGINX_MODULE_SO=$ngx/objs/ngx_defarm_module.so
+    export TEST_NGINX_SANITIZED=1
 
     local rc=0
     bash scripts/test.sh || rc=$?
