@@ -9,6 +9,7 @@
 #include "ngx_defarm_response.h"
 #include "auth/ngx_defarm_auth.h"
 #include "auth/ngx_defarm_ratelimit.h"
+#include "api/ngx_defarm_api_fn.h"
 
 
 /*
@@ -301,6 +302,18 @@ ngx_defarm_content_handler(ngx_http_request_t *r)
                                 NGX_DEFARM_ERR_NOT_FOUND,
                                 "Route not found: %V %V",
                                 &r->method_name, &r->uri);
+    }
+
+    if (r->args.len && ngx_defarm_args_valid(r) != NGX_OK) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "Query arguments must be valid UTF-8, "
+                                "without NUL");
     }
 
     if (!(ctx->route->flags & NGX_DEFARM_ROUTE_BODY)) {

@@ -309,6 +309,30 @@ Content-Type: application/json
 
 
 
+=== TEST 21a: a query argument that is not UTF-8 is a 400 (fuzz/regressions/router)
+--- request
+GET /api/notifications?limit=%ff
+--- error_code: 400
+--- response_body_like: "error":"Query arguments must be valid UTF-8, without NUL"
+
+
+
+=== TEST 21b: a query argument with NUL is a 400
+--- request
+GET /api/notifications?limit=%00
+--- error_code: 400
+--- response_body_like: "error":"Query arguments must be valid UTF-8, without NUL"
+
+
+
+=== TEST 21c: an overlong form in a query argument is a 400
+--- request
+GET /api/notifications?x=%C1%BF
+--- error_code: 400
+--- response_body_like: "error":"Query arguments must be valid UTF-8, without NUL"
+
+
+
 === TEST 22: echo is off unless defarm_echo is on
 --- config
     location / {

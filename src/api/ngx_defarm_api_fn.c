@@ -5,6 +5,7 @@
 
 
 #include "api/ngx_defarm_api_fn.h"
+#include "ws/ngx_defarm_ws.h"
 
 
 /*
@@ -89,6 +90,47 @@ ngx_defarm_fn_req(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     return fr;
+}
+
+
+/*
+ * The query string, decoded as the routes will decode it ("+" a space),
+ * is strict UTF-8 without NUL: what PostgreSQL takes as text.  Checked
+ * once for every route, so that a bad argument is a 400, not a statement
+ * PostgreSQL refuses.
+ */
+
+ngx_int_t
+ngx_defarm_args_valid(ngx_http_request_t *r)
+{
+    u_char  *buf, *dst, *src, *p;
+    size_t   n;
+
+    /* names are taken as they came, values decoded: both must be text */
+
+    if (ngx_strlchr(r->args.data, r->args.data + r->args.len, '\0')
+        || ngx_defarm_ws_utf8(r->args.data, r->args.len) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    buf = ngx_pnalloc(r->pool, r->args.len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    src = r->args.data;
+    dst = buf;
+    ngx_unescape_uri(&dst, &src, r->args.len, 0);
+    n = dst - buf;
+
+    for (p = buf; p < buf + n; p++) {
+        if (*p == '\0') {
+            return NGX_DECLINED;
+        }
+    }
+
+    return ngx_defarm_ws_utf8(buf, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
 }
 
 

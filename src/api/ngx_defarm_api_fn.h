@@ -30,6 +30,7 @@ typedef struct {
 ngx_int_t ngx_defarm_fn_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx,
     ngx_defarm_route_t *routes, ngx_defarm_pg_stmt_t **stmts,
     ngx_uint_t nstmts);
+ngx_int_t ngx_defarm_args_valid(ngx_http_request_t *r);
 ngx_defarm_fn_req_t *ngx_defarm_fn_req(ngx_http_request_t *r,
     ngx_defarm_ctx_t *ctx);
 ngx_int_t ngx_defarm_fn_done(ngx_http_request_t *r, void *data,
