@@ -53,19 +53,31 @@ CREATE TABLE item_snapshots (
     PRIMARY KEY (dfid, version)
 );
 
+-- A circuit's version is chained by a transaction that holds the
+-- circuit's lock (see defarm_circuit_snapshot_key).  A change that finds
+-- it taken does not wait: its row is pending (no version, parent_hash or
+-- hash; its state the change without item_count) and is chained by the
+-- next holder, in seq order, oldest first.
+
 CREATE TABLE circuit_snapshots (
     snapshot_id     uuid PRIMARY KEY,
     circuit_id      uuid NOT NULL REFERENCES circuits (circuit_id)
                     ON DELETE CASCADE,
-    version         int NOT NULL CHECK (version >= 1),
+    seq             bigserial NOT NULL,     -- the order of pending rows
+    version         int CHECK (version >= 1),   -- NULL: pending
     parent_hash     text,
-    hash            text NOT NULL,
+    hash            text,
     state           text NOT NULL,
-    created_at      timestamptz NOT NULL,
-    xid             xid8 NOT NULL,
+    created_at      timestamptz NOT NULL,   -- the change's
+    xid             xid8 NOT NULL,          -- the changing transaction's
 
-    CONSTRAINT circuit_snapshots_version UNIQUE (circuit_id, version)
+    CONSTRAINT circuit_snapshots_version UNIQUE (circuit_id, version),
+    CONSTRAINT circuit_snapshots_chained
+        CHECK ((version IS NULL) = (hash IS NULL))
 );
+
+CREATE INDEX circuit_snapshots_pending ON circuit_snapshots (circuit_id, seq)
+    WHERE version IS NULL;
 
 CREATE FUNCTION defarm_snapshot_time(p_time timestamptz) RETURNS text
 LANGUAGE sql STABLE AS $$
@@ -161,21 +173,100 @@ LANGUAGE sql IMMUTABLE AS $$
         'item_count', p_count)::text
 $$;
 
--- Serialises the changes of one circuit's membership, from before the
--- change to commit, so that versions follow one another.  Taken before
--- circuit_items is written: a transaction that waits for it holds no row
--- of circuit_items the holder could need.
+-- The lock that chains one circuit's versions, transaction-scoped: held
+-- from a chained change to commit, so that versions follow one another.
+-- A change only tries it (pg_try_advisory_xact_lock): pushes into one
+-- circuit never queue behind each other's commit; a change that misses
+-- it leaves its row pending.
 
-CREATE FUNCTION defarm_circuit_snapshot_lock(p_circuit uuid)
+CREATE FUNCTION defarm_circuit_snapshot_key(p_circuit uuid) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('circuit_snapshots:' || p_circuit::text, 0)
+$$;
+
+-- The pending rows of a circuit this transaction sees, chained in seq
+-- order after the head, each with its item_count (the head's plus its
+-- change).  The caller holds the lock.  A row whose transaction has not
+-- committed is not seen, and is chained by a later holder.
+
+CREATE FUNCTION defarm_circuit_snapshot_chain(p_circuit uuid)
 RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('circuit_snapshots:'
-                                                  || p_circuit::text, 0))
+LANGUAGE plpgsql AS $$
+DECLARE
+    r          record;
+    v_first    boolean := true;
+    v_version  int;
+    v_hash     text;
+    v_count    bigint;
+    v_added    text[];
+    v_removed  text[];
+    v_state    text;
+    v_new      text;
+BEGIN
+    FOR r IN
+        SELECT s.snapshot_id, s.state::jsonb AS st, s.created_at
+        FROM circuit_snapshots s
+        WHERE s.circuit_id = p_circuit AND s.version IS NULL
+        ORDER BY s.seq
+    LOOP
+        IF v_first THEN
+            SELECT s.version, s.hash, (s.state::jsonb ->> 'item_count')::bigint
+            INTO v_version, v_hash, v_count
+            FROM circuit_snapshots s
+            WHERE s.circuit_id = p_circuit AND s.version IS NOT NULL
+            ORDER BY s.version DESC LIMIT 1;
+
+            v_version := coalesce(v_version, 0);
+            v_count := coalesce(v_count, 0);
+            v_first := false;
+        END IF;
+
+        v_added := ARRAY(SELECT jsonb_array_elements_text(r.st -> 'added'));
+        v_removed := ARRAY(SELECT jsonb_array_elements_text(r.st
+                                                            -> 'removed'));
+        v_count := v_count + cardinality(v_added) - cardinality(v_removed);
+        v_version := v_version + 1;
+        v_state := defarm_circuit_snapshot_state(v_added, v_removed,
+                                                 v_count);
+        v_new := defarm_snapshot_hash('circuit', p_circuit::text,
+                                      r.snapshot_id, v_version, v_hash,
+                                      r.created_at, v_state);
+
+        UPDATE circuit_snapshots
+        SET version = v_version, parent_hash = v_hash, hash = v_new,
+            state = v_state
+        WHERE snapshot_id = r.snapshot_id;
+
+        v_hash := v_new;
+    END LOOP;
+END
+$$;
+
+-- Before a read of a circuit's versions: its pending rows chained, waiting
+-- for the lock (reads are not the hot path).  In a read-only transaction
+-- (a standby) nothing is written: the read shows the chain as it is.
+
+CREATE FUNCTION defarm_circuit_snapshot_settle(p_circuit uuid)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('transaction_read_only')::boolean
+       OR NOT EXISTS (SELECT 1 FROM circuit_snapshots s
+                      WHERE s.circuit_id = p_circuit AND s.version IS NULL)
+    THEN
+        RETURN;
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(defarm_circuit_snapshot_key(p_circuit));
+    PERFORM defarm_circuit_snapshot_chain(p_circuit);
+END
 $$;
 
 -- p_dfid went in (p_added) or out of the circuit: a new version, or this
 -- transaction's version changed (the net change: an item pushed and
--- pulled in one transaction is neither added nor removed)
+-- pulled in one transaction is neither added nor removed).  With the
+-- lock, pending rows are chained first, then this change; without it,
+-- this transaction's pending row takes the change.
 
 CREATE FUNCTION defarm_circuit_snapshot(p_circuit uuid, p_dfid text,
                                         p_added boolean)
@@ -191,16 +282,33 @@ DECLARE
     v_added    text[] := '{}';
     v_removed  text[] := '{}';
     v_count    bigint := 0;
+    v_locked   boolean;
     v_now      xid8 := pg_current_xact_id();
 BEGIN
-    SELECT s.snapshot_id, s.version, s.hash, s.created_at, s.xid,
-           s.state::jsonb
-    INTO v_id, v_version, v_hash, v_at, v_xid, v_state
-    FROM circuit_snapshots s WHERE s.circuit_id = p_circuit
-    ORDER BY s.version DESC LIMIT 1;
+    v_locked := pg_try_advisory_xact_lock(
+                    defarm_circuit_snapshot_key(p_circuit));
 
-    IF v_state IS NOT NULL THEN
-        v_count := (v_state ->> 'item_count')::bigint;
+    IF v_locked THEN
+        /* this transaction's own pending row too, if it has one */
+        PERFORM defarm_circuit_snapshot_chain(p_circuit);
+
+        SELECT s.snapshot_id, s.version, s.hash, s.created_at, s.xid,
+               s.state::jsonb
+        INTO v_id, v_version, v_hash, v_at, v_xid, v_state
+        FROM circuit_snapshots s
+        WHERE s.circuit_id = p_circuit AND s.version IS NOT NULL
+        ORDER BY s.version DESC LIMIT 1;
+
+        IF v_state IS NOT NULL THEN
+            v_count := (v_state ->> 'item_count')::bigint;
+        END IF;
+
+    ELSE
+        SELECT s.snapshot_id, s.xid, s.state::jsonb
+        INTO v_id, v_xid, v_state
+        FROM circuit_snapshots s
+        WHERE s.circuit_id = p_circuit AND s.version IS NULL
+          AND s.xid = v_now;
     END IF;
 
     IF v_xid = v_now THEN
@@ -225,6 +333,28 @@ BEGIN
         ELSE
             v_removed := v_removed || p_dfid;
         END IF;
+    END IF;
+
+    IF NOT v_locked THEN
+        IF v_xid = v_now THEN
+            IF cardinality(v_added) = 0 AND cardinality(v_removed) = 0 THEN
+                DELETE FROM circuit_snapshots WHERE snapshot_id = v_id;
+            ELSE
+                UPDATE circuit_snapshots
+                SET state = defarm_circuit_snapshot_state(v_added,
+                                                          v_removed, NULL)
+                WHERE snapshot_id = v_id;
+            END IF;
+            RETURN;
+        END IF;
+
+        /* pending: version, hashes and item_count when it is chained */
+        INSERT INTO circuit_snapshots (snapshot_id, circuit_id, state,
+                                       created_at, xid)
+        VALUES (gen_random_uuid(), p_circuit,
+                defarm_circuit_snapshot_state(v_added, v_removed, NULL),
+                now(), v_now);
+        RETURN;
     END IF;
 
     IF v_xid = v_now THEN
@@ -263,8 +393,6 @@ CREATE OR REPLACE FUNCTION defarm_operation_complete(o circuit_operations)
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM defarm_circuit_snapshot_lock(o.circuit_id);
-
     IF o.operation_type = 'Push' THEN
         INSERT INTO circuit_items (circuit_id, dfid, added_by)
         VALUES (o.circuit_id, o.dfid, o.requester_id)
@@ -345,6 +473,7 @@ BEGIN
         FROM circuit_snapshots s
         WHERE s.circuit_id = CASE WHEN p_kind = 'circuit'
                                   THEN p_subject::uuid END
+          AND s.version IS NOT NULL
         ORDER BY version
     LOOP
         v_reason := CASE
@@ -659,7 +788,7 @@ $$;
 CREATE FUNCTION defarm_circuit_snapshots(p_user text, p_id text,
                                          p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a   defarm_answer := defarm_circuit_readable(p_id, p_user);
     pg  record;
@@ -669,6 +798,8 @@ BEGIN
     IF a IS NOT NULL THEN
         RETURN a;
     END IF;
+
+    PERFORM defarm_circuit_snapshot_settle(p_id::uuid);
 
     pg := defarm_snapshot_page(p_query);
 
@@ -680,12 +811,12 @@ BEGIN
                               ORDER BY s.version DESC), '[]')
     INTO v
     FROM (SELECT * FROM circuit_snapshots s
-          WHERE s.circuit_id = p_id::uuid
+          WHERE s.circuit_id = p_id::uuid AND s.version IS NOT NULL
           ORDER BY s.version DESC
           LIMIT pg.o_limit OFFSET pg.o_offset) s;
 
     SELECT count(*) INTO n FROM circuit_snapshots s
-    WHERE s.circuit_id = p_id::uuid;
+    WHERE s.circuit_id = p_id::uuid AND s.version IS NOT NULL;
 
     RETURN defarm_answer(200, jsonb_build_object(
         'success', true, 'circuit_id', p_id::uuid, 'snapshots', v,
@@ -699,7 +830,7 @@ $$;
 CREATE FUNCTION defarm_circuit_snapshot_latest(p_user text, p_id text,
                                                p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a  defarm_answer := defarm_circuit_readable(p_id, p_user);
     v  jsonb;
@@ -708,8 +839,11 @@ BEGIN
         RETURN a;
     END IF;
 
+    PERFORM defarm_circuit_snapshot_settle(p_id::uuid);
+
     SELECT defarm_circuit_snapshot_full(s) INTO v
-    FROM circuit_snapshots s WHERE s.circuit_id = p_id::uuid
+    FROM circuit_snapshots s
+    WHERE s.circuit_id = p_id::uuid AND s.version IS NOT NULL
     ORDER BY s.version DESC LIMIT 1;
 
     IF v IS NULL THEN
@@ -726,7 +860,7 @@ $$;
 CREATE FUNCTION defarm_circuit_snapshot_get(p_user text, p_id text,
                                             p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a  defarm_answer := defarm_circuit_readable(p_id, p_user);
     v  jsonb;
@@ -739,9 +873,12 @@ BEGIN
         RETURN defarm_answer(400, 'Invalid snapshot ID format');
     END IF;
 
+    PERFORM defarm_circuit_snapshot_settle(p_id::uuid);
+
     SELECT defarm_circuit_snapshot_full(s) INTO v
     FROM circuit_snapshots s
-    WHERE s.snapshot_id = p_arg::uuid AND s.circuit_id = p_id::uuid;
+    WHERE s.snapshot_id = p_arg::uuid AND s.circuit_id = p_id::uuid
+      AND s.version IS NOT NULL;
 
     IF v IS NULL THEN
         RETURN defarm_answer(404, 'Snapshot not found');
@@ -758,7 +895,7 @@ $$;
 CREATE FUNCTION defarm_circuit_snapshots_verify(p_user text, p_id text,
                                                 p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a  defarm_answer := defarm_circuit_readable(p_id, p_user);
     v  jsonb;
@@ -767,6 +904,8 @@ BEGIN
     IF a IS NOT NULL THEN
         RETURN a;
     END IF;
+
+    PERFORM defarm_circuit_snapshot_settle(p_id::uuid);
 
     v := jsonb_build_object('kind', 'circuit', 'circuit_id', p_id::uuid)
          || defarm_snapshot_chain_check('circuit', p_id);
