@@ -256,6 +256,75 @@ is_err(as($owner, GET => "/circuits/$empty/snapshots/latest"), 404, qr/No snapsh
        'a circuit never changed: no latest');
 is(body(as($owner, GET => "/circuits/$empty/snapshots"))->{total}, 0, '... an empty list');
 
+# ------------------------------------------- concurrent changes, pending
+
+# A change only tries the circuit's lock: while another session holds it,
+# pushes do not wait, their rows are pending (no version, no hash), and
+# the next holder chains them in their order: a read route (which waits
+# for the lock) or the next change.
+my $cw = body(as($owner, POST => '/api/circuits', { name => 'Concurrent' }))->{circuit_id};
+my ($x, $y, $z, $w) = map { item($owner, "cw$_") } 1 .. 4;
+is(as($owner, POST => "/api/circuits/$cw/push/$x")->{status}, 200, 'concurrent: x pushed, the lock free');
+
+my $key = "defarm_circuit_snapshot_key('$cw')";
+my $pending = "SELECT count(*) FROM circuit_snapshots WHERE circuit_id = '$cw' AND version IS NULL";
+sub hold {
+    open my $h, '|-', 'psql', '-X', '-q', '-h', $ENV{TEST_NGINX_PG_HOST}, '-p', $ENV{TEST_NGINX_PG_PORT},
+        '-U', $ENV{TEST_NGINX_PG_USER}, '-d', $ENV{TEST_NGINX_PG_DATABASE}
+        or die "psql: $!";
+    $h->autoflush(1);
+    print $h "SELECT pg_advisory_lock($key);\n";
+    wait_until(sub { sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                         . "AND ((classid::bigint << 32) | objid::bigint) = $key") > 0 }, 10);
+    return $h;
+}
+sub release { my ($h) = @_; print $h "SELECT pg_advisory_unlock($key);\n"; close $h }
+
+my $holder = hold();
+is(as($owner, POST => "/api/circuits/$cw/push/$y")->{status}, 200,
+   'the lock held by another session: a push goes through');
+is(as($owner, POST => "/api/circuits/$cw/push/$z")->{status}, 200, '... and another');
+is(sql($pending), 2, '... both pending');
+is(sql("SELECT count(*) FROM circuit_snapshots WHERE circuit_id = '$cw' AND version IS NULL "
+       . "AND hash IS NULL AND parent_hash IS NULL"), 2, '... without version or hash');
+is(sql("SELECT count(*) FROM circuit_items WHERE circuit_id = '$cw'"), 3, '... and in the circuit');
+is(sql("BEGIN READ ONLY; SELECT (defarm_circuit_snapshots('$owner->{id}', '$cw', '{}', NULL)).body::jsonb "
+       . "->> 'total'; COMMIT;"), 1, 'a read-only transaction reads the chain as it is');
+is(sql($pending), 2, '... and chains nothing');
+
+my $bg = http_bg($ng, GET => "/circuits/$cw/snapshots/latest",
+                 headers => { Authorization => "Bearer $owner->{token}" });
+ok(wait_until(sub { sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'") > 0 }, 10),
+   'a read route waits for the lock');
+release($holder);
+$res = http_wait($bg);
+is($res->{status}, 200, '... released: 200');
+$b = body($res)->{data};
+is($b->{version}, 3, '... the two pending rows chained: version 3');
+is_deeply($b->{items}, [ sort $x, $y, $z ], '... with the three items');
+is(sql($pending), 0, '... none pending');
+
+$holder = hold();
+is(as($owner, POST => "/api/circuits/$cw/pull/$y")->{status}, 200, 'held again: a pull goes through');
+is(sql($pending), 1, '... pending');
+release($holder);
+is(as($owner, POST => "/api/circuits/$cw/push/$w")->{status}, 200, 'released: the next push');
+is(sql($pending), 0, '... chains the pending pull first');
+
+my @cwc = all_snapshots($owner, "/circuits/$cw/snapshots");
+is(scalar @cwc, 5, 'five versions');
+is(chain_break(@cwc), '', '... the chain recomputes from the JSON');
+is_deeply([ map { $_->{state} } @cwc[1 .. 4] ],
+          [ { added => [$y], removed => [], item_count => 2 },
+            { added => [$z], removed => [], item_count => 3 },
+            { added => [], removed => [$y], item_count => 2 },
+            { added => [$w], removed => [], item_count => 3 } ],
+          '... in the order of their changes, each with its item_count');
+$b = body(as($owner, GET => "/circuits/$cw/snapshots/verify"))->{data};
+ok($b->{valid}, '... verify: valid');
+is($b->{versions}, 5, '... five versions');
+ok($b->{matches_current}, '... replayed, the circuit now');
+
 # ----------------------------------------------------------------- public
 
 my $pub = body(as($owner, POST => '/api/circuits',
