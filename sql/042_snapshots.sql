@@ -13,6 +13,12 @@
 -- same in a circuit of ten items as in one of a million, and the
 -- membership at any version is the chain replayed.
 --
+-- Concurrent changes of one circuit do not wait for each other (pushes
+-- are a hot path): a change that cannot take the circuit's chaining lock
+-- at once stores its row pending, chained later by the next change that
+-- takes the lock or by a read route.  Item snapshots take no lock: the
+-- item's row orders the writes of one item.
+--
 -- One snapshot per transaction and subject: a transaction that changes
 -- an item (or a circuit) more than once (a create renders the item, then
 -- renders it again with its identifiers; a batch push) leaves one
