@@ -1057,7 +1057,8 @@ BEGIN
 
     v_local := defarm_merkle_circuit_root_json(p_id::uuid);
     v_remote := lower(p_body ->> 'remote_root');
-    v_items := jsonb_typeof(p_body -> 'remote_items') = 'array';
+    v_items := coalesce(jsonb_typeof(p_body -> 'remote_items') = 'array',
+                        false);
 
     IF v_items THEN
         WITH l AS (SELECT ci.dfid,

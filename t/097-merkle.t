@@ -110,7 +110,7 @@ for my $e (@ev) {
     my $p = proof($owner, $a, $e);
     is($p->{merkle_root}, $r5, "proof of event $e: the item's root");
     is(sha256_hex($p->{leaf_data}), $p->{leaf_hash}, '... leaf_hash is SHA-256 of leaf_data');
-    like($p->{leaf_data}, qr/^\Q$e\E\|updated\|\d{19}\|\Q$owner->{id}\E\|\{"n":\d\}$/,
+    like($p->{leaf_data}, qr/^\Q$e\E\|Updated\|\d{19}\|\Q$owner->{id}\E\|\{"n":\d\}$/,
          '... leaf_data is event_id|event_type|timestamp_nanos|source|metadata');
     my ($rc, $out) = offline($p);
     is($rc, 0, '... the offline verifier accepts it') or diag $out;
