@@ -48,12 +48,14 @@ CREATE TABLE merkle_levels (
 
 ALTER TABLE merkle_levels ALTER COLUMN nodes SET STORAGE EXTERNAL;
 
--- which leaf stands for which event (what a change must take out)
+-- which leaf stands for which event (what a change must take out), and
+-- the string it is the hash of (what a proof shows)
 
 CREATE TABLE merkle_event_leaves (
     event_id            uuid PRIMARY KEY,
     dfid                text NOT NULL REFERENCES items (dfid) ON DELETE CASCADE,
-    leaf                bytea NOT NULL
+    leaf                bytea NOT NULL,
+    leaf_data           text NOT NULL
 );
 
 CREATE INDEX merkle_event_leaves_dfid ON merkle_event_leaves (dfid);
@@ -90,11 +92,6 @@ LANGUAGE sql STABLE AS $$
            || '|' || e.owner_id || '|' || defarm_canonical_json(e.metadata)
 $$;
 
-CREATE FUNCTION defarm_merkle_leaf(e events) RETURNS bytea
-LANGUAGE sql STABLE AS $$
-    SELECT sha256(convert_to(defarm_merkle_leaf_data(e), 'UTF8'))
-$$;
-
 CREATE FUNCTION defarm_merkle_circuit_leaf(p_dfid text, p_root bytea)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$
@@ -125,19 +122,37 @@ BEGIN
 END
 $$;
 
--- the same over the stored leaves, 32 bytes read a step: the position of
--- p_leaf, or NULL
+-- the position of p_leaf in the stored leaves, or NULL.  The leaves are
+-- hashes, spread evenly: a leaf's rank is close to its value times the
+-- count (within a few times sqrt(count)), so one read of the 512 leaves
+-- around that guess finds it nearly always; else a binary search over
+-- the stored leaves, 32 bytes read a step.
 
 CREATE FUNCTION defarm_merkle_locate(p_tree bigint, p_count int,
                                      p_leaf bytea)
 RETURNS int
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    lo   int := 0;
-    hi   int := p_count;
-    mid  int;
-    v    bytea;
+    lo      int := 0;
+    hi      int := p_count;
+    mid     int;
+    v       bytea;
+    v_from  int;
 BEGIN
+    v_from := greatest(0, floor((get_byte(p_leaf, 0) * 65536
+                                 + get_byte(p_leaf, 1) * 256
+                                 + get_byte(p_leaf, 2))
+                                / 16777216.0 * p_count)::int - 256);
+
+    SELECT substring(m.nodes FROM v_from * 32 + 1 FOR 512 * 32) INTO v
+    FROM merkle_levels m WHERE m.tree_id = p_tree AND m.level = 0;
+
+    mid := defarm_merkle_bound(v, p_leaf);
+
+    IF substring(v FROM mid * 32 + 1 FOR 32) = p_leaf THEN
+        RETURN v_from + mid;
+    END IF;
+
     WHILE lo < hi LOOP
         mid := (lo + hi) / 2;
 
@@ -295,10 +310,12 @@ $$;
 -- an item's root: the empty node while it has no event; NULL for no item
 
 CREATE FUNCTION defarm_merkle_item_root_raw(p_dfid text) RETURNS bytea
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(t.root, defarm_merkle_empty())
-    FROM items i LEFT JOIN merkle_trees t ON t.dfid = i.dfid
-    WHERE i.dfid = p_dfid
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(t.root, defarm_merkle_empty())
+            FROM items i LEFT JOIN merkle_trees t ON t.dfid = i.dfid
+            WHERE i.dfid = p_dfid);
+END
 $$;
 
 CREATE FUNCTION defarm_merkle_item_root(p_dfid text) RETURNS text
@@ -384,6 +401,7 @@ DECLARE
     v_add       bytea[];
     v_del_ids   uuid[];
     v_add_ids   uuid[];
+    v_add_data  text[];
     v_before    bytea;
     o           record;
 BEGIN
@@ -401,10 +419,13 @@ BEGIN
         SELECT array_agg(l.leaf) FILTER (WHERE l.leaf IS NOT NULL),
                array_agg(l.event_id) FILTER (WHERE l.leaf IS NOT NULL),
                array_agg(e.leaf) FILTER (WHERE e.leaf IS NOT NULL),
-               array_agg(e.event_id) FILTER (WHERE e.leaf IS NOT NULL)
-        INTO v_del, v_del_ids, v_add, v_add_ids
-        FROM (SELECT ev.event_id, defarm_merkle_leaf(ev) AS leaf
-              FROM events ev WHERE ev.dfid = p_dfid) e
+               array_agg(e.event_id) FILTER (WHERE e.leaf IS NOT NULL),
+               array_agg(e.data) FILTER (WHERE e.leaf IS NOT NULL)
+        INTO v_del, v_del_ids, v_add, v_add_ids, v_add_data
+        FROM (SELECT ev.event_id, d.data,
+                     sha256(convert_to(d.data, 'UTF8')) AS leaf
+              FROM events ev,
+                   LATERAL (SELECT defarm_merkle_leaf_data(ev) AS data) d WHERE ev.dfid = p_dfid) e
         FULL JOIN (SELECT ml.event_id, ml.leaf FROM merkle_event_leaves ml
                    WHERE ml.dfid = p_dfid) l
             ON l.event_id = e.event_id
@@ -413,10 +434,13 @@ BEGIN
         SELECT array_agg(l.leaf) FILTER (WHERE l.leaf IS NOT NULL),
                array_agg(l.event_id) FILTER (WHERE l.leaf IS NOT NULL),
                array_agg(e.leaf) FILTER (WHERE e.leaf IS NOT NULL),
-               array_agg(e.event_id) FILTER (WHERE e.leaf IS NOT NULL)
-        INTO v_del, v_del_ids, v_add, v_add_ids
-        FROM (SELECT ev.event_id, defarm_merkle_leaf(ev) AS leaf
-              FROM events ev
+               array_agg(e.event_id) FILTER (WHERE e.leaf IS NOT NULL),
+               array_agg(e.data) FILTER (WHERE e.leaf IS NOT NULL)
+        INTO v_del, v_del_ids, v_add, v_add_ids, v_add_data
+        FROM (SELECT ev.event_id, d.data,
+                     sha256(convert_to(d.data, 'UTF8')) AS leaf
+              FROM events ev,
+                   LATERAL (SELECT defarm_merkle_leaf_data(ev) AS data) d
               WHERE ev.event_id = ANY (p_events) AND ev.dfid = p_dfid) e
         FULL JOIN (SELECT ml.event_id, ml.leaf FROM merkle_event_leaves ml
                    WHERE ml.event_id = ANY (p_events)
@@ -445,10 +469,12 @@ BEGIN
     DELETE FROM merkle_event_leaves
     WHERE event_id = ANY (v_del_ids) AND dfid = p_dfid;
 
-    INSERT INTO merkle_event_leaves (event_id, dfid, leaf)
-    SELECT a.id, p_dfid, a.leaf FROM unnest(v_add_ids, v_add) a (id, leaf)
+    INSERT INTO merkle_event_leaves (event_id, dfid, leaf, leaf_data)
+    SELECT a.id, p_dfid, a.leaf, a.data
+    FROM unnest(v_add_ids, v_add, v_add_data) a (id, leaf, data)
     ON CONFLICT (event_id) DO UPDATE
-    SET dfid = EXCLUDED.dfid, leaf = EXCLUDED.leaf;
+    SET dfid = EXCLUDED.dfid, leaf = EXCLUDED.leaf,
+        leaf_data = EXCLUDED.leaf_data;
 
     SELECT t.root INTO v_before FROM merkle_trees t WHERE t.tree_id = v_tree;
 
@@ -475,11 +501,13 @@ BEGIN
 
     DELETE FROM merkle_event_leaves WHERE dfid = p_dfid;
 
-    INSERT INTO merkle_event_leaves (event_id, dfid, leaf)
-    SELECT e.event_id, e.dfid, defarm_merkle_leaf(e)
-    FROM events e WHERE e.dfid = p_dfid
+    INSERT INTO merkle_event_leaves (event_id, dfid, leaf, leaf_data)
+    SELECT e.event_id, e.dfid, sha256(convert_to(d.data, 'UTF8')), d.data
+    FROM events e, LATERAL (SELECT defarm_merkle_leaf_data(e) AS data) d
+    WHERE e.dfid = p_dfid
     ON CONFLICT (event_id) DO UPDATE
-    SET dfid = EXCLUDED.dfid, leaf = EXCLUDED.leaf;
+    SET dfid = EXCLUDED.dfid, leaf = EXCLUDED.leaf,
+        leaf_data = EXCLUDED.leaf_data;
 
     SELECT coalesce(string_agg(l.leaf, ''::bytea ORDER BY l.leaf), '')
     INTO v_leaves
@@ -657,9 +685,13 @@ $$;
 -- Proofs.  The path runs from the leaf up: at each level the sibling's
 -- hash and its side.
 
+-- (PL/pgSQL, here and for the other reads of a route: a SQL function
+-- with a FROM is planned again at every call, PL/pgSQL keeps its plans)
+
 CREATE FUNCTION defarm_merkle_path(p_tree bigint, p_pos int) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
                'hash', encode(coalesce(nullif(substring(m.nodes
                            FROM ((p_pos >> m.level) # 1) * 32 + 1 FOR 32),
                            ''::bytea), defarm_merkle_empty()), 'hex'),
@@ -667,7 +699,8 @@ LANGUAGE sql STABLE AS $$
                                 THEN 'right' ELSE 'left' END)
                ORDER BY m.level), '[]'::jsonb)
     FROM merkle_levels m
-    WHERE m.tree_id = p_tree AND octet_length(m.nodes) > 32
+    WHERE m.tree_id = p_tree AND octet_length(m.nodes) > 32);
+END
 $$;
 
 -- the proof that an event is in its item's tree, NULL if it is not
@@ -676,33 +709,30 @@ CREATE FUNCTION defarm_merkle_item_proof(p_dfid text, p_event_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_leaf  bytea;
-    e       events;
+    l       merkle_event_leaves;
     t       merkle_trees;
     v_pos   int;
 BEGIN
-    SELECT l.leaf INTO v_leaf FROM merkle_event_leaves l
-    WHERE l.event_id = p_event_id AND l.dfid = p_dfid;
+    SELECT * INTO l FROM merkle_event_leaves
+    WHERE event_id = p_event_id AND dfid = p_dfid;
 
     SELECT * INTO t FROM merkle_trees WHERE dfid = p_dfid;
 
-    IF v_leaf IS NULL OR t.tree_id IS NULL THEN
+    IF l.leaf IS NULL OR t.tree_id IS NULL THEN
         RETURN NULL;
     END IF;
 
-    v_pos := defarm_merkle_locate(t.tree_id, t.leaf_count, v_leaf);
+    v_pos := defarm_merkle_locate(t.tree_id, t.leaf_count, l.leaf);
 
     IF v_pos IS NULL THEN
         RETURN NULL;
     END IF;
 
-    SELECT * INTO e FROM events WHERE event_id = p_event_id;
-
     RETURN jsonb_build_object(
         'proof_type', 'event_in_item', 'hash_algorithm', 'SHA-256',
         'dfid', p_dfid, 'event_id', p_event_id,
-        'leaf_hash', encode(v_leaf, 'hex'),
-        'leaf_data', defarm_merkle_leaf_data(e),
+        'leaf_hash', encode(l.leaf, 'hex'),
+        'leaf_data', l.leaf_data,
         'leaf_index', v_pos, 'leaf_count', t.leaf_count,
         'path', defarm_merkle_path(t.tree_id, v_pos),
         'merkle_root', encode(t.root, 'hex'),
@@ -816,27 +846,31 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION defarm_merkle_item_root_json(p_dfid text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'dfid', i.dfid,
         'merkle_root', encode(coalesce(t.root, defarm_merkle_empty()), 'hex'),
         'event_count', coalesce(t.leaf_count, 0),
         'hash_algorithm', 'SHA-256',
         'updated_at', t.updated_at)
     FROM items i LEFT JOIN merkle_trees t ON t.dfid = i.dfid
-    WHERE i.dfid = p_dfid
+    WHERE i.dfid = p_dfid);
+END
 $$;
 
 CREATE FUNCTION defarm_merkle_circuit_root_json(p_circuit uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'circuit_id', c.circuit_id,
         'merkle_root', encode(coalesce(t.root, defarm_merkle_empty()), 'hex'),
         'item_count', coalesce(t.leaf_count, 0),
         'hash_algorithm', 'SHA-256',
         'updated_at', t.updated_at)
     FROM circuits c LEFT JOIN merkle_trees t ON t.circuit_id = c.circuit_id
-    WHERE c.circuit_id = p_circuit
+    WHERE c.circuit_id = p_circuit);
+END
 $$;
 
 -- GET /api/merkle/items/:dfid/merkle-root
@@ -846,7 +880,10 @@ CREATE FUNCTION defarm_merkle_item_root_get(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF NOT defarm_item_readable(p_id, p_user) THEN
+    IF NOT EXISTS (SELECT 1 FROM items i
+                   WHERE i.dfid = p_id AND i.owner_id = p_user)
+       AND NOT defarm_item_readable(p_id, p_user)
+    THEN
         RETURN defarm_answer(404, 'Item not found: ' || p_id);
     END IF;
 
@@ -862,12 +899,17 @@ RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_proof  jsonb;
+    v_owner  text;
 BEGIN
     IF NOT defarm_is_uuid(p_arg) THEN
         RETURN defarm_answer(400, 'Invalid event ID format');
     END IF;
 
-    IF NOT defarm_item_readable(p_id, p_user) THEN
+    SELECT i.owner_id INTO v_owner FROM items i WHERE i.dfid = p_id;
+
+    IF v_owner IS DISTINCT FROM p_user
+       AND NOT defarm_item_readable(p_id, p_user)
+    THEN
         RETURN defarm_answer(404, 'Item not found: ' || p_id);
     END IF;
 
@@ -877,7 +919,10 @@ BEGIN
         RETURN defarm_answer(404, 'Event not found in this item: ' || p_arg);
     END IF;
 
-    IF NOT defarm_merkle_event_readable(p_arg::uuid, p_user) THEN
+    -- an item's events are its owner's
+    IF v_owner <> p_user
+       AND NOT defarm_merkle_event_readable(p_arg::uuid, p_user)
+    THEN
         v_proof := v_proof - 'leaf_data';
     END IF;
 
