@@ -10,12 +10,13 @@
 --   an odd node   paired, on its right, with SHA-256(UTF-8 "EMPTY_NODE");
 --   one leaf      is the root; no leaf: the root is the empty node.
 --
--- Each tree is stored, one row per level, its nodes' raw 32-byte hashes
--- end to end in a bytea kept out of line uncompressed (STORAGE EXTERNAL),
--- so substring() fetches only the TOAST chunks it needs: a proof reads
--- one node per level and the binary search's leaves, never every event.
--- A write changes the leaves in memory and hashes again only the nodes
--- from the first changed position on (sorted leaves shift on insert).
+-- Each tree is stored level by level, its nodes' raw 32-byte hashes end
+-- to end, in segments of 128 nodes (4 KiB rows kept in line, STORAGE
+-- PLAIN: no TOAST look-up): a proof reads one segment per level and the
+-- few segments of leaves where its leaf is, never every event.  A write
+-- changes the leaves in memory and hashes again only the nodes from the
+-- first changed position on (sorted leaves shift on insert), rewriting
+-- the segments from there.
 --
 -- The trees follow the event writes through the functions that make them
 -- (wrapped below, each renamed *_unmerkled and called by a function of
@@ -29,24 +30,27 @@ CREATE TABLE merkle_trees (
     circuit_id          uuid UNIQUE
                         REFERENCES circuits (circuit_id) ON DELETE CASCADE,
     leaf_count          int NOT NULL DEFAULT 0,
+    height              int NOT NULL DEFAULT 0,
     root                bytea NOT NULL,
     updated_at          timestamptz NOT NULL DEFAULT now(),
 
     CHECK ((dfid IS NULL) <> (circuit_id IS NULL))
 );
 
--- level 0 the sorted leaves, the last level the root alone
+-- level 0 the sorted leaves, the last level (height - 1) the root alone;
+-- segment s of a level holds its nodes 128 s to 128 s + 127
 
-CREATE TABLE merkle_levels (
+CREATE TABLE merkle_nodes (
     tree_id             bigint NOT NULL
                         REFERENCES merkle_trees ON DELETE CASCADE,
     level               int NOT NULL,
+    seg                 int NOT NULL,
     nodes               bytea NOT NULL,
 
-    PRIMARY KEY (tree_id, level)
+    PRIMARY KEY (tree_id, level, seg)
 );
 
-ALTER TABLE merkle_levels ALTER COLUMN nodes SET STORAGE EXTERNAL;
+ALTER TABLE merkle_nodes ALTER COLUMN nodes SET STORAGE PLAIN;
 
 -- which leaf stands for which event (what a change must take out), and
 -- the string it is the hash of (what a proof shows)
@@ -122,11 +126,52 @@ BEGIN
 END
 $$;
 
--- the position of p_leaf in the stored leaves, or NULL.  The leaves are
--- hashes, spread evenly: a leaf's rank is close to its value times the
--- count (within a few times sqrt(count)), so one read of the 512 leaves
--- around that guess finds it nearly always; else a binary search over
--- the stored leaves, 32 bytes read a step.
+-- a level's nodes, whole, or those of its segments before p_seg
+
+CREATE FUNCTION defarm_merkle_level(p_tree bigint, p_level int, p_seg int)
+RETURNS bytea
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(string_agg(m.nodes, ''::bytea ORDER BY m.seg),
+                            ''::bytea)
+            FROM merkle_nodes m
+            WHERE m.tree_id = p_tree AND m.level = p_level
+              AND (p_seg IS NULL OR m.seg < p_seg));
+END
+$$;
+
+-- a level's nodes (whole in p_nodes) written from segment p_seg on
+
+CREATE FUNCTION defarm_merkle_write(p_tree bigint, p_level int,
+                                    p_nodes bytea, p_seg int)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM merkle_nodes
+    WHERE tree_id = p_tree AND level = p_level AND seg >= p_seg;
+
+    INSERT INTO merkle_nodes (tree_id, level, seg, nodes)
+    SELECT p_tree, p_level, g,
+           substring(p_nodes FROM g * 4096 + 1 FOR 4096)
+    FROM generate_series(p_seg, (length(p_nodes) - 1) / 4096) g;
+END
+$$;
+
+-- the first leaf to read for p_leaf: the leaves are hashes, spread
+-- evenly, so a leaf's rank is close to its value times the count (within
+-- a few times sqrt(count)/2); its segments and the next ones around
+-- (512 leaves) hold it nearly always
+
+CREATE FUNCTION defarm_merkle_guess(p_leaf bytea, p_count int) RETURNS int
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(0, ((get_byte(p_leaf, 0) * 65536
+                         + get_byte(p_leaf, 1) * 256
+                         + get_byte(p_leaf, 2))::bigint
+                        * p_count / 16777216)::int - 256) / 128
+$$;
+
+-- the position of p_leaf in the stored leaves, or NULL: those segments
+-- first, else a binary search over the stored leaves
 
 CREATE FUNCTION defarm_merkle_locate(p_tree bigint, p_count int,
                                      p_leaf bytea)
@@ -137,27 +182,26 @@ DECLARE
     hi      int := p_count;
     mid     int;
     v       bytea;
-    v_from  int;
+    v_seg   int;
 BEGIN
-    v_from := greatest(0, floor((get_byte(p_leaf, 0) * 65536
-                                 + get_byte(p_leaf, 1) * 256
-                                 + get_byte(p_leaf, 2))
-                                / 16777216.0 * p_count)::int - 256);
+    v_seg := defarm_merkle_guess(p_leaf, p_count);
 
-    SELECT substring(m.nodes FROM v_from * 32 + 1 FOR 512 * 32) INTO v
-    FROM merkle_levels m WHERE m.tree_id = p_tree AND m.level = 0;
+    SELECT position(p_leaf IN string_agg(m.nodes, ''::bytea ORDER BY m.seg))
+    INTO mid
+    FROM merkle_nodes m
+    WHERE m.tree_id = p_tree AND m.level = 0
+      AND m.seg BETWEEN v_seg AND v_seg + 4;
 
-    mid := defarm_merkle_bound(v, p_leaf);
-
-    IF substring(v FROM mid * 32 + 1 FOR 32) = p_leaf THEN
-        RETURN v_from + mid;
+    IF mid > 0 AND (mid - 1) % 32 = 0 THEN
+        RETURN v_seg * 128 + (mid - 1) / 32;
     END IF;
 
     WHILE lo < hi LOOP
         mid := (lo + hi) / 2;
 
-        SELECT substring(m.nodes FROM mid * 32 + 1 FOR 32) INTO v
-        FROM merkle_levels m WHERE m.tree_id = p_tree AND m.level = 0;
+        SELECT substring(m.nodes FROM (mid % 128) * 32 + 1 FOR 32) INTO v
+        FROM merkle_nodes m
+        WHERE m.tree_id = p_tree AND m.level = 0 AND m.seg = mid / 128;
 
         IF v = p_leaf THEN
             RETURN mid;
@@ -172,9 +216,9 @@ BEGIN
 END
 $$;
 
--- the levels above new leaves, hashed again from position p_from of the
--- leaves on (what precedes it is unchanged and kept); the root and the
--- count recorded
+-- the levels above new leaves (p_leaves, the whole level 0), hashed again
+-- from position p_from of the leaves on (the segments before it are
+-- unchanged and kept); the root, height and count recorded
 
 CREATE FUNCTION defarm_merkle_levels(p_tree bigint, p_leaves bytea,
                                      p_from int)
@@ -183,27 +227,27 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_lower   bytea := p_leaves;
     v_level   int := 0;
-    v_from    int := p_from;
+    v_seg     int := p_from / 128;
+    v_from    int;
     v_prefix  bytea;
     v_new     bytea;
     v_count   int;
 BEGIN
-    INSERT INTO merkle_levels (tree_id, level, nodes)
-    VALUES (p_tree, 0, p_leaves)
-    ON CONFLICT (tree_id, level) DO UPDATE SET nodes = EXCLUDED.nodes;
+    PERFORM defarm_merkle_write(p_tree, 0, p_leaves, v_seg);
 
     WHILE length(v_lower) > 32 LOOP
         v_count := length(v_lower) / 32;
         v_level := v_level + 1;
-        v_from := v_from / 2;
-
-        SELECT substring(m.nodes FROM 1 FOR v_from * 32) INTO v_prefix
-        FROM merkle_levels m
-        WHERE m.tree_id = p_tree AND m.level = v_level;
+        v_seg := v_seg / 2;
+        v_from := v_seg * 128;
+        v_prefix := defarm_merkle_level(p_tree, v_level, v_seg);
 
         -- a level the tree did not have, or shorter: hashed from its start
-        v_prefix := coalesce(v_prefix, ''::bytea);
-        v_from := length(v_prefix) / 32;
+        IF length(v_prefix) <> v_from * 32 THEN
+            v_prefix := ''::bytea;
+            v_seg := 0;
+            v_from := 0;
+        END IF;
 
         SELECT v_prefix || coalesce(string_agg(defarm_merkle_pair(
                    substring(v_lower FROM i * 64 + 1 FOR 32),
@@ -214,17 +258,16 @@ BEGIN
         INTO v_new
         FROM generate_series(v_from, (v_count + 1) / 2 - 1) i;
 
-        INSERT INTO merkle_levels (tree_id, level, nodes)
-        VALUES (p_tree, v_level, v_new)
-        ON CONFLICT (tree_id, level) DO UPDATE SET nodes = EXCLUDED.nodes;
+        PERFORM defarm_merkle_write(p_tree, v_level, v_new, v_seg);
 
         v_lower := v_new;
     END LOOP;
 
-    DELETE FROM merkle_levels WHERE tree_id = p_tree AND level > v_level;
+    DELETE FROM merkle_nodes WHERE tree_id = p_tree AND level > v_level;
 
     UPDATE merkle_trees
     SET leaf_count = length(p_leaves) / 32,
+        height = CASE WHEN length(p_leaves) = 0 THEN 0 ELSE v_level + 1 END,
         root = CASE WHEN length(v_lower) = 0 THEN defarm_merkle_empty()
                     ELSE v_lower END,
         updated_at = now()
@@ -250,10 +293,7 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT m.nodes INTO v_nodes FROM merkle_levels m
-    WHERE m.tree_id = p_tree AND m.level = 0;
-
-    v_nodes := coalesce(v_nodes, ''::bytea);
+    v_nodes := defarm_merkle_level(p_tree, 0, NULL);
     v_from := length(v_nodes) / 32;
 
     FOREACH x IN ARRAY coalesce(p_del, '{}') LOOP
@@ -687,56 +727,95 @@ $$;
 
 -- (PL/pgSQL, here and for the other reads of a route: a SQL function
 -- with a FROM is planned again at every call, PL/pgSQL keeps its plans)
+--
+-- The path as JSON text, made directly (the proof route is benchmarked):
+-- one segment read a level; a sibling past the level's end is the empty
+-- node.
 
-CREATE FUNCTION defarm_merkle_path(p_tree bigint, p_pos int) RETURNS jsonb
+CREATE FUNCTION defarm_merkle_path_text(p_tree bigint, p_height int,
+                                        p_pos int)
+RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'hash', encode(coalesce(nullif(substring(m.nodes
-                           FROM ((p_pos >> m.level) # 1) * 32 + 1 FOR 32),
-                           ''::bytea), defarm_merkle_empty()), 'hex'),
-               'position', CASE WHEN (p_pos >> m.level) & 1 = 0
-                                THEN 'right' ELSE 'left' END)
-               ORDER BY m.level), '[]'::jsonb)
-    FROM merkle_levels m
-    WHERE m.tree_id = p_tree AND octet_length(m.nodes) > 32);
+    RETURN (SELECT '[' || coalesce(string_agg(
+               '{"hash":"' || encode(coalesce(nullif((
+                   SELECT substring(m.nodes
+                              FROM (((p_pos >> k) # 1) % 128) * 32 + 1
+                              FOR 32)
+                   FROM merkle_nodes m
+                   WHERE m.tree_id = p_tree AND m.level = k
+                     AND m.seg = ((p_pos >> k) # 1) / 128), ''::bytea),
+                   defarm_merkle_empty()), 'hex')
+               || CASE WHEN (p_pos >> k) & 1 = 0
+                       THEN '","position":"right"}'
+                       ELSE '","position":"left"}' END,
+               ',' ORDER BY k), '') || ']'
+    FROM generate_series(0, p_height - 2) k);
 END
 $$;
 
--- the proof that an event is in its item's tree, NULL if it is not
+-- the proof that an event is in its item's tree as JSON text (its leaf
+-- data where p_data), NULL if it is not: one read finds the leaf, its
+-- tree and its position (nearly always: see defarm_merkle_guess), one
+-- more the path
+
+CREATE FUNCTION defarm_merkle_item_proof_text(p_dfid text, p_event_id uuid,
+                                              p_data boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r      record;
+    v_pos  int;
+BEGIN
+    SELECT l.leaf, l.leaf_data, t.tree_id, t.leaf_count, t.height, t.root,
+           t.updated_at, g.seg,
+           (SELECT position(l.leaf IN string_agg(m.nodes, ''::bytea
+                                                 ORDER BY m.seg))
+            FROM merkle_nodes m
+            WHERE m.tree_id = t.tree_id AND m.level = 0
+              AND m.seg BETWEEN g.seg AND g.seg + 4) AS found
+    INTO r
+    FROM merkle_event_leaves l
+    JOIN merkle_trees t ON t.dfid = l.dfid
+    CROSS JOIN LATERAL (SELECT defarm_merkle_guess(l.leaf, t.leaf_count)
+                               AS seg) g
+    WHERE l.event_id = p_event_id AND l.dfid = p_dfid;
+
+    IF r.leaf IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    IF r.found > 0 AND (r.found - 1) % 32 = 0 THEN
+        v_pos := r.seg * 128 + (r.found - 1) / 32;
+    ELSE
+        v_pos := defarm_merkle_locate(r.tree_id, r.leaf_count, r.leaf);
+        IF v_pos IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    RETURN '{"proof_type":"event_in_item","hash_algorithm":"SHA-256"'
+        || ',"dfid":' || to_json(p_dfid)::text
+        || ',"event_id":"' || p_event_id::text
+        || '","leaf_hash":"' || encode(r.leaf, 'hex') || '"'
+        || CASE WHEN p_data
+                THEN ',"leaf_data":' || to_json(r.leaf_data)::text
+                ELSE '' END
+        || ',"leaf_index":' || v_pos
+        || ',"leaf_count":' || r.leaf_count
+        || ',"path":' || defarm_merkle_path_text(r.tree_id, r.height, v_pos)
+        || ',"merkle_root":"' || encode(r.root, 'hex')
+        || '","root_updated_at":' || to_json(r.updated_at)::text || '}';
+END
+$$;
+
+-- the same as jsonb, with the leaf data (for other parts: attestations)
 
 CREATE FUNCTION defarm_merkle_item_proof(p_dfid text, p_event_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    l       merkle_event_leaves;
-    t       merkle_trees;
-    v_pos   int;
 BEGIN
-    SELECT * INTO l FROM merkle_event_leaves
-    WHERE event_id = p_event_id AND dfid = p_dfid;
-
-    SELECT * INTO t FROM merkle_trees WHERE dfid = p_dfid;
-
-    IF l.leaf IS NULL OR t.tree_id IS NULL THEN
-        RETURN NULL;
-    END IF;
-
-    v_pos := defarm_merkle_locate(t.tree_id, t.leaf_count, l.leaf);
-
-    IF v_pos IS NULL THEN
-        RETURN NULL;
-    END IF;
-
-    RETURN jsonb_build_object(
-        'proof_type', 'event_in_item', 'hash_algorithm', 'SHA-256',
-        'dfid', p_dfid, 'event_id', p_event_id,
-        'leaf_hash', encode(l.leaf, 'hex'),
-        'leaf_data', l.leaf_data,
-        'leaf_index', v_pos, 'leaf_count', t.leaf_count,
-        'path', defarm_merkle_path(t.tree_id, v_pos),
-        'merkle_root', encode(t.root, 'hex'),
-        'root_updated_at', t.updated_at);
+    RETURN defarm_merkle_item_proof_text(p_dfid, p_event_id, true)::jsonb;
 END
 $$;
 
@@ -770,7 +849,7 @@ BEGIN
         'leaf_hash', encode(l.leaf, 'hex'),
         'leaf_data', p_dfid || '|' || encode(l.item_root, 'hex'),
         'leaf_index', v_pos, 'leaf_count', t.leaf_count,
-        'path', defarm_merkle_path(t.tree_id, v_pos),
+        'path', defarm_merkle_path_text(t.tree_id, t.height, v_pos)::jsonb,
         'merkle_root', encode(t.root, 'hex'),
         'root_updated_at', t.updated_at);
 END
@@ -898,7 +977,7 @@ CREATE FUNCTION defarm_merkle_item_proof_get(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_proof  jsonb;
+    v_proof  text;
     v_owner  text;
 BEGIN
     IF NOT defarm_is_uuid(p_arg) THEN
@@ -913,20 +992,16 @@ BEGIN
         RETURN defarm_answer(404, 'Item not found: ' || p_id);
     END IF;
 
-    v_proof := defarm_merkle_item_proof(p_id, p_arg::uuid);
+    -- an item's events are its owner's
+    v_proof := defarm_merkle_item_proof_text(p_id, p_arg::uuid,
+        v_owner = p_user
+        OR defarm_merkle_event_readable(p_arg::uuid, p_user));
 
     IF v_proof IS NULL THEN
         RETURN defarm_answer(404, 'Event not found in this item: ' || p_arg);
     END IF;
 
-    -- an item's events are its owner's
-    IF v_owner <> p_user
-       AND NOT defarm_merkle_event_readable(p_arg::uuid, p_user)
-    THEN
-        v_proof := v_proof - 'leaf_data';
-    END IF;
-
-    RETURN defarm_answer(200, v_proof::text);
+    RETURN defarm_answer(200, v_proof);
 END
 $$;
 
@@ -1201,7 +1276,7 @@ CREATE FUNCTION defarm_public_merkle_item_proof(p_user text, p_id text,
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_proof  jsonb;
+    v_proof  text;
 BEGIN
     IF NOT defarm_is_uuid(p_arg) THEN
         RETURN defarm_answer(400, 'Invalid event ID format');
@@ -1211,17 +1286,14 @@ BEGIN
         RETURN defarm_answer(404, 'Item not found or not public');
     END IF;
 
-    v_proof := defarm_merkle_item_proof(p_id, p_arg::uuid);
+    v_proof := defarm_merkle_item_proof_text(p_id, p_arg::uuid,
+        defarm_merkle_event_readable(p_arg::uuid, NULL));
 
     IF v_proof IS NULL THEN
         RETURN defarm_answer(404, 'Event not found in this item: ' || p_arg);
     END IF;
 
-    IF NOT defarm_merkle_event_readable(p_arg::uuid, NULL) THEN
-        v_proof := v_proof - 'leaf_data';
-    END IF;
-
-    RETURN defarm_answer(200, v_proof::text);
+    RETURN defarm_answer(200, v_proof);
 END
 $$;
 
