@@ -10,13 +10,12 @@
 --   an odd node   paired, on its right, with SHA-256(UTF-8 "EMPTY_NODE");
 --   one leaf      is the root; no leaf: the root is the empty node.
 --
--- Each tree is stored level by level, its nodes' raw 32-byte hashes end
--- to end, in segments of 128 nodes (4 KiB rows kept in line, STORAGE
--- PLAIN: no TOAST look-up): a proof reads one segment per level and the
--- few segments of leaves where its leaf is, never every event.  A write
--- changes the leaves in memory and hashes again only the nodes from the
--- first changed position on (sorted leaves shift on insert), rewriting
--- the segments from there.
+-- Each tree is stored, one row per level, its nodes' raw 32-byte hashes
+-- end to end in a bytea kept out of line uncompressed (STORAGE EXTERNAL),
+-- so substring() fetches only the TOAST chunks it needs: a proof reads
+-- one node per level and the binary search's leaves, never every event.
+-- A write changes the leaves in memory and hashes again only the nodes
+-- from the first changed position on (sorted leaves shift on insert).
 --
 -- The trees follow the event writes through the functions that make them
 -- (wrapped below, each renamed *_unmerkled and called by a function of
@@ -30,27 +29,24 @@ CREATE TABLE merkle_trees (
     circuit_id          uuid UNIQUE
                         REFERENCES circuits (circuit_id) ON DELETE CASCADE,
     leaf_count          int NOT NULL DEFAULT 0,
-    height              int NOT NULL DEFAULT 0,
     root                bytea NOT NULL,
     updated_at          timestamptz NOT NULL DEFAULT now(),
 
     CHECK ((dfid IS NULL) <> (circuit_id IS NULL))
 );
 
--- level 0 the sorted leaves, the last level (height - 1) the root alone;
--- segment s of a level holds its nodes 128 s to 128 s + 127
+-- level 0 the sorted leaves, the last level the root alone
 
-CREATE TABLE merkle_nodes (
+CREATE TABLE merkle_levels (
     tree_id             bigint NOT NULL
                         REFERENCES merkle_trees ON DELETE CASCADE,
     level               int NOT NULL,
-    seg                 int NOT NULL,
     nodes               bytea NOT NULL,
 
-    PRIMARY KEY (tree_id, level, seg)
+    PRIMARY KEY (tree_id, level)
 );
 
-ALTER TABLE merkle_nodes ALTER COLUMN nodes SET STORAGE PLAIN;
+ALTER TABLE merkle_levels ALTER COLUMN nodes SET STORAGE EXTERNAL;
 
 -- which leaf stands for which event (what a change must take out), and
 -- the string it is the hash of (what a proof shows)
@@ -126,52 +122,22 @@ BEGIN
 END
 $$;
 
--- a level's nodes, whole, or those of its segments before p_seg
-
-CREATE FUNCTION defarm_merkle_level(p_tree bigint, p_level int, p_seg int)
-RETURNS bytea
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT coalesce(string_agg(m.nodes, ''::bytea ORDER BY m.seg),
-                            ''::bytea)
-            FROM merkle_nodes m
-            WHERE m.tree_id = p_tree AND m.level = p_level
-              AND (p_seg IS NULL OR m.seg < p_seg));
-END
-$$;
-
--- a level's nodes (whole in p_nodes) written from segment p_seg on
-
-CREATE FUNCTION defarm_merkle_write(p_tree bigint, p_level int,
-                                    p_nodes bytea, p_seg int)
-RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM merkle_nodes
-    WHERE tree_id = p_tree AND level = p_level AND seg >= p_seg;
-
-    INSERT INTO merkle_nodes (tree_id, level, seg, nodes)
-    SELECT p_tree, p_level, g,
-           substring(p_nodes FROM g * 4096 + 1 FOR 4096)
-    FROM generate_series(p_seg, (length(p_nodes) - 1) / 4096) g;
-END
-$$;
-
--- the first leaf to read for p_leaf: the leaves are hashes, spread
+-- the first leaf to look at for p_leaf: the leaves are hashes, spread
 -- evenly, so a leaf's rank is close to its value times the count (within
--- a few times sqrt(count)/2); its segments and the next ones around
--- (512 leaves) hold it nearly always
+-- a few times sqrt(count)/2), and the 512 leaves from 256 before that
+-- guess hold it nearly always
 
 CREATE FUNCTION defarm_merkle_guess(p_leaf bytea, p_count int) RETURNS int
 LANGUAGE sql IMMUTABLE AS $$
     SELECT greatest(0, ((get_byte(p_leaf, 0) * 65536
                          + get_byte(p_leaf, 1) * 256
                          + get_byte(p_leaf, 2))::bigint
-                        * p_count / 16777216)::int - 256) / 128
+                        * p_count / 16777216)::int - 256)
 $$;
 
--- the position of p_leaf in the stored leaves, or NULL: those segments
--- first, else a binary search over the stored leaves
+-- the position of p_leaf in the stored leaves, or NULL: those 512 leaves
+-- read at once (substring() fetches only their TOAST chunks), else a
+-- binary search over the stored leaves, 32 bytes read a step
 
 CREATE FUNCTION defarm_merkle_locate(p_tree bigint, p_count int,
                                      p_leaf bytea)
@@ -182,26 +148,22 @@ DECLARE
     hi      int := p_count;
     mid     int;
     v       bytea;
-    v_seg   int;
+    v_from  int := defarm_merkle_guess(p_leaf, p_count);
 BEGIN
-    v_seg := defarm_merkle_guess(p_leaf, p_count);
-
-    SELECT position(p_leaf IN string_agg(m.nodes, ''::bytea ORDER BY m.seg))
+    SELECT position(p_leaf IN substring(m.nodes FROM v_from * 32 + 1
+                                        FOR 512 * 32))
     INTO mid
-    FROM merkle_nodes m
-    WHERE m.tree_id = p_tree AND m.level = 0
-      AND m.seg BETWEEN v_seg AND v_seg + 4;
+    FROM merkle_levels m WHERE m.tree_id = p_tree AND m.level = 0;
 
     IF mid > 0 AND (mid - 1) % 32 = 0 THEN
-        RETURN v_seg * 128 + (mid - 1) / 32;
+        RETURN v_from + (mid - 1) / 32;
     END IF;
 
     WHILE lo < hi LOOP
         mid := (lo + hi) / 2;
 
-        SELECT substring(m.nodes FROM (mid % 128) * 32 + 1 FOR 32) INTO v
-        FROM merkle_nodes m
-        WHERE m.tree_id = p_tree AND m.level = 0 AND m.seg = mid / 128;
+        SELECT substring(m.nodes FROM mid * 32 + 1 FOR 32) INTO v
+        FROM merkle_levels m WHERE m.tree_id = p_tree AND m.level = 0;
 
         IF v = p_leaf THEN
             RETURN mid;
@@ -216,9 +178,9 @@ BEGIN
 END
 $$;
 
--- the levels above new leaves (p_leaves, the whole level 0), hashed again
--- from position p_from of the leaves on (the segments before it are
--- unchanged and kept); the root, height and count recorded
+-- the levels above new leaves, hashed again from position p_from of the
+-- leaves on (what precedes it is unchanged and kept); the root and the
+-- count recorded
 
 CREATE FUNCTION defarm_merkle_levels(p_tree bigint, p_leaves bytea,
                                      p_from int)
@@ -227,27 +189,27 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_lower   bytea := p_leaves;
     v_level   int := 0;
-    v_seg     int := p_from / 128;
-    v_from    int;
+    v_from    int := p_from;
     v_prefix  bytea;
     v_new     bytea;
     v_count   int;
 BEGIN
-    PERFORM defarm_merkle_write(p_tree, 0, p_leaves, v_seg);
+    INSERT INTO merkle_levels (tree_id, level, nodes)
+    VALUES (p_tree, 0, p_leaves)
+    ON CONFLICT (tree_id, level) DO UPDATE SET nodes = EXCLUDED.nodes;
 
     WHILE length(v_lower) > 32 LOOP
         v_count := length(v_lower) / 32;
         v_level := v_level + 1;
-        v_seg := v_seg / 2;
-        v_from := v_seg * 128;
-        v_prefix := defarm_merkle_level(p_tree, v_level, v_seg);
+        v_from := v_from / 2;
+
+        SELECT substring(m.nodes FROM 1 FOR v_from * 32) INTO v_prefix
+        FROM merkle_levels m
+        WHERE m.tree_id = p_tree AND m.level = v_level;
 
         -- a level the tree did not have, or shorter: hashed from its start
-        IF length(v_prefix) <> v_from * 32 THEN
-            v_prefix := ''::bytea;
-            v_seg := 0;
-            v_from := 0;
-        END IF;
+        v_prefix := coalesce(v_prefix, ''::bytea);
+        v_from := length(v_prefix) / 32;
 
         SELECT v_prefix || coalesce(string_agg(defarm_merkle_pair(
                    substring(v_lower FROM i * 64 + 1 FOR 32),
@@ -258,16 +220,17 @@ BEGIN
         INTO v_new
         FROM generate_series(v_from, (v_count + 1) / 2 - 1) i;
 
-        PERFORM defarm_merkle_write(p_tree, v_level, v_new, v_seg);
+        INSERT INTO merkle_levels (tree_id, level, nodes)
+        VALUES (p_tree, v_level, v_new)
+        ON CONFLICT (tree_id, level) DO UPDATE SET nodes = EXCLUDED.nodes;
 
         v_lower := v_new;
     END LOOP;
 
-    DELETE FROM merkle_nodes WHERE tree_id = p_tree AND level > v_level;
+    DELETE FROM merkle_levels WHERE tree_id = p_tree AND level > v_level;
 
     UPDATE merkle_trees
     SET leaf_count = length(p_leaves) / 32,
-        height = CASE WHEN length(p_leaves) = 0 THEN 0 ELSE v_level + 1 END,
         root = CASE WHEN length(v_lower) = 0 THEN defarm_merkle_empty()
                     ELSE v_lower END,
         updated_at = now()
@@ -293,7 +256,10 @@ BEGIN
         RETURN;
     END IF;
 
-    v_nodes := defarm_merkle_level(p_tree, 0, NULL);
+    SELECT m.nodes INTO v_nodes FROM merkle_levels m
+    WHERE m.tree_id = p_tree AND m.level = 0;
+
+    v_nodes := coalesce(v_nodes, ''::bytea);
     v_from := length(v_nodes) / 32;
 
     FOREACH x IN ARRAY coalesce(p_del, '{}') LOOP
@@ -727,95 +693,116 @@ $$;
 
 -- (PL/pgSQL, here and for the other reads of a route: a SQL function
 -- with a FROM is planned again at every call, PL/pgSQL keeps its plans)
+
+-- (PL/pgSQL, here and for the other reads of a route: a SQL function
+-- with a FROM is planned again at every call, PL/pgSQL keeps its plans)
 --
 -- The path as JSON text, made directly (the proof route is benchmarked):
--- one segment read a level; a sibling past the level's end is the empty
--- node.
+-- one read of the tree's levels, a node each; a sibling past the level's
+-- end is the empty node.
 
-CREATE FUNCTION defarm_merkle_path_text(p_tree bigint, p_height int,
-                                        p_pos int)
+CREATE FUNCTION defarm_merkle_path_text(p_tree bigint, p_pos int)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (SELECT '[' || coalesce(string_agg(
-               '{"hash":"' || encode(coalesce(nullif((
-                   SELECT substring(m.nodes
-                              FROM (((p_pos >> k) # 1) % 128) * 32 + 1
-                              FOR 32)
-                   FROM merkle_nodes m
-                   WHERE m.tree_id = p_tree AND m.level = k
-                     AND m.seg = ((p_pos >> k) # 1) / 128), ''::bytea),
-                   defarm_merkle_empty()), 'hex')
-               || CASE WHEN (p_pos >> k) & 1 = 0
+               '{"hash":"' || encode(coalesce(nullif(substring(m.nodes
+                   FROM ((p_pos >> m.level) # 1) * 32 + 1 FOR 32),
+                   ''::bytea), defarm_merkle_empty()), 'hex')
+               || CASE WHEN (p_pos >> m.level) & 1 = 0
                        THEN '","position":"right"}'
                        ELSE '","position":"left"}' END,
-               ',' ORDER BY k), '') || ']'
-    FROM generate_series(0, p_height - 2) k);
+               ',' ORDER BY m.level), '') || ']'
+    FROM merkle_levels m
+    WHERE m.tree_id = p_tree AND octet_length(m.nodes) > 32);
 END
 $$;
 
--- the proof that an event is in its item's tree as JSON text (its leaf
--- data where p_data), NULL if it is not: one read finds the leaf, its
--- tree and its position (nearly always: see defarm_merkle_guess), one
--- more the path
+-- GET /api/merkle/items/:dfid/merkle-proof/:event_id and its public
+-- variant: the proof that an event is in its item's tree, for p_reader
+-- (who must be able to read the item, unless p_public: the caller checked
+-- that it is published).  The leaf data to whoever may read the event.
+-- One read finds the item, the leaf, its tree and its position (nearly
+-- always: see defarm_merkle_guess), one more the path; the JSON is made
+-- as text.
 
-CREATE FUNCTION defarm_merkle_item_proof_text(p_dfid text, p_event_id uuid,
-                                              p_data boolean)
-RETURNS text
+CREATE FUNCTION defarm_merkle_item_proof_answer(p_dfid text, p_event uuid,
+                                                p_reader text,
+                                                p_public boolean)
+RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     r      record;
     v_pos  int;
 BEGIN
-    SELECT l.leaf, l.leaf_data, t.tree_id, t.leaf_count, t.height, t.root,
-           t.updated_at, g.seg,
-           (SELECT position(l.leaf IN string_agg(m.nodes, ''::bytea
-                                                 ORDER BY m.seg))
-            FROM merkle_nodes m
-            WHERE m.tree_id = t.tree_id AND m.level = 0
-              AND m.seg BETWEEN g.seg AND g.seg + 4) AS found
+    SELECT i.owner_id, l.leaf, l.leaf_data, t.tree_id, t.leaf_count,
+           t.root, t.updated_at, w.start,
+           (SELECT position(l.leaf IN substring(m.nodes
+                                                FROM w.start * 32 + 1
+                                                FOR 512 * 32))
+            FROM merkle_levels m
+            WHERE m.tree_id = t.tree_id AND m.level = 0) AS found
     INTO r
-    FROM merkle_event_leaves l
-    JOIN merkle_trees t ON t.dfid = l.dfid
-    CROSS JOIN LATERAL (SELECT defarm_merkle_guess(l.leaf, t.leaf_count)
-                               AS seg) g
-    WHERE l.event_id = p_event_id AND l.dfid = p_dfid;
+    FROM items i
+    LEFT JOIN merkle_event_leaves l
+        ON l.event_id = p_event AND l.dfid = i.dfid
+    LEFT JOIN merkle_trees t ON t.dfid = i.dfid
+    LEFT JOIN LATERAL (SELECT defarm_merkle_guess(l.leaf, t.leaf_count)
+                              AS start) w ON true
+    WHERE i.dfid = p_dfid;
 
-    IF r.leaf IS NULL THEN
-        RETURN NULL;
+    IF NOT p_public AND r.owner_id IS DISTINCT FROM p_reader
+       AND NOT defarm_item_readable(p_dfid, p_reader)
+    THEN
+        RETURN defarm_answer(404, 'Item not found: ' || p_dfid);
+    END IF;
+
+    IF r.leaf IS NULL OR r.tree_id IS NULL THEN
+        RETURN defarm_answer(404, 'Event not found in this item: '
+                                  || p_event);
     END IF;
 
     IF r.found > 0 AND (r.found - 1) % 32 = 0 THEN
-        v_pos := r.seg * 128 + (r.found - 1) / 32;
+        v_pos := r.start + (r.found - 1) / 32;
     ELSE
         v_pos := defarm_merkle_locate(r.tree_id, r.leaf_count, r.leaf);
         IF v_pos IS NULL THEN
-            RETURN NULL;
+            RETURN defarm_answer(404, 'Event not found in this item: '
+                                      || p_event);
         END IF;
     END IF;
 
-    RETURN '{"proof_type":"event_in_item","hash_algorithm":"SHA-256"'
+    -- an item's events are its owner's
+    RETURN defarm_answer(200,
+        '{"proof_type":"event_in_item","hash_algorithm":"SHA-256"'
         || ',"dfid":' || to_json(p_dfid)::text
-        || ',"event_id":"' || p_event_id::text
+        || ',"event_id":"' || p_event::text
         || '","leaf_hash":"' || encode(r.leaf, 'hex') || '"'
-        || CASE WHEN p_data
+        || CASE WHEN r.owner_id = p_reader
+                     OR defarm_merkle_event_readable(p_event, p_reader)
                 THEN ',"leaf_data":' || to_json(r.leaf_data)::text
                 ELSE '' END
         || ',"leaf_index":' || v_pos
         || ',"leaf_count":' || r.leaf_count
-        || ',"path":' || defarm_merkle_path_text(r.tree_id, r.height, v_pos)
+        || ',"path":' || defarm_merkle_path_text(r.tree_id, v_pos)
         || ',"merkle_root":"' || encode(r.root, 'hex')
-        || '","root_updated_at":' || to_json(r.updated_at)::text || '}';
+        || '","root_updated_at":' || to_json(r.updated_at)::text || '}');
 END
 $$;
 
--- the same as jsonb, with the leaf data (for other parts: attestations)
+-- the proof that an event is in its item's tree, with the leaf data, NULL
+-- if it is not (what other parts use: attestations)
 
 CREATE FUNCTION defarm_merkle_item_proof(p_dfid text, p_event_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    a  defarm_answer;
 BEGIN
-    RETURN defarm_merkle_item_proof_text(p_dfid, p_event_id, true)::jsonb;
+    a := defarm_merkle_item_proof_answer(p_dfid, p_event_id,
+        (SELECT i.owner_id FROM items i WHERE i.dfid = p_dfid), true);
+
+    RETURN CASE WHEN a.status = 200 THEN a.body::jsonb END;
 END
 $$;
 
@@ -849,7 +836,7 @@ BEGIN
         'leaf_hash', encode(l.leaf, 'hex'),
         'leaf_data', p_dfid || '|' || encode(l.item_root, 'hex'),
         'leaf_index', v_pos, 'leaf_count', t.leaf_count,
-        'path', defarm_merkle_path_text(t.tree_id, t.height, v_pos)::jsonb,
+        'path', defarm_merkle_path_text(t.tree_id, v_pos)::jsonb,
         'merkle_root', encode(t.root, 'hex'),
         'root_updated_at', t.updated_at);
 END
@@ -976,32 +963,12 @@ CREATE FUNCTION defarm_merkle_item_proof_get(p_user text, p_id text,
                                              p_query jsonb, p_arg text)
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_proof  text;
-    v_owner  text;
 BEGIN
     IF NOT defarm_is_uuid(p_arg) THEN
         RETURN defarm_answer(400, 'Invalid event ID format');
     END IF;
 
-    SELECT i.owner_id INTO v_owner FROM items i WHERE i.dfid = p_id;
-
-    IF v_owner IS DISTINCT FROM p_user
-       AND NOT defarm_item_readable(p_id, p_user)
-    THEN
-        RETURN defarm_answer(404, 'Item not found: ' || p_id);
-    END IF;
-
-    -- an item's events are its owner's
-    v_proof := defarm_merkle_item_proof_text(p_id, p_arg::uuid,
-        v_owner = p_user
-        OR defarm_merkle_event_readable(p_arg::uuid, p_user));
-
-    IF v_proof IS NULL THEN
-        RETURN defarm_answer(404, 'Event not found in this item: ' || p_arg);
-    END IF;
-
-    RETURN defarm_answer(200, v_proof);
+    RETURN defarm_merkle_item_proof_answer(p_id, p_arg::uuid, p_user, false);
 END
 $$;
 
@@ -1275,8 +1242,6 @@ CREATE FUNCTION defarm_public_merkle_item_proof(p_user text, p_id text,
                                                 p_query jsonb, p_arg text)
 RETURNS defarm_answer
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_proof  text;
 BEGIN
     IF NOT defarm_is_uuid(p_arg) THEN
         RETURN defarm_answer(400, 'Invalid event ID format');
@@ -1286,14 +1251,7 @@ BEGIN
         RETURN defarm_answer(404, 'Item not found or not public');
     END IF;
 
-    v_proof := defarm_merkle_item_proof_text(p_id, p_arg::uuid,
-        defarm_merkle_event_readable(p_arg::uuid, NULL));
-
-    IF v_proof IS NULL THEN
-        RETURN defarm_answer(404, 'Event not found in this item: ' || p_arg);
-    END IF;
-
-    RETURN defarm_answer(200, v_proof);
+    RETURN defarm_merkle_item_proof_answer(p_id, p_arg::uuid, NULL, true);
 END
 $$;
 
