@@ -13,6 +13,7 @@ packages=(
     libtext-diff-perl liblist-moreutils-perl libwww-perl libhttp-tiny-perl
     libio-socket-ssl-perl
     wrk curl valgrind procps openssl
+    python3
 )
 
 missing=()
