@@ -10,6 +10,9 @@ SHELL := /bin/bash
 #   make test     deps + build, then the whole suite against a throwaway
 #                 PostgreSQL, Redis and IPFS node
 #   make bench    benchmarks under bench/ (ratios against baselines)
+#   make asan     a whole nginx and the module with AddressSanitizer and
+#                 UBSan (nginx's source from Debian's archive), then the
+#                 suite against it; any sanitizer report fails it
 
 NGINX_SRC   ?= /usr/share/nginx/src
 BUILD       := $(CURDIR)/build
@@ -24,7 +27,7 @@ CC_OPT      := -g -O2 -fstack-protector-strong -Wformat \
                -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
 LD_OPT      := -Wl,-z,relro -Wl,-z,now -fPIC
 
-.PHONY: all deps run test bench lint clean version-header
+.PHONY: all deps run test bench asan lint clean version-header
 
 all: $(MODULE)
 
@@ -62,6 +65,9 @@ test: deps all
 
 bench: deps all
 	@bash bench/run.sh
+
+asan: deps
+	@bash scripts/asan.sh test
 
 lint:
 	@bash scripts/check_style.sh

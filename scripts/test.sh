@@ -50,7 +50,7 @@ export TEST_NGINX_PG_USER=$PGUSER TEST_NGINX_PG_DATABASE=$PGDATABASE
 export TEST_NGINX_PG_DATA=$var/pg
 export TEST_NGINX_REDIS_PORT=$REDIS_PORT
 export TEST_NGINX_IPFS_API=$IPFS_API
-export TEST_NGINX_LOAD_MODULES=$top/build/ngx_defarm_module.so
+export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_MODULE_SO:-$top/build/ngx_defarm_module.so}
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot}
 export TEST_NGINX_GIT_HASH=$(sed -n 's/.*NGX_DEFARM_GIT_HASH *"\(.*\)"/\1/p' \
     build/gen/ngx_defarm_version.h)

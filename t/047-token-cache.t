@@ -190,8 +190,9 @@ is(m_('evictions_total') - $ev0, $n, '... each one evicted an older one');
 my $grew = rss() - $rss0;
 diag("worker RSS grew $grew kB over $n distinct tokens");
 SKIP: {
-    # under valgrind the RSS is valgrind's (its freed-block quarantine)
-    skip 'RSS under valgrind is not the worker\'s', 1 if valgrind();
+    # under valgrind or the sanitizers, their freed-block quarantine
+    skip 'RSS under valgrind or the sanitizers is not the worker\'s', 1
+        unless rss_is_nginx();
     ok($grew < 2048, "the worker's memory stays flat (grew $grew kB)");
 }
 

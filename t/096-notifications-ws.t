@@ -337,6 +337,21 @@ sql("SELECT defarm_notify(ARRAY['$u->{id}'], 'Test', 'sql ' || g, 'm',
 my @got = map { $ws->recv_type('notification', $T) } 1 .. 2;
 is_deeply([ map { $_ && $_->{data}{data}{g} } @got ], [ 1, 2 ], 'two made in SQL: both, in order');
 
+# the worker's LISTEN connection dies: what is committed before it is back
+# reaches the socket when it listens again (the catch-up)
+{
+    my $killed = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     . "WHERE query LIKE 'LISTEN defarm_notification%' "
+                     . "OR (query = ';' AND backend_type = 'client backend')");
+    cmp_ok($killed, '>=', 1, 'the listening connections are killed');
+    sql("SELECT defarm_notify(ARRAY['$u->{id}'], 'Test', 'while deaf', 'm', '{}')");
+    my $n = $ws->recv_type('notification', $T * 2);
+    is($n && $n->{data}{title}, 'while deaf',
+       'a notification made while the listener was down arrives once it is back');
+    ok(wait_until(sub { $a->log =~ /not listening for notifications/ }, $T),
+       '... the loss was logged');
+}
+
 # =================================================================== c.
 
 my $first = $before->[0]{id};
@@ -390,6 +405,9 @@ my @errors = (
     [ 'opcode 0x3 (reserved data)', 1002, sub { $_[0]->send_frame(0x3, 'x') } ],
     [ 'opcode 0xB (reserved control)', 1002, sub { $_[0]->send_frame(0xB, 'x') } ],
     [ 'a ping of 126 bytes', 1002, sub { $_[0]->send_ping('p' x 126) } ],
+    [ 'a close of one byte', 1002, sub { $_[0]->send_frame(0x8, 'x') } ],
+    [ 'a close with code 1005 (never sent)', 1002,
+      sub { $_[0]->send_frame(0x8, pack('n', 1005)) } ],
     [ 'a fragmented ping', 1002, sub { $_[0]->send_ping('p', fin => 0) } ],
     [ 'a continuation with no message', 1002, sub { $_[0]->send_cont('{}') } ],
     [ 'a text frame inside a fragmented message', 1002,
@@ -565,6 +583,16 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     ok((grep { ($_->{opcode} // -1) == 0x9 } @{ $mute->{skipped} || [] }),
        '... after pings it did not answer');
 
+    # a message begun and never ended, pings answered: closed (1008), so
+    # that a client cannot hold a buffer open
+    my $slowmsg = connect_as($p, $u->{token});
+    ok(is_ws($slowmsg), 'a socket that begins a message');
+    $slowmsg->send_text('{"action":"mark_', fin => 0);
+    my $sc = $slowmsg->recv_close($T);
+    is($sc && $sc->{code}, 1008, 'a message never ended: closed with 1008')
+        or diag(explain($sc));
+    like($sc && $sc->{reason} // '', qr/too slow/, '... "message too slow"');
+
     # a token's expiry is checked at each ping
     my $short = resign($u->{token}, exp => time + 3);
     my $w = connect_as($p, $short);
@@ -607,8 +635,8 @@ is($ws->{server_error}, undef, "u's first socket: the server's frames were valid
     diag(sprintf 'slow reader: worker RSS %d KiB before, %d KiB at most'
          . ' after %d KiB of notifications', $rss0, $peak, $made);
     SKIP: {
-        skip 'valgrind: its own memory is in the RSS', 1
-            if $ENV{TEST_NGINX_USE_VALGRIND};
+        skip 'valgrind or the sanitizers: their memory is in the RSS', 1
+            unless rss_is_nginx();
         cmp_ok($peak - $rss0, '<', $made / 2,
                'the worker did not keep what the reader did not take (RSS'
                . ' grew by less than half of it)');

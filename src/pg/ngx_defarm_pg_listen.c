@@ -46,6 +46,10 @@ struct ngx_defarm_pg_listen_s {
 typedef ngx_defarm_pg_listen_t  ngx_defarm_listen_t;
 
 
+/* how often a listening connection that heard nothing is checked */
+#define NGX_DEFARM_LISTEN_PROBE  30000
+
+
 static void ngx_defarm_listen_connect(ngx_defarm_listen_t *ln);
 static ngx_int_t ngx_defarm_listen_wrap(ngx_defarm_listen_t *ln);
 static void ngx_defarm_listen_handler(ngx_event_t *ev);
@@ -172,36 +176,17 @@ ngx_defarm_listen_wrap(ngx_defarm_listen_t *ln)
 static void
 ngx_defarm_listen_unwrap(ngx_defarm_listen_t *ln)
 {
-    ngx_connection_t  *c = ln->c;
-
-    if (c == NULL) {
+    if (ln->c == NULL) {
         return;
     }
 
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
+    /*
+     * libpq has closed the socket already (a lost connection, the next
+     * address) or is about to (PQfinish): no epoll_ctl() on it, and it
+     * owns the descriptor
+     */
 
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* libpq owns the socket and closes it */
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_defarm_free_connection(ln->c);
     ln->c = NULL;
 }
 
@@ -291,6 +276,10 @@ ngx_defarm_listen_poll(ngx_defarm_listen_t *ln)
     }
 
     ln->state = NGX_DEFARM_LISTEN_SENT;
+
+    /* an answer is due, as a connection's is */
+
+    ngx_add_timer(ln->c->read, ln->pcf->connect_timeout);
 }
 
 
@@ -306,13 +295,25 @@ ngx_defarm_listen_read(ngx_defarm_listen_t *ln)
     }
 
     while (!PQisBusy(ln->pg) && (res = PQgetResult(ln->pg)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK
+            && PQresultStatus(res) != PGRES_EMPTY_QUERY)
+        {
             PQclear(res);
             ngx_defarm_listen_close(ln, "LISTEN failed");
             return;
         }
 
         PQclear(res);
+
+        /* the LISTEN's, or a probe's: the connection is alive */
+
+        if (ln->c->read->timer_set) {
+            ngx_del_timer(ln->c->read);
+        }
+
+        if (!ln->retry.timer_set) {
+            ngx_add_timer(&ln->retry, NGX_DEFARM_LISTEN_PROBE);
+        }
 
         if (ln->state == NGX_DEFARM_LISTEN_SENT) {
 
@@ -381,6 +382,23 @@ ngx_defarm_listen_retry(ngx_event_t *ev)
     ngx_defarm_listen_t  *ln = ev->data;
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (ln->state == NGX_DEFARM_LISTEN_ON) {
+
+        /*
+         * Listening, and silent for a while: an empty statement, so that
+         * a connection lost without a word (no RST) is found out, and
+         * replaced, within connect_timeout.
+         */
+
+        if (!PQsendQuery(ln->pg, ";") || PQflush(ln->pg) != 0) {
+            ngx_defarm_listen_close(ln, PQerrorMessage(ln->pg));
+            return;
+        }
+
+        ngx_add_timer(ln->c->read, ln->pcf->connect_timeout);
         return;
     }
 

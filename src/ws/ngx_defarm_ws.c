@@ -79,6 +79,7 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ngx_defarm_ws_t         *ws;
     ngx_pool_cleanup_t      *cln;
     ngx_defarm_main_conf_t  *mcf;
+    u_char                   accept[NGX_DEFARM_WS_ACCEPT_LEN];
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
     c = r->connection;
@@ -125,28 +126,41 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "Sec-WebSocket-Version must be 13");
     }
 
-    ws = ngx_pcalloc(c->pool, sizeof(ngx_defarm_ws_t));
-    if (ws == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     h = ngx_defarm_header(r, "Sec-WebSocket-Key");
 
-    if (h == NULL || ngx_defarm_ws_accept(&h->value, ws->accept) != NGX_OK) {
+    if (h == NULL || ngx_defarm_ws_accept(&h->value, accept) != NGX_OK) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
                                 NGX_DEFARM_ERR_VALIDATION,
                                 "Sec-WebSocket-Key must be the base64 of "
                                 "16 bytes");
     }
 
-    /* what outlives the request is in the connection's pool */
+    /*
+     * malloc()ed, not from the connection's pool: a keepalive connection
+     * whose handshakes are refused would keep each one's until it closed.
+     * Freed by the request's cleanup until the takeover, then with the
+     * connection.
+     */
 
-    ws->user_id.data = ngx_pstrdup(c->pool, &ctx->user_id);
-    if (ws->user_id.data == NULL) {
+    ws = ngx_calloc(sizeof(ngx_defarm_ws_t) + ctx->user_id.len, c->log);
+    if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(ws);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_defarm_ws_request_cleanup;
+    cln->data = ws;
+
+    ngx_memcpy(ws->accept, accept, NGX_DEFARM_WS_ACCEPT_LEN);
+
+    ws->user_id.data = (u_char *) (ws + 1);
     ws->user_id.len = ctx->user_id.len;
+    ngx_memcpy(ws->user_id.data, ctx->user_id.data, ctx->user_id.len);
     ws->connection = c;
     ws->request = r;
     ws->conf = &mcf->ws;
@@ -160,14 +174,6 @@ ngx_defarm_ws_handler(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     ws->ping.data = ws;
     ws->ping.log = c->log;
     ws->ping.cancelable = 1;
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_defarm_ws_request_cleanup;
-    cln->data = ws;
 
     return ngx_defarm_ws_hub_join(r, ws, mcf->db);
 }
@@ -218,7 +224,7 @@ ngx_defarm_ws_opened(ngx_http_request_t *r, void *data, PGresult *res)
     ngx_defarm_ws_t  *ws = data;
 
     u_char     *p, *last, *buf;
-    size_t      len, n;
+    size_t      len, n, queued;
     int64_t     seq;
     ngx_str_t   v;
     ngx_int_t   unread;
@@ -264,9 +270,9 @@ ngx_defarm_ws_opened(ngx_http_request_t *r, void *data, PGresult *res)
           + NGX_DEFARM_WS_ACCEPT_LEN
           + 2 * sizeof(frame);
 
-    n = ws->out ? (size_t) (ws->out_last - ws->out_pos) : 0;
+    queued = ws->out ? (size_t) (ws->out_last - ws->out_pos) : 0;
 
-    buf = ngx_alloc(len + n, r->connection->log);
+    buf = ngx_alloc(len + queued, r->connection->log);
     if (buf == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -303,7 +309,7 @@ ngx_defarm_ws_opened(ngx_http_request_t *r, void *data, PGresult *res)
     ws->out = buf;
     ws->out_pos = buf;
     ws->out_last = p;
-    ws->out_end = buf + len + n;
+    ws->out_end = buf + len + queued;
 
     /*
      * The request ends in a posted event, once nothing of nginx's HTTP
@@ -408,6 +414,19 @@ ngx_defarm_ws_takeover(ngx_event_t *ev)
     ws->heard = ngx_current_msec;
     ngx_add_timer(&ws->ping, ws->conf->ping);
 
+    /*
+     * Withdrawn while the takeover was posted, or opened after a graceful
+     * shutdown closed the idle connections: closed after its 101.
+     */
+
+    if (ws->refuse) {
+        ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_POLICY, ws->refuse_why);
+
+    } else if (ngx_exiting || ngx_terminate) {
+        ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_GOING_AWAY,
+                           "server shutting down");
+    }
+
     ngx_defarm_ws_flush(ws);
 
     if (c->destroyed) {
@@ -442,7 +461,7 @@ ngx_defarm_ws_request_cleanup(void *data)
 
     ngx_defarm_ws_hub_leave(ws);
     ngx_defarm_ws_free(ws);
-    ws->request = NULL;
+    ngx_free(ws);
 }
 
 
@@ -548,6 +567,17 @@ ngx_defarm_ws_read_handler(ngx_event_t *rev)
         ws->in = NULL;
     }
 
+    /* a frame or a message begun: it has until the next pings to end */
+
+    if (ws->in || ws->fragmented) {
+        if (ws->partial == 0) {
+            ws->partial = ngx_current_msec | 1;
+        }
+
+    } else {
+        ws->partial = 0;
+    }
+
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
         ngx_defarm_ws_finalize(ws);
     }
@@ -563,7 +593,7 @@ ngx_defarm_ws_read_handler(ngx_event_t *rev)
 static ngx_int_t
 ngx_defarm_ws_frames(ngx_defarm_ws_t *ws)
 {
-    u_char                 *p, *payload;
+    u_char                 *p, *payload, *payload_copy;
     size_t                  need;
     ngx_int_t               rc;
     ngx_defarm_ws_frame_t   f;
@@ -659,16 +689,34 @@ ngx_defarm_ws_frames(ngx_defarm_ws_t *ws)
 
         /* a fragment: assembled in a buffer of the message's limit */
 
-        if (ws->msg == NULL) {
-            ws->msg = ngx_alloc(ws->conf->max_message, ws->connection->log);
-            if (ws->msg == NULL) {
+        if (ws->msg_len + f.len > ws->msg_size) {
+
+            /* grown as it comes, up to the limit checked above */
+
+            need = ngx_max(ws->msg_size * 2, 4096);
+
+            while (need < ws->msg_len + f.len) {
+                need *= 2;
+            }
+
+            need = ngx_min(need, ws->conf->max_message);
+
+            payload_copy = ngx_alloc(need, ws->connection->log);
+            if (payload_copy == NULL) {
                 ngx_defarm_ws_finalize(ws);
                 return NGX_DONE;
             }
 
-            ws->msg_len = 0;
-            ws->fragmented = 1;
+            if (ws->msg) {
+                ngx_memcpy(payload_copy, ws->msg, ws->msg_len);
+                ngx_free(ws->msg);
+            }
+
+            ws->msg = payload_copy;
+            ws->msg_size = need;
         }
+
+        ws->fragmented = 1;
 
         ngx_memcpy(ws->msg + ws->msg_len, payload, f.len);
         ws->msg_len += f.len;
@@ -681,6 +729,8 @@ ngx_defarm_ws_frames(ngx_defarm_ws_t *ws)
             if (ws->msg) {
                 ngx_free(ws->msg);
                 ws->msg = NULL;
+                ws->msg_len = 0;
+                ws->msg_size = 0;
             }
 
             if (rc != NGX_OK && !ws->op) {
@@ -723,9 +773,9 @@ ngx_defarm_ws_control(ngx_defarm_ws_t *ws, ngx_defarm_ws_frame_t *f,
         return NGX_DONE;
     }
 
-    code = (payload[0] << 8) | payload[1];
+    code = (f->len == 1) ? 0 : (ngx_uint_t) ((payload[0] << 8) | payload[1]);
 
-    if (f->len == 1 || !ngx_defarm_ws_close_code_valid(code)) {
+    if (!ngx_defarm_ws_close_code_valid(code)) {
         ws->answered = 0;
         ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_PROTOCOL, "bad close code");
         return NGX_DONE;
@@ -764,9 +814,11 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
         return NGX_DONE;
     }
 
+    /* out of memory: closed (1011), not freed under the frame loop */
+
     pool = ngx_create_pool(1024, ws->connection->log);
     if (pool == NULL) {
-        ngx_defarm_ws_finalize(ws);
+        ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_INTERNAL, "out of memory");
         return NGX_DONE;
     }
 
@@ -810,7 +862,7 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
     op = ngx_alloc(sizeof(ngx_defarm_ws_op_t), ws->connection->log);
     if (op == NULL) {
         ngx_destroy_pool(pool);
-        ngx_defarm_ws_finalize(ws);
+        ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_INTERNAL, "out of memory");
         return NGX_DONE;
     }
 
@@ -819,7 +871,13 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
     params[0] = ws->user_id;
     params[1] = id->str;
 
-    /* the statement copies its parameters */
+    /*
+     * Set before: a statement whose connection turns out dead ends (and
+     * calls back) before ngx_defarm_pg_background() returns.  It copies
+     * its parameters.
+     */
+
+    ws->op = op;
 
     rc = ngx_defarm_pg_background(&ngx_defarm_ws_mark_read_stmt, params,
                                   ngx_defarm_ws_action_done, op);
@@ -827,15 +885,14 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
     ngx_destroy_pool(pool);
 
     if (rc != NGX_OK) {
+        ws->op = NULL;
         ngx_free(op);
         ngx_defarm_ws_error_frame(ws, "The database is busy or unavailable; "
                                       "try again");
         return NGX_OK;
     }
 
-    ws->op = op;
-
-    return NGX_DONE;
+    return ws->op ? NGX_DONE : NGX_OK;
 }
 
 
@@ -910,13 +967,16 @@ ngx_defarm_ws_send(ngx_defarm_ws_t *ws, ngx_uint_t opcode, u_char *data,
 
     limit = ws->conf->send_buffer;
 
-    if (!droppable) {
+    if (opcode == NGX_DEFARM_WS_CLOSE) {
+        limit = (size_t) -1;
+
+    } else if (!droppable) {
         limit += NGX_DEFARM_WS_CONTROL_ROOM + n + len;
     }
 
     used = ws->out ? (size_t) (ws->out_last - ws->out_pos) : 0;
 
-    if (used + n + len > limit) {
+    if (used > limit || n + len > limit - used) {
         ws->missed++;
         return;
     }
@@ -1014,6 +1074,14 @@ ngx_defarm_ws_flush(ngx_defarm_ws_t *ws)
                             missed, missed);
 
         ngx_defarm_ws_send(ws, NGX_DEFARM_WS_TEXT, buf, last - buf, 0);
+
+        if (ws->missed) {
+
+            /* not even that could be queued (no memory): later */
+
+            ws->missed += missed;
+            return;
+        }
     }
 
     if (ws->out) {
@@ -1123,6 +1191,8 @@ ngx_defarm_ws_shut(ngx_defarm_ws_t *ws, ngx_uint_t code, const char *reason)
     if (ws->msg) {
         ngx_free(ws->msg);
         ws->msg = NULL;
+        ws->msg_len = 0;
+        ws->msg_size = 0;
     }
 
     if (ws->in) {
@@ -1148,6 +1218,14 @@ ngx_defarm_ws_ping_handler(ngx_event_t *ev)
 
     if (ngx_current_msec - ws->heard >= 2 * ws->conf->ping) {
         ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_GOING_AWAY, "ping timeout");
+        return;
+    }
+
+    /* a client may not hold a buffer open with a message it never ends */
+
+    if (ws->partial && ngx_current_msec - ws->partial >= 2 * ws->conf->ping)
+    {
+        ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_POLICY, "message too slow");
         return;
     }
 
@@ -1198,6 +1276,8 @@ ngx_defarm_ws_finalize(ngx_defarm_ws_t *ws)
     ngx_defarm_ws_free(ws);
 
     ngx_http_close_connection(c);
+
+    ngx_free(ws);
 }
 
 

@@ -27,6 +27,7 @@
 #define NGX_DEFARM_WS_BAD_DATA    1007
 #define NGX_DEFARM_WS_POLICY      1008
 #define NGX_DEFARM_WS_TOO_BIG     1009
+#define NGX_DEFARM_WS_INTERNAL    1011
 
 /* a server frame's header: 2, 4 or 10 bytes, never masked */
 #define NGX_DEFARM_WS_HEADER_MAX  10
@@ -79,6 +80,8 @@ struct ngx_defarm_ws_s {
     /* a fragmented message being assembled */
     u_char                    *msg;
     size_t                     msg_len;
+    size_t                     msg_size;
+    ngx_msec_t                 partial;       /* since when; 0: none */
 
     ngx_msec_t                 heard;         /* the last byte from it */
     ngx_event_t                ping;

@@ -44,7 +44,8 @@ use JSON::PP ();
 
 our @EXPORT = qw(
     start_nginx stop_nginx http http_bg http_wait abort_request metric
-    wait_until pg_stop pg_start db_config valgrind jwt_secret auth_config
+    wait_until pg_stop pg_start db_config valgrind rss_is_nginx jwt_secret
+    auth_config
     sql redis_start redis_stop redis_pid json_body api_user api_as
     stale_documents is_err
 );
@@ -103,6 +104,11 @@ sub auth_config {
 
 # Is nginx running under valgrind?  Tests use it to stretch their waits.
 sub valgrind { $Valgrind }
+
+# Is a worker's RSS its own?  Not under valgrind, nor with the sanitizers
+# of "make asan" (TEST_NGINX_SANITIZED): their quarantine of freed blocks
+# is in it.  Memory figures are asserted only when it is.
+sub rss_is_nginx { !$Valgrind && !$ENV{TEST_NGINX_SANITIZED} }
 
 # ------------------------------------------------------------ small helpers
 
