@@ -339,7 +339,7 @@ is(http($ng, POST => $sp, headers => { 'Content-Type' => 'application/json' },
 
 my $big = item($owner, 'big');
 sql("INSERT INTO events (dfid, owner_id, event_type, visibility, metadata, content_hash) "
-    . "SELECT '$big', '$owner->{id}', 'bulk', 'Public', jsonb_build_object('n', g), "
+    . "SELECT '$big', '$owner->{id}', 'bulk', 'Private', jsonb_build_object('n', g), "
     . "md5('t097-$$-' || g) FROM generate_series(1, 9998) g");
 sql("SELECT defarm_merkle_item_rebuild('$big')");
 is(iroot($owner, $big)->{event_count}, 9998, '9,998 events loaded in bulk, the tree built once');
@@ -357,6 +357,10 @@ for my $e ($added[1], sql("SELECT event_id FROM events WHERE dfid = '$big' ORDER
     $path[7] = { %{ $path[7] }, hash => sha256_hex('tampered') };
     is((offline({ %$bp, path => \@path }))[0], 1, '... tampered: refused');
 }
+
+# the 10,000 events go with their item (files run after this one list events)
+sql("DELETE FROM items WHERE dfid = '$big'");
+is(sql("SELECT count(*) FROM merkle_trees WHERE dfid = '$big'"), 0, 'an item deleted: its tree goes with it');
 
 unlike($ng->log, qr/\[(alert|crit|emerg)\]/, 'no alert in error.log');
 stop_nginx($ng);
