@@ -72,6 +72,18 @@ CREATE TABLE merkle_circuit_leaves (
 
 CREATE INDEX merkle_circuit_leaves_dfid ON merkle_circuit_leaves (dfid);
 
+-- a circuit whose leaves changed since its levels were hashed: rows only
+-- added by the writes (no row they would all lock), taken by the next
+-- read of the circuit's tree (defarm_merkle_circuit_fresh)
+
+CREATE TABLE merkle_circuit_dirty (
+    circuit_id          uuid NOT NULL
+                        REFERENCES circuits (circuit_id) ON DELETE CASCADE,
+    marked_at           timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+CREATE INDEX merkle_circuit_dirty_circuit ON merkle_circuit_dirty (circuit_id);
+
 
 CREATE FUNCTION defarm_merkle_empty() RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$
@@ -330,7 +342,11 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- the item's leaf in a circuit's tree as the item now stands: put in,
--- changed or taken out
+-- changed or taken out.  A circuit's leaves follow every write; its
+-- levels are hashed again at its next read (defarm_merkle_circuit_fresh):
+-- pushes into one circuit are many, concurrent and benchmarked, and
+-- hashing its levels at each would serialize them on the tree and cost
+-- as many hashes as the circuit has items, each time.
 
 CREATE FUNCTION defarm_merkle_circuit_item(p_circuit uuid, p_dfid text)
 RETURNS void
@@ -339,7 +355,6 @@ DECLARE
     v_root  bytea;
     v_old   bytea;
     v_new   bytea;
-    v_tree  bigint;
 BEGIN
     IF EXISTS (SELECT 1 FROM circuit_items ci
                WHERE ci.circuit_id = p_circuit AND ci.dfid = p_dfid)
@@ -351,10 +366,9 @@ BEGIN
         v_new := defarm_merkle_circuit_leaf(p_dfid, v_root);
     END IF;
 
-    v_tree := defarm_merkle_tree(NULL, p_circuit);
-
     SELECT l.leaf INTO v_old FROM merkle_circuit_leaves l
-    WHERE l.circuit_id = p_circuit AND l.dfid = p_dfid;
+    WHERE l.circuit_id = p_circuit AND l.dfid = p_dfid
+    FOR UPDATE;
 
     IF v_old IS NOT DISTINCT FROM v_new THEN
         RETURN;
@@ -370,8 +384,39 @@ BEGIN
         SET item_root = EXCLUDED.item_root, leaf = EXCLUDED.leaf;
     END IF;
 
-    PERFORM defarm_merkle_apply(v_tree, array_remove(ARRAY[v_old], NULL),
-                                array_remove(ARRAY[v_new], NULL));
+    INSERT INTO merkle_circuit_dirty (circuit_id) VALUES (p_circuit);
+END
+$$;
+
+-- a circuit's levels hashed again from its leaves if they changed since;
+-- the marks taken are those this transaction sees (a write not yet
+-- committed leaves its own for the next read)
+
+CREATE FUNCTION defarm_merkle_circuit_fresh(p_circuit uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tree    bigint;
+    v_leaves  bytea;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM merkle_circuit_dirty d
+                   WHERE d.circuit_id = p_circuit)
+    THEN
+        RETURN;
+    END IF;
+
+    v_tree := defarm_merkle_tree(NULL, p_circuit);
+
+    DELETE FROM merkle_circuit_dirty WHERE circuit_id = p_circuit;
+
+    IF NOT FOUND THEN
+        RETURN;         -- another read took them while this one waited
+    END IF;
+
+    SELECT coalesce(string_agg(l.leaf, ''::bytea ORDER BY l.leaf), '')
+    INTO v_leaves
+    FROM merkle_circuit_leaves l WHERE l.circuit_id = p_circuit;
+
+    PERFORM defarm_merkle_levels(v_tree, v_leaves, 0);
 END
 $$;
 
@@ -534,6 +579,7 @@ DECLARE
 BEGIN
     v_tree := defarm_merkle_tree(NULL, p_circuit);
 
+    DELETE FROM merkle_circuit_dirty WHERE circuit_id = p_circuit;
     DELETE FROM merkle_circuit_leaves WHERE circuit_id = p_circuit;
 
     INSERT INTO merkle_circuit_leaves (circuit_id, dfid, item_root, leaf)
@@ -808,12 +854,14 @@ $$;
 
 CREATE FUNCTION defarm_merkle_circuit_proof(p_circuit uuid, p_dfid text)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     l      merkle_circuit_leaves;
     t      merkle_trees;
     v_pos  int;
 BEGIN
+    PERFORM defarm_merkle_circuit_fresh(p_circuit);
+
     SELECT * INTO l FROM merkle_circuit_leaves
     WHERE circuit_id = p_circuit AND dfid = p_dfid;
 
@@ -926,8 +974,10 @@ END
 $$;
 
 CREATE FUNCTION defarm_merkle_circuit_root_json(p_circuit uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM defarm_merkle_circuit_fresh(p_circuit);
+
     RETURN (SELECT jsonb_build_object(
         'circuit_id', c.circuit_id,
         'merkle_root', encode(coalesce(t.root, defarm_merkle_empty()), 'hex'),
@@ -977,7 +1027,7 @@ $$;
 CREATE FUNCTION defarm_merkle_circuit_root_get(p_user text, p_id text,
                                                p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     RETURN coalesce(defarm_circuit_readable(p_id, p_user),
                     defarm_answer(200, defarm_merkle_circuit_root_json(
@@ -990,7 +1040,7 @@ $$;
 CREATE FUNCTION defarm_merkle_circuit_proof_get(p_user text, p_id text,
                                                 p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a        defarm_answer;
     v_proof  jsonb;
@@ -1089,7 +1139,7 @@ $$;
 CREATE FUNCTION defarm_merkle_sync_check(p_user text, p_id text,
                                          p_body jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a            defarm_answer;
     v_err        text;
@@ -1260,7 +1310,7 @@ $$;
 CREATE FUNCTION defarm_public_merkle_circuit_root(p_user text, p_id text,
                                                   p_query jsonb, p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     RETURN coalesce(defarm_merkle_circuit_public(p_id),
                     defarm_answer(200, defarm_merkle_circuit_root_json(
@@ -1275,7 +1325,7 @@ CREATE FUNCTION defarm_public_merkle_circuit_proof(p_user text, p_id text,
                                                    p_query jsonb,
                                                    p_arg text)
 RETURNS defarm_answer
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     a        defarm_answer;
     v_proof  jsonb;

@@ -178,10 +178,13 @@ is($cr->{merkle_root}, $EMPTY, 'a circuit without items: the empty node');
 is($cr->{item_count}, 0, '... no leaf');
 
 is(as($owner, POST => "/api/circuits/$c/push/$a", {})->{status}, 200, 'push a');
+ok(sql("SELECT count(*) FROM merkle_circuit_dirty WHERE circuit_id = '$c'") > 0,
+   "the push changed the circuit's leaves and marked its levels to hash again");
 my $ra = iroot($owner, $a)->{merkle_root};
 isnt($ra, $r7, "the push's event changed the item's root");
 my $c1 = croot($owner, $c)->{merkle_root};
 is($c1, sha256_hex("$a|$ra"), "one item: the circuit's root is its leaf, SHA-256(dfid|item_root)");
+is(sql("SELECT count(*) FROM merkle_circuit_dirty WHERE circuit_id = '$c'"), 0, '... hashed at that read');
 as($owner, POST => "/api/circuits/$c/push/$b", {});
 my $rb = iroot($owner, $b)->{merkle_root};
 my $c2 = croot($member, $c)->{merkle_root};
