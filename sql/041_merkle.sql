@@ -476,7 +476,8 @@ BEGIN
         FROM (SELECT ev.event_id, d.data,
                      sha256(convert_to(d.data, 'UTF8')) AS leaf
               FROM events ev,
-                   LATERAL (SELECT defarm_merkle_leaf_data(ev) AS data) d WHERE ev.dfid = p_dfid) e
+                   LATERAL (SELECT defarm_merkle_leaf_data(ev) AS data) d
+              WHERE ev.dfid = p_dfid) e
         FULL JOIN (SELECT ml.event_id, ml.leaf FROM merkle_event_leaves ml
                    WHERE ml.dfid = p_dfid) l
             ON l.event_id = e.event_id
