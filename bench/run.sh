@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 for b in db_pool.sh cache.sh invalidation.sh items.sh circuits.sh credits.sh \
-         webhooks.sh storage.sh login.sh ws.sh; do
+         webhooks.sh storage.sh login.sh ws.sh merkle.sh; do
     echo "### $b"
     bash "$b"
     echo

@@ -393,42 +393,32 @@ BEGIN
 END
 $$;
 
--- sql/024's, with the snapshot of the membership it changed
+-- A completed push or pull, with the snapshot of the membership it
+-- changed.  Wrapped, not replaced: another file (sql/041, Merkle) wraps it
+-- too, and each wrapper keeps the one before.  Whether the operation
+-- changed the membership is what the row says before and after.
 
-CREATE OR REPLACE FUNCTION defarm_operation_complete(o circuit_operations)
+ALTER FUNCTION defarm_operation_complete(circuit_operations)
+    RENAME TO defarm_operation_complete_unsnapshotted;
+
+CREATE FUNCTION defarm_operation_complete(o circuit_operations)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_before  boolean;
+    v_after   boolean;
 BEGIN
-    IF o.operation_type = 'Push' THEN
-        INSERT INTO circuit_items (circuit_id, dfid, added_by)
-        VALUES (o.circuit_id, o.dfid, o.requester_id)
-        ON CONFLICT DO NOTHING;
+    v_before := EXISTS (SELECT 1 FROM circuit_items
+                        WHERE circuit_id = o.circuit_id AND dfid = o.dfid);
 
-        IF FOUND THEN
-            PERFORM defarm_circuit_snapshot(o.circuit_id, o.dfid, true);
-        END IF;
+    PERFORM defarm_operation_complete_unsnapshotted(o);
 
-        UPDATE circuits
-        SET public_settings = jsonb_set(
-                public_settings, '{published_items}',
-                coalesce(public_settings -> 'published_items', '[]')
-                || to_jsonb(o.dfid))
-        WHERE circuit_id = o.circuit_id
-          AND coalesce((public_settings ->> 'auto_publish_pushed_items')
-                       ::boolean, false)
-          AND NOT coalesce(public_settings -> 'published_items', '[]')
-                  ? o.dfid;
-    ELSE
-        DELETE FROM circuit_items
-        WHERE circuit_id = o.circuit_id AND dfid = o.dfid;
+    v_after := EXISTS (SELECT 1 FROM circuit_items
+                       WHERE circuit_id = o.circuit_id AND dfid = o.dfid);
 
-        IF FOUND THEN
-            PERFORM defarm_circuit_snapshot(o.circuit_id, o.dfid, false);
-        END IF;
+    IF v_before IS DISTINCT FROM v_after THEN
+        PERFORM defarm_circuit_snapshot(o.circuit_id, o.dfid, v_after);
     END IF;
-
-    PERFORM defarm_circuit_activity(o.operation_type, o.circuit_id, o.dfid,
-                                    o.requester_id);
 END
 $$;
 

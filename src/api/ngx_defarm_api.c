@@ -33,6 +33,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_workspaces_routes,
     ngx_defarm_audit_routes,
     ngx_defarm_snapshots_routes,
+    ngx_defarm_merkle_routes,
     ngx_defarm_proofs_routes,
     NULL
 };

@@ -40,6 +40,7 @@ extern ngx_defarm_route_t   ngx_defarm_local_routes[];
 extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
 extern ngx_defarm_route_t   ngx_defarm_audit_routes[];
 extern ngx_defarm_route_t   ngx_defarm_snapshots_routes[];
+extern ngx_defarm_route_t   ngx_defarm_merkle_routes[];
 extern ngx_defarm_route_t   ngx_defarm_proofs_routes[];
 
 /*
