@@ -22,10 +22,11 @@ against the server's published key (GET /api/proofs/key): the Ed25519
 signature over "payload" (its exact UTF-8 bytes) with the key's
 public_key (or public_key_pem), "statement" equal to the parsed payload,
 and the key ids of the attestation, of its statement and of the key
-(hex SHA-256 of the raw 32-byte public key) the same.  An attestation is
-the server's signature over a statement it checked against its data, not
-a zero-knowledge proof: it shows that the holder of the key said it.
-Needs python3-cryptography (Debian's package).
+(hex SHA-256 of the raw 32-byte public key) the same; the Merkle proof an
+event_in_item statement carries must lead to its merkle_root.  An
+attestation is the server's signature over a statement it checked
+against its data, not a zero-knowledge proof: it shows that the holder of
+the key said it.  Needs python3-cryptography (Debian's package).
 
 Exit status 0 when the proof holds, 1 when it does not, 2 on bad input.
 A file name "-" reads standard input.
@@ -172,6 +173,12 @@ def attestation_check(att, key):
             and statement.get("key_id") == key_id
             and key.get("key_id", key_id) == key_id):
         return False, "the key ids differ from the key's %s" % key_id
+
+    facts = statement.get("facts")
+    if isinstance(facts, dict) and isinstance(facts.get("proof"), dict):
+        ok, message = merkle_check(facts["proof"], facts.get("merkle_root"))
+        if not ok:
+            return False, "the Merkle proof it carries: " + message
 
     return True, "valid: proof %s signed by key %s" % (
         statement.get("proof_id"), key_id)

@@ -14,6 +14,10 @@
 --
 -- Statement types ("circuit_type", the original's field name):
 --   item_exists        an item exists with these identifiers
+--   event_in_item      an event is in an item's Merkle tree under its
+--                      current root (sql/041), with the inclusion proof
+--                      (a proof whose root has since moved on no longer
+--                      holds, but stays the server's word of then)
 --   receipt_presented  a receipt's SHA-256 was presented at this time
 
 CREATE TABLE attestations (
@@ -50,6 +54,16 @@ LANGUAGE sql IMMUTABLE AS $$
                                'key, value}, optional'),
             'facts', jsonb_build_array('dfid', 'status', 'created_at',
                                        'identifiers')),
+        jsonb_build_object(
+            'circuit_type', 'event_in_item',
+            'description', 'An event is a leaf of an item''s Merkle tree '
+                           'under the item''s current root; the '
+                           'inclusion proof is part of the statement',
+            'inputs', jsonb_build_object(
+                'dfid', 'string, required: the item',
+                'event_id', 'string (UUID), required: the event'),
+            'facts', jsonb_build_array('dfid', 'event_id', 'merkle_root',
+                                       'proof')),
         jsonb_build_object(
             'circuit_type', 'receipt_presented',
             'description', 'A document with this SHA-256 was presented to '
@@ -218,6 +232,68 @@ BEGIN
 END
 $$;
 
+-- event_in_item: p_in {dfid, event_id}: the event's leaf and inclusion
+-- proof under the item's current root (sql/041's, kept as events are
+-- written).  The leaf's data (the event's metadata) only to whoever may
+-- read the event, as GET /api/merkle/... shows it.
+
+CREATE FUNCTION defarm_proof_event_in_item(p_user text, p_in jsonb,
+                                           OUT a defarm_answer,
+                                           OUT facts jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_proof  jsonb;
+    err      text;
+BEGIN
+    err := coalesce(defarm_field_unknown(p_in, ARRAY['dfid', 'event_id']),
+                    defarm_field_check(p_in, 'dfid', 'string', false),
+                    defarm_field_check(p_in, 'event_id', 'string', false));
+    IF err IS NOT NULL THEN
+        a := defarm_answer(400, 'circuit_input: ' || err);
+        RETURN;
+    END IF;
+
+    IF p_in ->> 'dfid' IS NULL OR p_in ->> 'event_id' IS NULL THEN
+        a := defarm_answer(400, 'circuit_input: dfid and event_id are '
+                                'required');
+        RETURN;
+    END IF;
+
+    IF NOT defarm_is_uuid(p_in ->> 'event_id') THEN
+        a := defarm_answer(400, 'Invalid event ID format');
+        RETURN;
+    END IF;
+
+    a := defarm_item_visible(p_in ->> 'dfid', p_user);
+    IF a IS NOT NULL THEN
+        RETURN;
+    END IF;
+
+    v_proof := defarm_merkle_item_proof(p_in ->> 'dfid',
+                                        (p_in ->> 'event_id')::uuid);
+    IF v_proof IS NULL THEN
+        a := defarm_answer(404, 'Event not found in item '
+                                || (p_in ->> 'dfid'));
+        RETURN;
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM events e
+                   WHERE e.event_id = (p_in ->> 'event_id')::uuid
+                     AND (e.visibility = 'Public' OR e.owner_id = p_user
+                          OR (e.visibility = 'CircuitOnly'
+                              AND defarm_circuit_shares(e.dfid, p_user))
+                          OR defarm_is_admin(p_user)))
+    THEN
+        v_proof := v_proof - 'leaf_data';
+    END IF;
+
+    facts := jsonb_build_object(
+        'dfid', p_in ->> 'dfid', 'event_id', p_in ->> 'event_id',
+        'merkle_root', v_proof ->> 'merkle_root',
+        'proof', v_proof);
+END
+$$;
+
 -- the facts of a statement of p_type about p_in, as p_user may see them;
 -- or the answer refusing it
 
@@ -230,6 +306,8 @@ BEGIN
     CASE p_type
     WHEN 'item_exists' THEN
         r := defarm_proof_item_exists(p_user, p_in);
+    WHEN 'event_in_item' THEN
+        r := defarm_proof_event_in_item(p_user, p_in);
     WHEN 'receipt_presented' THEN
         r := defarm_proof_receipt(p_user, p_in);
     ELSE

@@ -1,6 +1,7 @@
 # Attestations (/api/proofs, sql/043, src/provenance/): statements about
-# data the server holds (an item with these identifiers, a receipt's hash
-# presented at a time), checked in SQL and signed with the server's
+# data the server holds (an item with these identifiers, an event in an
+# item's Merkle tree under its current root, a receipt's hash presented
+# at a time), checked in SQL and signed with the server's
 # Ed25519 key.  They verify with the published key only (offline, with
 # scripts/verify_proof.py, and by POST /api/proofs/verify): another key,
 # a changed payload or a changed signature fails.  Each statement type is
@@ -86,8 +87,9 @@ my $other_key = { algorithm => 'Ed25519', public_key_pem => $other_pem };
 $res = as($alice, GET => '/api/proofs/templates');
 is($res->{status}, 200, 'templates');
 my %types = map { $_->{circuit_type} => $_ } @{ body($res)->{templates} };
-ok($types{item_exists} && $types{receipt_presented},
-   'templates: item_exists and receipt_presented');
+ok($types{item_exists} && $types{receipt_presented}
+   && $types{event_in_item},
+   'templates: item_exists, event_in_item and receipt_presented');
 ok($types{item_exists}{inputs}{dfid}, 'templates: with their inputs');
 like(body($res)->{note}, qr/not zero-knowledge proofs/,
      'templates: says these are signatures, not zero-knowledge proofs');
@@ -445,6 +447,56 @@ is($v->{signature_valid}, JSON::PP::true,
    'a deleted attestation: still the server\'s signature');
 is($v->{on_record}, JSON::PP::false, '... but no longer on record');
 is($v->{valid}, JSON::PP::false, '... so not valid (withdrawn)');
+
+# -------------------------------------------------------- event_in_item
+
+sub event {
+    my ($who, $d, $n) = @_;
+    return body(api_as($ng, $who, POST => '/api/events',
+                       { dfid => $d, event_type => 'created',
+                         visibility => 'private',
+                         metadata => { n => $n } }))->{event_id};
+}
+my @ev = map { event($alice, $dfid, $_) } 1 .. 3;
+my $bob_ev = event($bob, $bob_dfid, 1);
+ok($ev[2] && $bob_ev, 'events');
+
+$res = submit($alice, 'event_in_item', { dfid => $dfid, event_id => $ev[1] });
+is($res->{status}, 201, 'submit event_in_item: 201');
+my $eatt = body($res);
+my $ef = $eatt->{statement}{facts};
+is($ef->{merkle_root}, sql("SELECT defarm_merkle_item_root('$dfid')"),
+   "facts: the item's current root");
+is($ef->{proof}{event_id}, $ev[1], 'facts: the proof of that event');
+is($ef->{proof}{merkle_root}, $ef->{merkle_root}, '... under that root');
+($rc) = offline($eatt, $key);
+is($rc, 0, 'offline: the attestation verifies');
+my $pf = file('proof.json', $ef->{proof});
+system("python3 $top/scripts/verify_proof.py merkle $pf $ef->{merkle_root}"
+       . " >/dev/null");
+is($? >> 8, 0, 'offline: the Merkle proof it carries verifies');
+
+$v = body(as($alice, POST => '/api/proofs/verify',
+             { proof_id => $eatt->{proof_id} }));
+is($v->{statement_holds}, JSON::PP::true, 'verify: it holds');
+event($alice, $dfid, 4);
+$v = body(as($alice, POST => '/api/proofs/verify',
+             { proof_id => $eatt->{proof_id} }));
+is($v->{valid}, JSON::PP::true, 'an event added: still valid');
+is($v->{statement_holds}, JSON::PP::false,
+   '... but the root moved on: no longer holds');
+
+is_err(submit($alice, 'event_in_item', { dfid => $dfid, event_id => $unknown }),
+       404, qr/Event not found in item/, 'an unknown event');
+is_err(submit($alice, 'event_in_item', { dfid => $dfid, event_id => $bob_ev }),
+       404, qr/Event not found in item/, "another item's event");
+is_err(submit($alice, 'event_in_item',
+              { dfid => $bob_dfid, event_id => $bob_ev }),
+       404, qr/Item not found/, "another user's item");
+is_err(submit($alice, 'event_in_item', { dfid => $dfid, event_id => 'x' }),
+       400, qr/Invalid event ID/, 'a malformed event id');
+is_err(submit($alice, 'event_in_item', { dfid => $dfid }),
+       400, qr/required/, 'no event id');
 
 # ---------------------------------------------------------------- callers
 
