@@ -31,7 +31,7 @@ use DefarmTest ();
 
 our @EXPORT = qw(
     load_start load_stop lost_writes crash_lines children_of rss_kb
-    pg_postmaster_pid fault_table summary_ok api_login outage_errors_ok
+    pg_postmaster_pid fault_table api_login outage_errors_ok api_key
 );
 
 my $Json = JSON::PP->new->utf8->canonical;
@@ -84,6 +84,17 @@ sub api_login {
         %o);
 }
 
+# api_key($ng, $user) -> a read/write API key of that user, limit 1000000
+# an hour
+sub api_key {
+    my ($ng, $u) = @_;
+    my $res = DefarmTest::api_as($ng, $u, POST => '/api/api-keys',
+        { name => 'chaos', organization_type => 'Producer',
+          permissions => { read => JSON::PP::true, write => JSON::PP::true },
+          rate_limit_per_hour => 1000000 });
+    return DefarmTest::json_body($res)->{api_key};
+}
+
 my $Seq = 0;
 
 sub one_request {
@@ -120,6 +131,12 @@ sub one_request {
     } elsif ($kind eq 'list') {
         $res = DefarmTest::http($ng, GET => '/api/items?limit=5',
                                 headers => \%auth, timeout => $timeout);
+
+    } elsif ($kind eq 'keyread') {
+        # through the user's API key: its hourly count is kept in Redis
+        $res = DefarmTest::http($ng, GET => '/api/items?limit=5',
+                                headers => { 'X-API-Key' => $u->{key} },
+                                timeout => $timeout);
 
     } elsif ($kind eq 'login') {
         $res = api_login($ng, $u, timeout => $timeout);
