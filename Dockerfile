@@ -44,10 +44,14 @@ COPY scripts/migrate.sh scripts/
 
 # The token secret comes from the environment at start (docker run -e
 # DEFARM_JWT_SECRET=...), read by the master before the workers start.
+# No attestation key is baked into the image (every container would share
+# it): /api/proofs answers 503 until one is mounted and the directive
+# uncommented.
 RUN sed -i -e 's/listen 127\.0\.0\.1:8080;/listen 8080;/' \
         -e 's#^error_log .*#error_log /dev/stderr info;#' \
         -e 's#access_log var/log/access.log#access_log /dev/stdout#' \
         -e 's#defarm_jwt_secret file=var/jwt.secret;#defarm_jwt_secret env=DEFARM_JWT_SECRET;#' \
+        -e 's#^\( *\)defarm_attestation_key .*#\1\# defarm_attestation_key file=/run/secrets/attestation.pem;#' \
         conf/defarm.conf \
     && printf 'env DEFARM_JWT_SECRET;\n' >> conf/defarm.conf \
     && mkdir -p var/log var/tmp \

@@ -16,6 +16,8 @@ SHELL := /bin/bash
 #   make asan     a whole nginx and the module with AddressSanitizer and
 #                 UBSan (nginx's source from Debian's archive), then the
 #                 suite against it; any sanitizer report fails it
+#   make fuzz     libFuzzer harnesses under fuzz/ (clang, ASan, UBSan):
+#                 regressions replayed, then FUZZ_SECONDS (30) each
 
 NGINX_SRC   ?= /usr/share/nginx/src
 BUILD       := $(CURDIR)/build
@@ -30,7 +32,7 @@ CC_OPT      := -g -O2 -fstack-protector-strong -Wformat \
                -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
 LD_OPT      := -Wl,-z,relro -Wl,-z,now -fPIC
 
-.PHONY: all deps run test chaos bench asan lint clean version-header
+.PHONY: all deps run test chaos bench asan fuzz lint clean version-header
 
 all: $(MODULE)
 
@@ -74,6 +76,9 @@ bench: deps all
 
 asan: deps
 	@bash scripts/asan.sh test
+
+fuzz: deps
+	@bash scripts/fuzz.sh
 
 lint:
 	@bash scripts/check_style.sh

@@ -12,7 +12,7 @@ packages=(
     libtest-base-perl libipc-run-perl libtest-longstring-perl
     libtext-diff-perl liblist-moreutils-perl libwww-perl libhttp-tiny-perl
     libio-socket-ssl-perl
-    wrk curl valgrind procps openssl
+    wrk curl valgrind procps openssl python3 python3-cryptography
 )
 
 missing=()

@@ -15,6 +15,12 @@ if [ ! -s var/jwt.secret ]; then
     (umask 077; head -c 48 /dev/urandom | base64 -w0 > var/jwt.secret)
 fi
 
+# the key attestations are signed with (GET /api/proofs/key publishes
+# its public half): Ed25519, made once, kept with the database
+if [ ! -s var/attestation.pem ]; then
+    (umask 077; openssl genpkey -algorithm ed25519 -out var/attestation.pem)
+fi
+
 stop_all() {
     trap - INT TERM EXIT
     if [ -n "${nginx_pid:-}" ]; then

@@ -45,6 +45,11 @@ eval "$redisenv"
 ipfsenv=$(scripts/ipfs.sh start "$var/ipfs")
 eval "$ipfsenv"
 
+# the attestation key of this run (defarm_attestation_key): Ed25519, made
+# with the openssl CLI as an operator would, thrown away with var/test
+openssl genpkey -algorithm ed25519 -out "$var/attestation.pem" 2>/dev/null
+export TEST_NGINX_ATTESTATION_KEY=$var/attestation.pem
+
 export TEST_NGINX_PG_HOST=$PGHOST TEST_NGINX_PG_PORT=$PGPORT
 export TEST_NGINX_PG_USER=$PGUSER TEST_NGINX_PG_DATABASE=$PGDATABASE
 export TEST_NGINX_PG_DATA=$var/pg

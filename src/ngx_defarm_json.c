@@ -5,6 +5,7 @@
 
 
 #include "ngx_defarm_json.h"
+#include "ws/ngx_defarm_ws.h"
 
 #include <yajl/yajl_parse.h>
 
@@ -160,6 +161,18 @@ ngx_defarm_json_copy(ngx_defarm_json_parser_t *ps, ngx_str_t *dst,
 
     if (len && ngx_strlchr((u_char *) s, (u_char *) s + len, '\0')) {
         ps->error = "JSON strings must not contain \\u0000";
+        return NGX_ERROR;
+    }
+
+    /*
+     * yajl checks only the shape of UTF-8: an overlong form, a surrogate
+     * (raw, or a lone "\udc00" it encodes) would reach PostgreSQL, which
+     * refuses the whole statement (a 500 instead of a 400)
+     */
+
+    if (ngx_defarm_ws_utf8((u_char *) s, len) != NGX_OK) {
+        ps->error = "JSON strings must be valid UTF-8 (no surrogates, "
+                    "no overlong forms)";
         return NGX_ERROR;
     }
 

@@ -21,6 +21,7 @@
 #include "ws/ngx_defarm_ws.h"
 #include "http/ngx_defarm_curl.h"
 #include "auth/ngx_defarm_sealed.h"
+#include "provenance/ngx_defarm_attest.h"
 
 #include <openssl/evp.h>
 
@@ -191,6 +192,13 @@ static ngx_command_t  ngx_defarm_commands[] = {
     { ngx_string("defarm_secret_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_defarm_secret_key_set,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("defarm_attestation_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_defarm_attest_key_set,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },

@@ -69,6 +69,7 @@ typedef struct {
     void                      *smtp;          /* defarm_smtp */
     ngx_str_t                 *secret_key;    /* defarm_secret_key */
     ngx_flag_t                 webhooks_private;
+    void                      *attest;        /* defarm_attestation_key */
     ngx_defarm_ws_conf_t       ws;
 } ngx_defarm_main_conf_t;
 

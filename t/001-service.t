@@ -289,7 +289,27 @@ Content-Type: application/json
 
 
 
-=== TEST 20: echo is off unless defarm_echo is on
+=== TEST 20: a lone surrogate escape is refused (fuzz/regressions/json)
+--- request eval
+"POST /api/echo\n{\"a\":\"x\\ude00\"}"
+--- more_headers
+Content-Type: application/json
+--- error_code: 400
+--- response_body_like: "error":"JSON strings must be valid UTF-8
+
+
+
+=== TEST 21: an overlong form is refused
+--- request eval
+"POST /api/echo\n{\"\xc0\xaf\":1}"
+--- more_headers
+Content-Type: application/json
+--- error_code: 400
+--- response_body_like: "error":"JSON strings must be valid UTF-8
+
+
+
+=== TEST 22: echo is off unless defarm_echo is on
 --- config
     location / {
         defarm_api on;
@@ -304,7 +324,7 @@ Content-Type: application/json
 
 
 
-=== TEST 21: defarm_health serves only the service routes
+=== TEST 23: defarm_health serves only the service routes
 --- config
     location / {
         defarm_health on;
@@ -316,7 +336,7 @@ Content-Type: application/json
 
 
 
-=== TEST 22: error_page to defarm_errors turns nginx's own errors into JSON
+=== TEST 24: error_page to defarm_errors turns nginx's own errors into JSON
 --- config
     error_page 404 @defarm_error;
     location /static/ {
@@ -334,7 +354,7 @@ X-Request-Id: ^[0-9a-f]{32}$
 
 
 
-=== TEST 23: a 5xx error is logged at error level
+=== TEST 25: a 5xx error is logged at error level
 --- config
     location = /boom {
         return 502;
@@ -352,7 +372,7 @@ qr/\[error\] .*defarm_error error_kind=external_error status=502/
 
 
 
-=== TEST 24: responses outside defarm locations are left alone
+=== TEST 26: responses outside defarm locations are left alone
 --- config
     location = /plain {
         return 200 "plain\n";

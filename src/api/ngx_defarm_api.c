@@ -32,6 +32,7 @@ ngx_defarm_route_t  *ngx_defarm_route_tables[] = {
     ngx_defarm_adapters_routes,
     ngx_defarm_workspaces_routes,
     ngx_defarm_audit_routes,
+    ngx_defarm_proofs_routes,
     NULL
 };
 

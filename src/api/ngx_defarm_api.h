@@ -39,6 +39,7 @@ extern ngx_defarm_route_t   ngx_defarm_workspaces_routes[];
 extern ngx_defarm_route_t   ngx_defarm_local_routes[];
 extern ngx_defarm_route_t   ngx_defarm_pending_routes[];
 extern ngx_defarm_route_t   ngx_defarm_audit_routes[];
+extern ngx_defarm_route_t   ngx_defarm_proofs_routes[];
 
 /*
  * A done callback for statements whose answer is column 0 of at most one

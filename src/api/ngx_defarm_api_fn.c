@@ -111,8 +111,10 @@ ngx_defarm_fn_args(ngx_http_request_t *r, ngx_str_t *json)
 
     ngx_defarm_jw_map_open(w);
 
+    /* no query string: nginx leaves args.data NULL (NULL + 0 is UB) */
+
     p = r->args.data;
-    last = p + r->args.len;
+    last = p ? p + r->args.len : p;
 
     while (p < last) {
         amp = ngx_strlchr(p, last, '&');
