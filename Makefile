@@ -10,6 +10,9 @@ SHELL := /bin/bash
 #   make test     deps + build, then the whole suite against a throwaway
 #                 PostgreSQL, Redis and IPFS node
 #   make bench    benchmarks under bench/ (ratios against baselines)
+#   make chaos    fault injection (t/chaos/): PostgreSQL stopped, killed
+#                 and frozen, Redis killed, reloads, a worker killed
+#                 holding the cache lock, aborted clients, hostile input
 #   make asan     a whole nginx and the module with AddressSanitizer and
 #                 UBSan (nginx's source from Debian's archive), then the
 #                 suite against it; any sanitizer report fails it
@@ -29,7 +32,7 @@ CC_OPT      := -g -O2 -fstack-protector-strong -Wformat \
                -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
 LD_OPT      := -Wl,-z,relro -Wl,-z,now -fPIC
 
-.PHONY: all deps run test bench asan fuzz lint clean version-header
+.PHONY: all deps run test chaos bench asan fuzz lint clean version-header
 
 all: $(MODULE)
 
@@ -64,6 +67,9 @@ run: deps all
 
 test: deps all
 	@bash scripts/test.sh
+
+chaos: deps all
+	@TEST_CHAOS=1 TEST_FILES=t/chaos/ bash scripts/test.sh
 
 bench: deps all
 	@bash bench/run.sh

@@ -21,6 +21,9 @@
 
 #define NGX_DEFARM_CRYPT_NICE  10
 
+/* the period of the timer that keeps an exiting worker for the thread */
+#define NGX_DEFARM_CRYPT_HOLD  60000
+
 
 /*
  * bcrypt (libxcrypt's crypt_rn) takes 50-250 ms of CPU: it runs in an
@@ -42,6 +45,7 @@ typedef struct {
     uint64_t                   us;
     ngx_defarm_crypt_done_pt   done;
     void                      *data;
+    ngx_event_t                hold;
     char                       output[CRYPT_OUTPUT_SIZE];
     struct crypt_data          cd;
 } ngx_defarm_crypt_task_t;
@@ -54,6 +58,7 @@ static ngx_int_t ngx_defarm_crypt_post(ngx_http_request_t *r,
     ngx_defarm_crypt_task_t *ct);
 static void ngx_defarm_crypt_thread(void *data, ngx_log_t *log);
 static void ngx_defarm_crypt_event(ngx_event_t *ev);
+static void ngx_defarm_crypt_hold(ngx_event_t *ev);
 static ngx_int_t ngx_defarm_crypt_equal(const char *a, const char *b);
 
 
@@ -224,7 +229,27 @@ ngx_defarm_crypt_post(ngx_http_request_t *r, ngx_defarm_crypt_task_t *ct)
     ngx_defarm_request_wait(r);
     r->main->blocked++;
 
+    /*
+     * A timer that is not cancelable while the thread works: a worker told
+     * to exit (a reload) waits for it and answers the request, instead of
+     * leaving with the client's socket open ("open socket left")
+     */
+
+    ct->hold.handler = ngx_defarm_crypt_hold;
+    ct->hold.data = ct;
+    ct->hold.log = r->connection->log;
+    ngx_add_timer(&ct->hold, NGX_DEFARM_CRYPT_HOLD);
+
     return NGX_DONE;
+}
+
+
+static void
+ngx_defarm_crypt_hold(ngx_event_t *ev)
+{
+    /* the thread is still at work: wait on */
+
+    ngx_add_timer(ev, NGX_DEFARM_CRYPT_HOLD);
 }
 
 
@@ -331,6 +356,10 @@ ngx_defarm_crypt_event(ngx_event_t *ev)
     c = r->connection;
 
     r->main->blocked--;
+
+    if (ct->hold.timer_set) {
+        ngx_del_timer(&ct->hold);
+    }
 
     if (c->error) {
         /* the client left while the thread worked */
