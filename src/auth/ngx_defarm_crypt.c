@@ -47,7 +47,6 @@ typedef struct {
     void                      *data;
     ngx_event_t                hold;
     char                       output[CRYPT_OUTPUT_SIZE];
-    struct crypt_data          cd;
 } ngx_defarm_crypt_task_t;
 
 
@@ -265,7 +264,15 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
     char           *p;
     struct timeval  t0, t1;
 
-    static __thread ngx_uint_t  niced;
+    static __thread ngx_uint_t         niced;
+
+    /*
+     * crypt_rn()'s 32k of state, one per thread rather than per queued
+     * task: a thousand logins waiting (or abandoned) cost a worker their
+     * small tasks, not 32 MB it keeps afterwards
+     */
+
+    static __thread struct crypt_data  cd;
 
     if (!niced) {
         (void) setpriority(PRIO_PROCESS, (id_t) gettid(),
@@ -276,7 +283,7 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
     ngx_gettimeofday(&t0);
 
     if (ct->verify) {
-        p = crypt_rn(ct->password, ct->hash, &ct->cd, sizeof(ct->cd));
+        p = crypt_rn(ct->password, ct->hash, &cd, sizeof(cd));
 
         if (p == NULL || p[0] == '*') {
             ct->rc = NGX_ERROR;
@@ -293,7 +300,7 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
                              sizeof(setting));
 
         if (p != NULL) {
-            p = crypt_rn(ct->password, setting, &ct->cd, sizeof(ct->cd));
+            p = crypt_rn(ct->password, setting, &cd, sizeof(cd));
         }
 
         if (p == NULL || p[0] == '*') {
@@ -309,7 +316,7 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
     /* the password is not needed any more: do not leave it in memory */
 
     explicit_bzero(ct->password, ngx_strlen(ct->password));
-    explicit_bzero(&ct->cd, sizeof(ct->cd));
+    explicit_bzero(&cd, sizeof(cd));
 
     ngx_gettimeofday(&t1);
 
