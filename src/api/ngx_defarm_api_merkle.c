@@ -68,7 +68,7 @@ ngx_defarm_route_t  ngx_defarm_merkle_routes[] = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_merkle_stmt[] = {
     ngx_defarm_fn_stmt("defarm_merkle_item_root_get"),
-    ngx_defarm_fn_stmt("defarm_merkle_item_proof_get"),
+    ngx_defarm_fn_stmt("defarm_merkle_item_proof_fast"),
     ngx_defarm_fn_stmt("defarm_merkle_circuit_root_get"),
     ngx_defarm_fn_stmt("defarm_merkle_circuit_proof_get"),
     ngx_defarm_fn_stmt("defarm_merkle_verify"),
