@@ -46,6 +46,7 @@ typedef struct {
     ngx_defarm_crypt_done_pt   done;
     void                      *data;
     ngx_event_t                hold;
+    ngx_atomic_t               abandoned;     /* the client left */
     char                       output[CRYPT_OUTPUT_SIZE];
 } ngx_defarm_crypt_task_t;
 
@@ -58,6 +59,7 @@ static ngx_int_t ngx_defarm_crypt_post(ngx_http_request_t *r,
 static void ngx_defarm_crypt_thread(void *data, ngx_log_t *log);
 static void ngx_defarm_crypt_event(ngx_event_t *ev);
 static void ngx_defarm_crypt_hold(ngx_event_t *ev);
+static void ngx_defarm_crypt_abandon(void *data);
 static ngx_int_t ngx_defarm_crypt_equal(const char *a, const char *b);
 
 
@@ -202,6 +204,7 @@ static ngx_int_t
 ngx_defarm_crypt_post(ngx_http_request_t *r, ngx_defarm_crypt_task_t *ct)
 {
     ngx_thread_task_t       *task;
+    ngx_http_cleanup_t      *cln;
     ngx_defarm_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_defarm_module);
@@ -210,6 +213,20 @@ ngx_defarm_crypt_post(ngx_http_request_t *r, ngx_defarm_crypt_task_t *ct)
     if (task == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /*
+     * A client that leaves while its task waits in the queue: the thread
+     * skips the hash, so abandoned logins do not take the place of live
+     * ones (the request itself stays, blocked, until the thread is done)
+     */
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_defarm_crypt_abandon;
+    cln->data = ct;
 
     ct->request = r;
 
@@ -240,6 +257,16 @@ ngx_defarm_crypt_post(ngx_http_request_t *r, ngx_defarm_crypt_task_t *ct)
     ngx_add_timer(&ct->hold, NGX_DEFARM_CRYPT_HOLD);
 
     return NGX_DONE;
+}
+
+
+static void
+ngx_defarm_crypt_abandon(void *data)
+{
+    ngx_defarm_crypt_task_t  *ct = data;
+
+    ct->abandoned = 1;
+    ngx_memory_barrier();
 }
 
 
@@ -282,7 +309,10 @@ ngx_defarm_crypt_thread(void *data, ngx_log_t *log)
 
     ngx_gettimeofday(&t0);
 
-    if (ct->verify) {
+    if (ct->abandoned) {
+        ct->rc = NGX_ERROR;
+
+    } else if (ct->verify) {
         p = crypt_rn(ct->password, ct->hash, &cd, sizeof(cd));
 
         if (p == NULL || p[0] == '*') {
