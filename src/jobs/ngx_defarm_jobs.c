@@ -15,7 +15,7 @@
  * runs them on the event loop (a kind's run function starts the work and
  * calls ngx_defarm_job_finish() when it ends); and records each outcome
  * with the lease's token.  It claims when a job is queued anywhere (the
- * NOTIFY of its commit, heard by ngx_defarm_jobs_listen.c), on a timer
+ * NOTIFY of its commit, heard by pg/ngx_defarm_pg_listen.c), on a timer
  * ("interval") in case that was missed, and at once again when a claim
  * came back full or a job ended, so a busy queue is drained without
  * waiting.  Nothing here waits: the claims
