@@ -6,7 +6,7 @@
 
 #include "fuzz.h"
 #include "ngx_defarm_json.h"
-#include "ws/ngx_defarm_ws.h"
+#include "ngx_defarm_response.h"
 
 
 /*
@@ -55,12 +55,12 @@ ngx_defarm_fuzz_walk(ngx_defarm_fuzz_t *fz, ngx_defarm_json_t *v,
     if (v->type == NGX_DEFARM_JSON_STRING) {
         ngx_defarm_fuzz_assert(v->str.data[v->str.len] == '\0');
         ngx_defarm_fuzz_assert(ngx_strlen(v->str.data) == v->str.len);
-        ngx_defarm_fuzz_assert(ngx_defarm_ws_utf8(v->str.data, v->str.len)
+        ngx_defarm_fuzz_assert(ngx_defarm_utf8_valid(v->str.data, v->str.len)
                                == NGX_OK);
     }
 
     if (v->key.data) {
-        ngx_defarm_fuzz_assert(ngx_defarm_ws_utf8(v->key.data, v->key.len)
+        ngx_defarm_fuzz_assert(ngx_defarm_utf8_valid(v->key.data, v->key.len)
                                == NGX_OK);
     }
 

@@ -6,6 +6,7 @@
 
 #include "fuzz.h"
 #include "ws/ngx_defarm_ws.h"
+#include "ngx_defarm_response.h"
 
 
 /*
@@ -171,7 +172,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
 
     case 1:
-        ngx_defarm_fuzz_assert(ngx_defarm_ws_utf8(p, size - 1)
+        ngx_defarm_fuzz_assert(ngx_defarm_utf8_valid(p, size - 1)
                                == ngx_defarm_fuzz_utf8(p, size - 1));
         break;
 

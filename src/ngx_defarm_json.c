@@ -5,7 +5,7 @@
 
 
 #include "ngx_defarm_json.h"
-#include "ws/ngx_defarm_ws.h"
+#include "ngx_defarm_response.h"
 
 #include <yajl/yajl_parse.h>
 
@@ -170,7 +170,7 @@ ngx_defarm_json_copy(ngx_defarm_json_parser_t *ps, ngx_str_t *dst,
      * refuses the whole statement (a 500 instead of a 400)
      */
 
-    if (ngx_defarm_ws_utf8((u_char *) s, len) != NGX_OK) {
+    if (ngx_defarm_utf8_valid((u_char *) s, len) != NGX_OK) {
         ps->error = "JSON strings must be valid UTF-8 (no surrogates, "
                     "no overlong forms)";
         return NGX_ERROR;

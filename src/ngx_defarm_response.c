@@ -155,6 +155,75 @@ ngx_defarm_send_chain(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF, as PostgreSQL takes text and RFC 6455 §8.1 wants it (JSON
+ * strings, query arguments, WebSocket text).  NGX_OK or NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_defarm_utf8_valid(u_char *p, size_t n)
+{
+    u_char  *last, c;
+    size_t   more;
+
+    last = p + n;
+
+    while (p < last) {
+        c = *p++;
+
+        if (c < 0x80) {
+            continue;
+        }
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2;
+
+            if (last - p < 2) {
+                return NGX_ERROR;
+            }
+
+            if ((c == 0xe0 && p[0] < 0xa0)           /* overlong */
+                || (c == 0xed && p[0] > 0x9f))       /* surrogates */
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3;
+
+            if (last - p < 3) {
+                return NGX_ERROR;
+            }
+
+            if ((c == 0xf0 && p[0] < 0x90)           /* overlong */
+                || (c == 0xf4 && p[0] > 0x8f))       /* > U+10FFFF */
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        if ((size_t) (last - p) < more) {
+            return NGX_ERROR;
+        }
+
+        while (more--) {
+            if ((*p++ & 0xc0) != 0x80) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* what is not UTF-8 (or was cut mid-character) becomes '?', in place */
 
 void

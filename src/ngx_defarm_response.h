@@ -57,6 +57,7 @@ ngx_int_t ngx_defarm_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_defarm_err_e kind, const char *fmt, ...);
 ngx_int_t ngx_defarm_error_status(ngx_http_request_t *r, ngx_uint_t status);
 ngx_int_t ngx_defarm_error_kind(ngx_str_t *name);
+ngx_int_t ngx_defarm_utf8_valid(u_char *p, size_t n);
 void ngx_defarm_utf8_repair(ngx_str_t *s);
 void ngx_defarm_response_init(void);
 ngx_int_t ngx_defarm_server_timing(ngx_http_request_t *r);

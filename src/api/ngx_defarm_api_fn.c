@@ -5,7 +5,7 @@
 
 
 #include "api/ngx_defarm_api_fn.h"
-#include "ws/ngx_defarm_ws.h"
+#include "ngx_defarm_response.h"
 
 
 /*
@@ -109,7 +109,7 @@ ngx_defarm_args_valid(ngx_http_request_t *r)
     /* names are taken as they came, values decoded: both must be text */
 
     if (ngx_strlchr(r->args.data, r->args.data + r->args.len, '\0')
-        || ngx_defarm_ws_utf8(r->args.data, r->args.len) != NGX_OK)
+        || ngx_defarm_utf8_valid(r->args.data, r->args.len) != NGX_OK)
     {
         return NGX_DECLINED;
     }
@@ -130,7 +130,7 @@ ngx_defarm_args_valid(ngx_http_request_t *r)
         }
     }
 
-    return ngx_defarm_ws_utf8(buf, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
+    return ngx_defarm_utf8_valid(buf, n) == NGX_OK ? NGX_OK : NGX_DECLINED;
 }
 
 

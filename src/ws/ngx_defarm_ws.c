@@ -781,7 +781,7 @@ ngx_defarm_ws_control(ngx_defarm_ws_t *ws, ngx_defarm_ws_frame_t *f,
         return NGX_DONE;
     }
 
-    if (ngx_defarm_ws_utf8(payload + 2, f->len - 2) != NGX_OK) {
+    if (ngx_defarm_utf8_valid(payload + 2, f->len - 2) != NGX_OK) {
         ws->answered = 0;
         ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_BAD_DATA,
                            "close reason not UTF-8");
@@ -809,7 +809,7 @@ ngx_defarm_ws_message(ngx_defarm_ws_t *ws, u_char *data, size_t len)
     ngx_defarm_ws_op_t        *op;
     ngx_defarm_json_parser_t  *ps;
 
-    if (ngx_defarm_ws_utf8(data, len) != NGX_OK) {
+    if (ngx_defarm_utf8_valid(data, len) != NGX_OK) {
         ngx_defarm_ws_shut(ws, NGX_DEFARM_WS_BAD_DATA, "text not UTF-8");
         return NGX_DONE;
     }

@@ -108,7 +108,6 @@ ngx_int_t ngx_defarm_ws_frame_parse(u_char *p, size_t n,
 void ngx_defarm_ws_unmask(u_char *p, size_t n, u_char *mask);
 size_t ngx_defarm_ws_frame_header(u_char *buf, ngx_uint_t opcode,
     size_t len);
-ngx_int_t ngx_defarm_ws_utf8(u_char *p, size_t n);
 ngx_int_t ngx_defarm_ws_accept(ngx_str_t *key, u_char *accept);
 ngx_uint_t ngx_defarm_ws_close_code_valid(ngx_uint_t code);
 

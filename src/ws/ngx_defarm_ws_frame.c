@@ -13,7 +13,7 @@
  * RFC 6455 framing, apart from any connection so that it can be fuzzed:
  * a client frame's header read and judged (what §5 says a server must
  * refuse, as the close code to refuse it with), a server frame's header
- * written, UTF-8 checked (§8.1), the handshake's accept key (§4.2.2).
+ * written, the handshake's accept key (§4.2.2).
  */
 
 
@@ -158,74 +158,6 @@ ngx_defarm_ws_frame_header(u_char *buf, ngx_uint_t opcode, size_t len)
     buf[9] = (u_char) len;
 
     return 10;
-}
-
-
-/*
- * Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
- * U+10FFFF.  NGX_OK or NGX_ERROR.
- */
-
-ngx_int_t
-ngx_defarm_ws_utf8(u_char *p, size_t n)
-{
-    u_char  *last, c;
-    size_t   more;
-
-    last = p + n;
-
-    while (p < last) {
-        c = *p++;
-
-        if (c < 0x80) {
-            continue;
-        }
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            more = 1;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            more = 2;
-
-            if (last - p < 2) {
-                return NGX_ERROR;
-            }
-
-            if ((c == 0xe0 && p[0] < 0xa0)           /* overlong */
-                || (c == 0xed && p[0] > 0x9f))       /* surrogates */
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            more = 3;
-
-            if (last - p < 3) {
-                return NGX_ERROR;
-            }
-
-            if ((c == 0xf0 && p[0] < 0x90)           /* overlong */
-                || (c == 0xf4 && p[0] > 0x8f))       /* > U+10FFFF */
-            {
-                return NGX_ERROR;
-            }
-
-        } else {
-            return NGX_ERROR;
-        }
-
-        if ((size_t) (last - p) < more) {
-            return NGX_ERROR;
-        }
-
-        while (more--) {
-            if ((*p++ & 0xc0) != 0x80) {
-                return NGX_ERROR;
-            }
-        }
-    }
-
-    return NGX_OK;
 }
 
 
