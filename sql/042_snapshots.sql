@@ -821,10 +821,12 @@ BEGIN
 END
 $$;
 
--- GET /circuits/:circuit_id/snapshots/latest
+-- GET /circuits/:circuit_id/snapshots/latest (p_snapshot NULL) and
+-- GET /circuits/:circuit_id/snapshots/:snapshot_id: one version, with
+-- the membership at it
 
-CREATE FUNCTION defarm_circuit_snapshot_latest(p_user text, p_id text,
-                                               p_query jsonb, p_arg text)
+CREATE FUNCTION defarm_circuit_snapshot_one(p_user text, p_id text,
+                                            p_snapshot text)
 RETURNS defarm_answer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -835,37 +837,7 @@ BEGIN
         RETURN a;
     END IF;
 
-    PERFORM defarm_circuit_snapshot_settle(p_id::uuid);
-
-    SELECT defarm_circuit_snapshot_full(s) INTO v
-    FROM circuit_snapshots s
-    WHERE s.circuit_id = p_id::uuid AND s.version IS NOT NULL
-    ORDER BY s.version DESC LIMIT 1;
-
-    IF v IS NULL THEN
-        RETURN defarm_answer(404, 'No snapshots for this circuit');
-    END IF;
-
-    RETURN defarm_answer(200, jsonb_build_object('success', true,
-                                                 'data', v)::text);
-END
-$$;
-
--- GET /circuits/:circuit_id/snapshots/:snapshot_id
-
-CREATE FUNCTION defarm_circuit_snapshot_get(p_user text, p_id text,
-                                            p_query jsonb, p_arg text)
-RETURNS defarm_answer
-LANGUAGE plpgsql AS $$
-DECLARE
-    a  defarm_answer := defarm_circuit_readable(p_id, p_user);
-    v  jsonb;
-BEGIN
-    IF a IS NOT NULL THEN
-        RETURN a;
-    END IF;
-
-    IF NOT defarm_is_uuid(p_arg) THEN
+    IF p_snapshot IS NOT NULL AND NOT defarm_is_uuid(p_snapshot) THEN
         RETURN defarm_answer(400, 'Invalid snapshot ID format');
     END IF;
 
@@ -873,16 +845,33 @@ BEGIN
 
     SELECT defarm_circuit_snapshot_full(s) INTO v
     FROM circuit_snapshots s
-    WHERE s.snapshot_id = p_arg::uuid AND s.circuit_id = p_id::uuid
-      AND s.version IS NOT NULL;
+    WHERE s.circuit_id = p_id::uuid AND s.version IS NOT NULL
+      AND (p_snapshot IS NULL OR s.snapshot_id = p_snapshot::uuid)
+    ORDER BY s.version DESC LIMIT 1;
 
     IF v IS NULL THEN
-        RETURN defarm_answer(404, 'Snapshot not found');
+        RETURN defarm_answer(404, CASE WHEN p_snapshot IS NULL
+                                       THEN 'No snapshots for this circuit'
+                                       ELSE 'Snapshot not found' END);
     END IF;
 
     RETURN defarm_answer(200, jsonb_build_object('success', true,
                                                  'data', v)::text);
 END
+$$;
+
+CREATE FUNCTION defarm_circuit_snapshot_latest(p_user text, p_id text,
+                                               p_query jsonb, p_arg text)
+RETURNS defarm_answer
+LANGUAGE sql AS $$
+    SELECT defarm_circuit_snapshot_one(p_user, p_id, NULL)
+$$;
+
+CREATE FUNCTION defarm_circuit_snapshot_get(p_user text, p_id text,
+                                            p_query jsonb, p_arg text)
+RETURNS defarm_answer
+LANGUAGE sql AS $$
+    SELECT defarm_circuit_snapshot_one(p_user, p_id, p_arg)
 $$;
 
 -- GET /circuits/:circuit_id/snapshots/verify: the chain checked, and
