@@ -203,6 +203,9 @@ is($p->{merkle_root}, $ra, 'a member: the proof of a private event');
 ok(!exists $p->{leaf_data}, '... without its leaf data');
 is((offline($p))[0], 0, '... that holds');
 ok(exists proof($owner, $a, $private)->{leaf_data}, 'the owner: with it');
+is(as($member, GET => "/api/merkle/items/$a/merkle-proof/$private")->{body},
+   sql("SELECT body FROM defarm_merkle_item_proof_get('$member->{id}', '$a', '{}', '$private')"),
+   '... the route writes it as the SQL function does, without the leaf data');
 
 event($owner, $a, { after => 'push' });
 my $ra2 = iroot($owner, $a)->{merkle_root};
@@ -338,6 +341,46 @@ is(http($ng, POST => $vp, headers => { 'Content-Type' => 'application/json' },
 is(http($ng, POST => $sp, headers => { 'Content-Type' => 'application/json' },
         body => '{}')->{status}, 401, 'no token: 401 (sync-check)');
 
+# ------------------------------------------ every place in the pages
+
+# A tree is kept in pages of 32 leaves, each with the part of its leaves'
+# paths inside the page and the path above it (sql/044); the route writes
+# the proof from the statement's columns.  Every leaf of trees around the
+# pages' sizes, grown through the API: each proof folds to the root, that
+# root is the one computed here, and the route's bytes are the SQL
+# function's.
+
+sub fold {
+    my ($p) = @_;
+    my $h = $p->{leaf_hash};
+    for my $s (@{ $p->{path} }) {
+        $h = $s->{position} eq 'right' ? sha256_hex("$h|$s->{hash}")
+                                       : sha256_hex("$s->{hash}|$h");
+    }
+    return $h;
+}
+
+my $sizes = item($owner, 'sizes');
+my @sev;
+for my $n (1 .. 70) {
+    push @sev, event($owner, $sizes, { s => $n })->{event_id};
+    next unless grep { $_ == $n } 1, 2, 3, 31, 32, 33, 63, 64, 65, 70;
+    my ($folds, $same, $root, @l) = (0, 0);
+    for my $e (@sev) {
+        my $res = as($owner, GET => "/api/merkle/items/$sizes/merkle-proof/$e");
+        my $p = body($res);
+        push @l, $p->{leaf_hash};
+        $root //= $p->{merkle_root};
+        $folds++ if fold($p) eq $root && $p->{leaf_count} == $n
+                    && @{ $p->{path} } == ($n == 1 ? 0 : length(sprintf '%b', $n - 1));
+        $same++ if $res->{body} eq sql("SELECT body FROM defarm_merkle_item_proof_get("
+                                       . "'$owner->{id}', '$sizes', '{}', '$e')");
+    }
+    is($folds, $n, "$n leaves: every proof folds to the root, ceil(log2 n) steps");
+    is($root, perl_root(@l), '... the root computed here');
+    is($same, $n, '... the route writes every proof as the SQL function does');
+}
+
 # ------------------------------------------------ 10,000 events, one item
 
 my $big = item($owner, 'big');
@@ -360,6 +403,13 @@ for my $e ($added[1], sql("SELECT event_id FROM events WHERE dfid = '$big' ORDER
     $path[7] = { %{ $path[7] }, hash => sha256_hex('tampered') };
     is((offline({ %$bp, path => \@path }))[0], 1, '... tampered: refused');
 }
+is(scalar(() = sql("SELECT page FROM merkle_pages g JOIN merkle_trees t USING (tree_id) "
+                   . "WHERE t.dfid = '$big'") =~ /^\d+$/mg), 313,
+   '... kept in 313 pages of 32 leaves');
+is(sql("SELECT count(*) FROM merkle_trees t JOIN merkle_pages g USING (tree_id) "
+       . "WHERE t.dfid = '$big' AND length(g.paths) = 32 * 160 AND length(g.upper) = 9 * 32 "
+       . "AND g.first_leaf = substring(g.leaves FROM 1 FOR 32)"), 312,
+   '... each full one with its leaves\' paths and the 9 steps above it');
 
 # the 10,000 events go with their item (files run after this one list events)
 sql("DELETE FROM items WHERE dfid = '$big'");
