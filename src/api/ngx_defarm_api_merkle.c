@@ -75,7 +75,7 @@ ngx_defarm_route_t  ngx_defarm_merkle_routes[] = {
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_merkle_stmt[] = {
     ngx_defarm_fn_stmt("defarm_merkle_item_root_get"),
-    ngx_defarm_fn_stmt("defarm_merkle_item_proof_get"),   /* see below */
+    ngx_defarm_fn_stmt("defarm_merkle_item_proof_get"),   /* after 044 */
     ngx_defarm_fn_stmt("defarm_merkle_circuit_root_get"),
     ngx_defarm_fn_stmt("defarm_merkle_circuit_proof_get"),
     ngx_defarm_fn_stmt("defarm_merkle_verify"),
@@ -111,7 +111,8 @@ ngx_defarm_merkle_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
  * sql/044's defarm_merkle_item_proof_fast answers a row for a proof the
  * caller may have: the proof's parts, its JSON strings escaped by
  * PostgreSQL.  No row otherwise: then the route's function answers the
- * case, as every route function does (statement 1 of the table above).
+ * case, as every route function does (statement 1 of the table above,
+ * marked "after 044").
  */
 
 static ngx_defarm_pg_stmt_t  ngx_defarm_merkle_proof_stmt = {
