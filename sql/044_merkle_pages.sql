@@ -435,6 +435,31 @@ $$;
 
 DROP FUNCTION defarm_merkle_guess(bytea, int);
 
+-- An item deleted leaves the trees of the circuits it was in: its
+-- circuit_items rows go by their foreign key, which no wrapped function
+-- sees, and its leaf would stay until a rebuild.  The circuits are marked
+-- for their next read, as a pull marks them.
+
+CREATE FUNCTION defarm_merkle_items_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM merkle_circuit_leaves l
+        USING deleted_items d
+        WHERE l.dfid = d.dfid
+        RETURNING l.circuit_id)
+    INSERT INTO merkle_circuit_dirty (circuit_id)
+    SELECT DISTINCT g.circuit_id FROM gone g
+    JOIN circuits c ON c.circuit_id = g.circuit_id;
+
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER merkle_items_deleted AFTER DELETE ON items
+    REFERENCING OLD TABLE AS deleted_items
+    FOR EACH STATEMENT EXECUTE FUNCTION defarm_merkle_items_deleted();
+
 -- inlined where it is called (the PL/pgSQL one was a call per proof)
 
 CREATE OR REPLACE FUNCTION defarm_uuid_or_null(p text) RETURNS uuid

@@ -238,6 +238,16 @@ is(croot($owner, $c)->{merkle_root}, sha256_hex("$a|$ra2"), "pulled: only a's le
 is_err(as($owner, GET => "/api/merkle/circuits/$c/merkle-proof/$b"), 404, qr/not found in this circuit/,
        'a pulled item: no proof');
 
+# an item deleted: it leaves the circuit's tree
+my $d = item($owner, 'd');
+as($owner, POST => "/api/circuits/$c/push/$d", {});
+my $rd = iroot($owner, $d)->{merkle_root};
+is(croot($owner, $c)->{item_count}, 2, 'another item pushed: two leaves');
+sql("DELETE FROM items WHERE dfid = '$d'");
+is(croot($owner, $c)->{merkle_root}, sha256_hex("$a|$ra2"), 'that item deleted: its leaf is gone');
+is(croot($owner, $c)->{item_count}, 1, '... one leaf');
+is(sql("SELECT defarm_merkle_circuit_rebuild('$c')"), sha256_hex("$a|$ra2"), '... as a rebuild gives it');
+
 # ---------------------------------------------------------------- public
 
 is_err(http($ng, GET => "/api/public/merkle/items/$a/merkle-root"), 404, qr/not public/,
