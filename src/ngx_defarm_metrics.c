@@ -102,6 +102,17 @@ static ngx_defarm_metric_t  ngx_defarm_metrics[] = {
       "queries whose client went away before the answer",
       ngx_defarm_pg_metric(aborted) },
 
+    { "defarm_db_batches_total", "counter",
+      "batches of reads sent on one connection with one Sync",
+      ngx_defarm_pg_metric(batches) },
+
+    { "defarm_db_batched_total", "counter",
+      "reads sent in a batch", ngx_defarm_pg_metric(batched) },
+
+    { "defarm_db_rerun_total", "counter",
+      "reads of a batch run again after an error or a timeout before them",
+      ngx_defarm_pg_metric(rerun) },
+
     { "defarm_redis_connected", "gauge",
       "workers connected to Redis", ngx_defarm_redis_metric(connected) },
 

@@ -796,8 +796,8 @@ ngx_defarm_items_cached(ngx_http_request_t *r, void *data, ngx_int_t rc,
     ir->params[0] = ir->dfid;
     ir->params[1] = ir->ctx->user_id;
 
-    return ngx_defarm_pg_query(r, &ngx_defarm_items_get_stmt, ir->params,
-                               ngx_defarm_items_found, ir);
+    return ngx_defarm_pg_query_read(r, &ngx_defarm_items_get_stmt,
+                                    ir->params, ngx_defarm_items_found, ir);
 }
 
 

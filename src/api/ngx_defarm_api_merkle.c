@@ -146,8 +146,9 @@ ngx_defarm_merkle_proof_run(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_defarm_pg_query(r, &ngx_defarm_merkle_proof_stmt, fr->params,
-                               ngx_defarm_merkle_proof_done, fr);
+    return ngx_defarm_pg_query_read(r, &ngx_defarm_merkle_proof_stmt,
+                                    fr->params, ngx_defarm_merkle_proof_done,
+                                    fr);
 }
 
 
@@ -175,8 +176,8 @@ ngx_defarm_merkle_proof_done(ngx_http_request_t *r, void *data,
     }
 
     if (PQntuples(res) == 0) {
-        return ngx_defarm_pg_query(r, &ngx_defarm_merkle_stmt[1], fr->params,
-                                   ngx_defarm_fn_done, fr);
+        return ngx_defarm_pg_query_read(r, &ngx_defarm_merkle_stmt[1],
+                                        fr->params, ngx_defarm_fn_done, fr);
     }
 
     if (PQntuples(res) != 1 || PQnfields(res) != NGX_DEFARM_MP_COLUMNS) {

@@ -15,6 +15,7 @@
 
 #define NGX_DEFARM_PG_MAX_STMTS   256
 #define NGX_DEFARM_PG_MAX_PARAMS  32
+#define NGX_DEFARM_PG_MAX_BATCH   64
 
 
 /*
@@ -75,6 +76,7 @@ struct ngx_defarm_pg_conf_s {
     ngx_str_t                  conninfo;      /* as configured, for logs */
     ngx_uint_t                 size;          /* connections per worker */
     ngx_uint_t                 queue;         /* waiting requests */
+    ngx_uint_t                 batch;         /* reads sent together */
     ngx_msec_t                 queue_timeout;
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 retry_max;     /* reconnect backoff cap */
@@ -97,6 +99,9 @@ typedef struct {
     ngx_atomic_uint_t          connects;
     ngx_atomic_uint_t          connect_failures;
     ngx_atomic_uint_t          aborted;
+    ngx_atomic_uint_t          batches;
+    ngx_atomic_uint_t          batched;       /* reads sent in a batch */
+    ngx_atomic_uint_t          rerun;         /* reads a batch ran again */
 } ngx_defarm_pg_stats_t;
 
 
@@ -108,6 +113,9 @@ ngx_int_t ngx_defarm_pg_init_process(ngx_cycle_t *cycle,
 void ngx_defarm_pg_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_defarm_pg_query(ngx_http_request_t *r,
+    ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
+    ngx_defarm_pg_done_pt done, void *data);
+ngx_int_t ngx_defarm_pg_query_read(ngx_http_request_t *r,
     ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
     ngx_defarm_pg_done_pt done, void *data);
 ngx_int_t ngx_defarm_pg_background(ngx_defarm_pg_stmt_t *stmt,

@@ -8,7 +8,7 @@
 
 
 /*
- * defarm_db "conninfo" [size=N] [queue=N] [queue_timeout=T]
+ * defarm_db "conninfo" [size=N] [queue=N] [batch=N] [queue_timeout=T]
  *           [connect_timeout=T] [retry_max=T] [metrics_interval=T];
  *
  * The connection string is parsed here, at configuration time, with
@@ -131,6 +131,7 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     pcf->conninfo = value[1];
     pcf->size = 8;
     pcf->queue = 256;
+    pcf->batch = 16;
     pcf->queue_timeout = 1000;
     pcf->connect_timeout = 3000;
     pcf->retry_max = 2000;
@@ -155,6 +156,16 @@ ngx_defarm_pg_set_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             pcf->size = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n < 1 || n > NGX_DEFARM_PG_MAX_BATCH) {
+                goto invalid;
+            }
+
+            pcf->batch = n;
             continue;
         }
 

@@ -37,6 +37,18 @@
  * memory; a detached query's connection finishes (or times out) and goes
  * back to the pool.
  *
+ * Reads (ngx_defarm_pg_query_read: statements that change nothing, so that
+ * running them again is harmless) that arrive in the same turn of
+ * the event loop share a connection: a connection in libpq's pipeline
+ * mode takes up to "batch" of them, and one Sync, sent once the turn's
+ * handlers have run (a posted event), sends them in one write; the server
+ * runs them one after the other and answers them in one write.  Over
+ * loopback TCP those writes and the wake-ups behind them are most of a
+ * read's cost.  They run in one implicit transaction, which changes
+ * nothing for reads (each has its own snapshot, as always); an error in
+ * one aborts those after it, which go back to the head of the queue and
+ * are run again.  A batch times out, or loses its connection, as a whole.
+ *
  * Failures are answered here, with the API's JSON errors: a full queue or
  * a wait past queue_timeout is 503 db_pool_exhausted, a query past its
  * timeout is 504 database_timeout (its connection is closed, so a stale
@@ -52,7 +64,9 @@ typedef enum {
     NGX_DEFARM_PG_CONNECTING,
     NGX_DEFARM_PG_IDLE,
     NGX_DEFARM_PG_PREPARING,
-    NGX_DEFARM_PG_QUERYING
+    NGX_DEFARM_PG_QUERYING,
+    NGX_DEFARM_PG_BATCHING,                   /* taking reads, unsent */
+    NGX_DEFARM_PG_BATCHED                     /* sent, answering */
 } ngx_defarm_pg_state_e;
 
 
@@ -68,6 +82,10 @@ typedef struct {
     ngx_defarm_pg_query_t     *query;
     PGresult                  *result;
     ngx_uint_t                 preparing;     /* statement index */
+    ngx_defarm_pg_query_t    **slots;         /* a batch's, NULL if gone */
+    PGresult                 **results;
+    ngx_uint_t                 nslots;
+    ngx_uint_t                 next;          /* the slot answered next */
     dev_t                      dev;           /* the socket's identity */
     ino_t                      ino;
     u_char                     prepared[NGX_DEFARM_PG_MAX_STMTS / 8];
@@ -88,6 +106,8 @@ struct ngx_defarm_pg_pool_s {
     ngx_msec_t                 backoff;
     ngx_event_t                retry;
     ngx_event_t                report;
+    ngx_event_t                sync;          /* posted: sends the batch */
+    ngx_defarm_pg_conn_t      *filling;       /* the batch taking reads */
     ngx_defarm_pg_stats_t     *stats;
     unsigned                   down:1;
 };
@@ -107,6 +127,7 @@ struct ngx_defarm_pg_query_s {
     PGresult                  *res;
     uint64_t                   start_us;
     ngx_msec_t                 timeout;
+    ngx_uint_t                 slot;          /* in its batch */
     unsigned                   queued:1;
     unsigned                   sync:1;        /* inside ngx_defarm_pg_query */
 };
@@ -143,6 +164,22 @@ static void ngx_defarm_pg_wait_handler(ngx_event_t *ev);
 static void ngx_defarm_pg_retry_handler(ngx_event_t *ev);
 static void ngx_defarm_pg_report_handler(ngx_event_t *ev);
 static void ngx_defarm_pg_query_cleanup(void *data);
+static ngx_int_t ngx_defarm_pg_submit(ngx_http_request_t *r,
+    ngx_defarm_pg_stmt_t *stmt, ngx_str_t *params,
+    ngx_defarm_pg_done_pt done, void *data, ngx_uint_t read);
+static void ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t *q);
+static void ngx_defarm_pg_batch_sync(ngx_event_t *ev);
+static void ngx_defarm_pg_batch_read(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc,
+    ngx_uint_t timed_out);
+static ngx_uint_t ngx_defarm_pg_batch_take(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t **qs, PGresult **res);
+static void ngx_defarm_pg_requeue(ngx_defarm_pg_pool_t *pool,
+    ngx_defarm_pg_query_t *q);
+static ngx_uint_t ngx_defarm_pg_members(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t **qs);
 static void ngx_defarm_pg_gauges(ngx_defarm_pg_pool_t *pool);
 static const char *ngx_defarm_pg_flatten(const char *msg);
 static const char *ngx_defarm_pg_message(PGconn *pg);
@@ -191,8 +228,21 @@ ngx_defarm_pg_init_process(ngx_cycle_t *cycle, ngx_defarm_pg_conf_t *pcf)
 
     for (i = 0; i < pcf->size; i++) {
         pool->conns[i].pool = pool;
+        pool->conns[i].slots = ngx_pcalloc(cycle->pool, pcf->batch
+                                           * sizeof(ngx_defarm_pg_query_t *));
+        pool->conns[i].results = ngx_pcalloc(cycle->pool,
+                                             pcf->batch * sizeof(PGresult *));
+
+        if (pool->conns[i].slots == NULL || pool->conns[i].results == NULL) {
+            return NGX_ERROR;
+        }
+
         ngx_queue_insert_tail(&pool->free, &pool->conns[i].queue);
     }
+
+    pool->sync.handler = ngx_defarm_pg_batch_sync;
+    pool->sync.data = pool;
+    pool->sync.log = cycle->log;
 
     /* timers that must not hold a worker back from a graceful exit */
 
@@ -234,6 +284,10 @@ ngx_defarm_pg_exit_process(ngx_cycle_t *cycle)
     /* what a process does on its way out is nobody's figure any more */
 
     pool->stats = &ngx_defarm_pg_exiting_stats;
+
+    if (pool->sync.posted) {
+        ngx_delete_posted_event(&pool->sync);
+    }
 
     /* background statements still waiting or running end here */
 
@@ -676,12 +730,34 @@ ngx_defarm_pg_close(ngx_defarm_pg_conn_t *pc)
 
     case NGX_DEFARM_PG_PREPARING:
     case NGX_DEFARM_PG_QUERYING:
+    case NGX_DEFARM_PG_BATCHING:
+    case NGX_DEFARM_PG_BATCHED:
         pool->nbusy--;
         break;
 
     default:
         break;
     }
+
+    if (pool->filling == pc) {
+        pool->filling = NULL;
+    }
+
+    while (pc->nslots) {
+        pc->nslots--;
+
+        if (pc->slots[pc->nslots]) {
+            pc->slots[pc->nslots]->conn = NULL;
+            pc->slots[pc->nslots] = NULL;
+        }
+
+        if (pc->results[pc->nslots]) {
+            PQclear(pc->results[pc->nslots]);
+            pc->results[pc->nslots] = NULL;
+        }
+    }
+
+    pc->next = 0;
 
     if (pc->c) {
         ngx_defarm_free_connection(pc->c);
@@ -746,6 +822,8 @@ ngx_defarm_pg_event_handler(ngx_event_t *ev)
 
     case NGX_DEFARM_PG_PREPARING:
     case NGX_DEFARM_PG_QUERYING:
+    case NGX_DEFARM_PG_BATCHING:
+    case NGX_DEFARM_PG_BATCHED:
         if (ev->write) {
             (void) ngx_defarm_pg_flush(pc);
 
@@ -936,6 +1014,13 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
         return;
     }
 
+    if (pc->state == NGX_DEFARM_PG_BATCHING
+        || pc->state == NGX_DEFARM_PG_BATCHED)
+    {
+        ngx_defarm_pg_batch_read(pc);
+        return;
+    }
+
     /* after each result too: the next one may be in OpenSSL already */
 
     for ( ;; ) {
@@ -1044,19 +1129,27 @@ ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
 static void
 ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
 {
+    ngx_uint_t              i, n;
     ngx_defarm_pg_pool_t   *pool = pc->pool;
-    ngx_defarm_pg_query_t  *q;
+    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
 
     ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                   "defarm: PostgreSQL connection lost: %s", why);
 
-    q = pc->query;
+    if (pc->state == NGX_DEFARM_PG_BATCHING
+        || pc->state == NGX_DEFARM_PG_BATCHED)
+    {
+        pool->stats->errors++;
+        ngx_defarm_pg_batch_abort(pc, 0);
+        return;
+    }
+
+    n = ngx_defarm_pg_members(pc, qs);
     ngx_defarm_pg_close(pc);
     pool->stats->errors++;
 
-    if (q) {
-        q->conn = NULL;
-        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+    for (i = 0; i < n; i++) {
+        ngx_defarm_pg_fail(qs[i], NGX_HTTP_SERVICE_UNAVAILABLE,
                            NGX_DEFARM_ERR_DB_UNAVAILABLE,
                            "Database connection lost, please retry");
     }
@@ -1068,8 +1161,9 @@ ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
 static void
 ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
 {
+    ngx_uint_t              i, n;
     ngx_defarm_pg_pool_t   *pool = pc->pool;
-    ngx_defarm_pg_query_t  *q;
+    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
 
     /*
      * PQcancel() would block (it opens a connection of its own), so the
@@ -1081,13 +1175,20 @@ ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
                   "defarm: PostgreSQL query timed out, closing its "
                   "connection");
 
-    q = pc->query;
+    if (pc->state == NGX_DEFARM_PG_BATCHING
+        || pc->state == NGX_DEFARM_PG_BATCHED)
+    {
+        pool->stats->timeouts++;
+        ngx_defarm_pg_batch_abort(pc, 1);
+        return;
+    }
+
+    n = ngx_defarm_pg_members(pc, qs);
     ngx_defarm_pg_close(pc);
     pool->stats->timeouts++;
 
-    if (q) {
-        q->conn = NULL;
-        ngx_defarm_pg_fail(q, NGX_HTTP_GATEWAY_TIME_OUT,
+    for (i = 0; i < n; i++) {
+        ngx_defarm_pg_fail(qs[i], NGX_HTTP_GATEWAY_TIME_OUT,
                            NGX_DEFARM_ERR_DB_TIMEOUT,
                            "Database query timed out");
     }
@@ -1359,7 +1460,15 @@ ngx_defarm_pg_query_cleanup(void *data)
      */
 
     if (q->conn) {
-        q->conn->query = NULL;
+        if (q->conn->state == NGX_DEFARM_PG_BATCHING
+            || q->conn->state == NGX_DEFARM_PG_BATCHED)
+        {
+            q->conn->slots[q->slot] = NULL;
+
+        } else {
+            q->conn->query = NULL;
+        }
+
         q->conn = NULL;
 
         if (pool) {
@@ -1374,12 +1483,329 @@ ngx_defarm_pg_query_cleanup(void *data)
 }
 
 
+/* batches of reads */
+
+
+/* the queries a connection runs, detached from it: one, or a batch's */
+
+static ngx_uint_t
+ngx_defarm_pg_members(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t **qs)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    if (pc->state == NGX_DEFARM_PG_BATCHING
+        || pc->state == NGX_DEFARM_PG_BATCHED)
+    {
+        for (i = 0; i < pc->nslots; i++) {
+            if (pc->slots[i]) {
+                pc->slots[i]->conn = NULL;
+                qs[n++] = pc->slots[i];
+                pc->slots[i] = NULL;
+            }
+        }
+
+    } else if (pc->query) {
+        pc->query->conn = NULL;
+        qs[n++] = pc->query;
+        pc->query = NULL;
+    }
+
+    return n;
+}
+
+
+static void
+ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
+{
+    pc->slots[pc->nslots] = q;
+    pc->results[pc->nslots] = NULL;
+    q->slot = pc->nslots++;
+    q->conn = pc;
+
+    /* in pipeline mode libpq keeps it until the Sync (or 64 KB) */
+
+    if (!PQsendQueryPrepared(pc->pg, q->stmt->name, q->stmt->nparams,
+                             q->values, NULL, NULL, 0))
+    {
+        ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+    }
+}
+
+
+/* the turn's handlers have run: the batch goes, with its Sync */
+
+static void
+ngx_defarm_pg_batch_sync(ngx_event_t *ev)
+{
+    ngx_defarm_pg_pool_t  *pool = ev->data;
+
+    ngx_defarm_pg_conn_t  *pc;
+
+    pc = pool->filling;
+    pool->filling = NULL;
+
+    if (pc == NULL || pc->state != NGX_DEFARM_PG_BATCHING) {
+        return;
+    }
+
+    pc->state = NGX_DEFARM_PG_BATCHED;
+    pool->stats->batches++;
+    pool->stats->batched += pc->nslots;
+
+    if (!PQpipelineSync(pc->pg)) {
+        ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+        return;
+    }
+
+    (void) ngx_defarm_pg_flush(pc);
+}
+
+
+/*
+ * A batch's results, in order: each query's result (the first kept), then
+ * NULL; the Sync's PGRES_PIPELINE_SYNC ends the batch.  A query after an
+ * error is answered PGRES_PIPELINE_ABORTED.
+ */
+
+static void
+ngx_defarm_pg_batch_read(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_int_t   rc;
+    PGresult   *res;
+
+    for ( ;; ) {
+        rc = ngx_defarm_pg_ready(pc);
+
+        if (rc == NGX_ERROR) {
+            ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        res = PQgetResult(pc->pg);
+
+        if (res == NULL) {
+
+            /* a query's end; with all answered, the Sync is still to come */
+
+            if (pc->next < pc->nslots) {
+                pc->next++;
+                continue;
+            }
+
+            return;
+        }
+
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            ngx_defarm_pg_batch_done(pc);
+            return;
+        }
+
+        if (pc->next < pc->nslots && pc->results[pc->next] == NULL) {
+            pc->results[pc->next] = res;
+
+        } else {
+            PQclear(res);
+        }
+    }
+}
+
+
+/* a batch's queries and results, taken from its connection */
+
+static ngx_uint_t
+ngx_defarm_pg_batch_take(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t **qs, PGresult **res)
+{
+    ngx_uint_t  i, n;
+
+    n = pc->nslots;
+
+    for (i = 0; i < n; i++) {
+        qs[i] = pc->slots[i];
+        res[i] = pc->results[i];
+        pc->slots[i] = NULL;
+        pc->results[i] = NULL;
+
+        if (qs[i]) {
+            qs[i]->conn = NULL;
+        }
+    }
+
+    pc->nslots = 0;
+    pc->next = 0;
+
+    return n;
+}
+
+
+/* a read that did not run, first in line again (running it is harmless) */
+
+static void
+ngx_defarm_pg_requeue(ngx_defarm_pg_pool_t *pool, ngx_defarm_pg_query_t *q)
+{
+    ngx_queue_insert_head(&pool->waiting, &q->queue);
+    q->queued = 1;
+    pool->nwaiting++;
+    pool->stats->rerun++;
+    ngx_add_timer(&q->wait, pool->conf->queue_timeout);
+}
+
+
+static void
+ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_uint_t              i, n;
+    PGresult               *res[NGX_DEFARM_PG_MAX_BATCH];
+    ngx_defarm_pg_pool_t   *pool = pc->pool;
+    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    n = ngx_defarm_pg_batch_take(pc, qs, res);
+
+    /* back to the pool, as ngx_defarm_pg_complete() does */
+
+    if (PQexitPipelineMode(pc->pg)
+        && PQstatus(pc->pg) == CONNECTION_OK
+        && PQtransactionStatus(pc->pg) == PQTRANS_IDLE)
+    {
+        pool->nbusy--;
+        pc->state = NGX_DEFARM_PG_IDLE;
+        ngx_queue_insert_head(&pool->idle, &pc->queue);
+        pool->nidle++;
+
+    } else {
+        ngx_defarm_pg_close(pc);
+    }
+
+    ngx_defarm_pg_gauges(pool);
+
+    for (i = 0; i < n; i++) {
+
+        if (qs[i] == NULL) {
+            if (res[i]) {
+                PQclear(res[i]);
+            }
+
+            continue;
+        }
+
+        /* not run (an error before it in the batch): again, first in line */
+
+        if (res[i] == NULL
+            || PQresultStatus(res[i]) == PGRES_PIPELINE_ABORTED)
+        {
+            if (res[i]) {
+                PQclear(res[i]);
+            }
+
+            ngx_defarm_pg_requeue(pool, qs[i]);
+            continue;
+        }
+
+        ngx_defarm_pg_deliver(qs[i], res[i]);
+    }
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
+/*
+ * A batch's connection is lost or its time is up (the connection is
+ * closed either way).  The reads already answered get their answers; on a
+ * timeout, the read that was running gets the 504 and those behind it,
+ * which never ran, go back to the queue; on a loss, every read not
+ * answered gets the 503 a single query gets.
+ */
+
+static void
+ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc, ngx_uint_t timed_out)
+{
+    ngx_uint_t              i, n, next;
+    PGresult               *res[NGX_DEFARM_PG_MAX_BATCH];
+    ngx_defarm_pg_pool_t   *pool = pc->pool;
+    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
+
+    next = pc->next;
+    n = ngx_defarm_pg_batch_take(pc, qs, res);
+    ngx_defarm_pg_close(pc);
+
+    for (i = 0; i < n; i++) {
+
+        if (res[i] && PQresultStatus(res[i]) != PGRES_PIPELINE_ABORTED
+            && i < next)
+        {
+            if (qs[i]) {
+                ngx_defarm_pg_deliver(qs[i], res[i]);
+
+            } else {
+                PQclear(res[i]);
+            }
+
+            continue;
+        }
+
+        if (res[i]) {
+            PQclear(res[i]);
+        }
+
+        if (qs[i] == NULL) {
+            continue;
+        }
+
+        if (timed_out && i > next) {
+            ngx_defarm_pg_requeue(pool, qs[i]);
+
+        } else if (timed_out) {
+            ngx_defarm_pg_fail(qs[i], NGX_HTTP_GATEWAY_TIME_OUT,
+                               NGX_DEFARM_ERR_DB_TIMEOUT,
+                               "Database query timed out");
+
+        } else {
+            ngx_defarm_pg_fail(qs[i], NGX_HTTP_SERVICE_UNAVAILABLE,
+                               NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                               "Database connection lost, please retry");
+        }
+    }
+
+    ngx_defarm_pg_dispatch(pool);
+}
+
+
 /* the API for handlers */
 
 
 ngx_int_t
 ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
     ngx_str_t *params, ngx_defarm_pg_done_pt done, void *data)
+{
+    return ngx_defarm_pg_submit(r, stmt, params, done, data, 0);
+}
+
+
+/* a statement that changes nothing: it may share a batch */
+
+ngx_int_t
+ngx_defarm_pg_query_read(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
+    ngx_str_t *params, ngx_defarm_pg_done_pt done, void *data)
+{
+    return ngx_defarm_pg_submit(r, stmt, params, done, data, 1);
+}
+
+
+static ngx_int_t
+ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
+    ngx_str_t *params, ngx_defarm_pg_done_pt done, void *data,
+    ngx_uint_t read)
 {
     u_char                 *p;
     ngx_int_t               i;
@@ -1487,6 +1913,44 @@ ngx_defarm_pg_query(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
      */
 
     q->sync = 1;
+
+    /* a read joins the batch of this turn of the event loop, or starts it */
+
+    if (read && pool->conf->batch > 1
+        && stmt->index < NGX_DEFARM_PG_MAX_STMTS)
+    {
+        pc = pool->filling;
+
+        if (pc == NULL && !ngx_queue_empty(&pool->idle)) {
+            pc = ngx_queue_data(ngx_queue_head(&pool->idle),
+                                ngx_defarm_pg_conn_t, queue);
+
+            if (ngx_defarm_pg_is_prepared(pc, stmt->index)
+                && PQenterPipelineMode(pc->pg))
+            {
+                ngx_queue_remove(&pc->queue);
+                pool->nidle--;
+                pool->nbusy++;
+                ngx_defarm_pg_gauges(pool);
+
+                pc->state = NGX_DEFARM_PG_BATCHING;
+                pool->filling = pc;
+                ngx_add_timer(pc->c->read, q->timeout);
+                ngx_post_event(&pool->sync, &ngx_posted_events);
+
+            } else {
+                pc = NULL;
+            }
+        }
+
+        if (pc && pc->nslots < pool->conf->batch
+            && ngx_defarm_pg_is_prepared(pc, stmt->index))
+        {
+            ngx_defarm_pg_batch_add(pc, q);
+            q->sync = 0;
+            return NGX_DONE;
+        }
+    }
 
     if (!ngx_queue_empty(&pool->idle)) {
         cq = ngx_queue_head(&pool->idle);
