@@ -12,7 +12,10 @@
  * Database routes that belong to no API area: the readiness check of the
  * database, and the diagnostic echo that sends a value through a pooled
  * connection and back (enabled with defarm_echo), which proves that
- * parameters travel as data and never as SQL.
+ * parameters travel as data and never as SQL; with "read": true it goes
+ * as a read that may share a batch (ngx_defarm_pg_query_read), and
+ * "fail": true makes that statement fail (a division by zero), so the
+ * tests can prove what a batch does around a failure.
  */
 
 
@@ -75,6 +78,14 @@ static ngx_defarm_pg_stmt_t  ngx_defarm_db_echo = {
     "SELECT v, octet_length(v) "
     "FROM (SELECT $1::text AS v, pg_sleep($2::float8 / 1000)) AS s",
     2, 0
+};
+
+static ngx_defarm_pg_stmt_t  ngx_defarm_db_echo_read = {
+    "defarm_echo_read",
+    "SELECT v, octet_length(v) "
+    "FROM (SELECT $1::text AS v, pg_sleep($2::float8 / 1000)) AS s "
+    "WHERE 1 / (1 - $3::int) = 1",
+    3, 0
 };
 
 /* the same without the sleep: a single-row select, nothing else */
@@ -156,7 +167,7 @@ ngx_defarm_db_echo_post(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
     int64_t             ms;
     ngx_str_t          *params;
-    ngx_defarm_json_t  *value, *sleep;
+    ngx_defarm_json_t  *value, *sleep, *read, *fail;
 
     if (ctx->body->type != NGX_DEFARM_JSON_OBJECT) {
         return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
@@ -189,7 +200,18 @@ ngx_defarm_db_echo_post(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
                                 "to 60000");
     }
 
-    params = ngx_pcalloc(r->pool, 2 * sizeof(ngx_str_t));
+    read = ngx_defarm_json_get(ctx->body, "read");
+    fail = ngx_defarm_json_get(ctx->body, "fail");
+
+    if ((read && read->type != NGX_DEFARM_JSON_BOOL)
+        || (fail && fail->type != NGX_DEFARM_JSON_BOOL))
+    {
+        return ngx_defarm_error(r, NGX_HTTP_BAD_REQUEST,
+                                NGX_DEFARM_ERR_VALIDATION,
+                                "\"read\" and \"fail\" must be booleans");
+    }
+
+    params = ngx_pcalloc(r->pool, 3 * sizeof(ngx_str_t));
     if (params == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -204,6 +226,17 @@ ngx_defarm_db_echo_post(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
     }
 
     params[1].len = ngx_sprintf(params[1].data, "%L", ms) - params[1].data;
+
+    if (read && read->boolean) {
+        ngx_str_set(&params[2], "0");
+
+        if (fail && fail->boolean) {
+            ngx_str_set(&params[2], "1");
+        }
+
+        return ngx_defarm_pg_query_read(r, &ngx_defarm_db_echo_read, params,
+                                        ngx_defarm_db_echo_done, NULL);
+    }
 
     return ngx_defarm_pg_query(r, &ngx_defarm_db_echo, params,
                                ngx_defarm_db_echo_done, NULL);

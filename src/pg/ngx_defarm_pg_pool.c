@@ -128,6 +128,7 @@ struct ngx_defarm_pg_query_s {
     uint64_t                   start_us;
     ngx_msec_t                 timeout;
     ngx_uint_t                 slot;          /* in its batch */
+    unsigned                   read:1;        /* may share a batch */
     unsigned                   queued:1;
     unsigned                   sync:1;        /* inside ngx_defarm_pg_query */
 };
@@ -169,6 +170,9 @@ static ngx_int_t ngx_defarm_pg_submit(ngx_http_request_t *r,
     ngx_defarm_pg_done_pt done, void *data, ngx_uint_t read);
 static void ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc,
     ngx_defarm_pg_query_t *q);
+static ngx_int_t ngx_defarm_pg_batch_open(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t *q);
+static void ngx_defarm_pg_batch_send(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_batch_sync(ngx_event_t *ev);
 static void ngx_defarm_pg_batch_read(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc);
@@ -193,6 +197,12 @@ static ngx_defarm_pg_stats_t   ngx_defarm_pg_exiting_stats;
 
 #define ngx_defarm_pg_is_prepared(pc, i)                                     \
     ((pc)->prepared[(i) / 8] & (1 << ((i) % 8)))
+/* a read whose statement the connection has prepared can join its batch */
+
+#define ngx_defarm_pg_batchable(pc, q)                                       \
+    ((q)->read && (q)->stmt->index < NGX_DEFARM_PG_MAX_STMTS                 \
+     && ngx_defarm_pg_is_prepared(pc, (q)->stmt->index))
+
 #define ngx_defarm_pg_set_prepared(pc, i)                                    \
     (pc)->prepared[(i) / 8] |= (u_char) (1 << ((i) % 8))
 
@@ -1203,7 +1213,7 @@ ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
 static void
 ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
 {
-    ngx_queue_t            *qq, *cq;
+    ngx_queue_t            *qq;
     ngx_defarm_pg_conn_t   *pc;
     ngx_defarm_pg_query_t  *q;
 
@@ -1219,9 +1229,46 @@ ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
             ngx_del_timer(&q->wait);
         }
 
-        cq = ngx_queue_head(&pool->idle);
-        ngx_queue_remove(cq);
-        pc = ngx_queue_data(cq, ngx_defarm_pg_conn_t, queue);
+        pc = ngx_queue_data(ngx_queue_head(&pool->idle),
+                            ngx_defarm_pg_conn_t, queue);
+
+        /* reads waiting in a row go together */
+
+        if (pool->conf->batch > 1
+            && ngx_defarm_pg_batch_open(pc, q) == NGX_OK)
+        {
+            ngx_defarm_pg_batch_add(pc, q);
+
+            while (pc->state == NGX_DEFARM_PG_BATCHING
+                   && pc->nslots < pool->conf->batch
+                   && !ngx_queue_empty(&pool->waiting))
+            {
+                q = ngx_queue_data(ngx_queue_head(&pool->waiting),
+                                   ngx_defarm_pg_query_t, queue);
+
+                if (!ngx_defarm_pg_batchable(pc, q)) {
+                    break;
+                }
+
+                ngx_queue_remove(&q->queue);
+                q->queued = 0;
+                pool->nwaiting--;
+
+                if (q->wait.timer_set) {
+                    ngx_del_timer(&q->wait);
+                }
+
+                ngx_defarm_pg_batch_add(pc, q);
+            }
+
+            if (pc->state == NGX_DEFARM_PG_BATCHING) {
+                ngx_defarm_pg_batch_send(pc);
+            }
+
+            continue;
+        }
+
+        ngx_queue_remove(&pc->queue);
         pool->nidle--;
         pool->nbusy++;
 
@@ -1534,21 +1581,35 @@ ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
 }
 
 
-/* the turn's handlers have run: the batch goes, with its Sync */
+/* an idle connection (the head of the idle list) takes a batch, for q */
+
+static ngx_int_t
+ngx_defarm_pg_batch_open(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
+{
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    if (!ngx_defarm_pg_batchable(pc, q) || !PQenterPipelineMode(pc->pg)) {
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_remove(&pc->queue);
+    pool->nidle--;
+    pool->nbusy++;
+    ngx_defarm_pg_gauges(pool);
+
+    pc->state = NGX_DEFARM_PG_BATCHING;
+    ngx_add_timer(pc->c->read, q->timeout);
+
+    return NGX_OK;
+}
+
+
+/* the batch goes, with its Sync */
 
 static void
-ngx_defarm_pg_batch_sync(ngx_event_t *ev)
+ngx_defarm_pg_batch_send(ngx_defarm_pg_conn_t *pc)
 {
-    ngx_defarm_pg_pool_t  *pool = ev->data;
-
-    ngx_defarm_pg_conn_t  *pc;
-
-    pc = pool->filling;
-    pool->filling = NULL;
-
-    if (pc == NULL || pc->state != NGX_DEFARM_PG_BATCHING) {
-        return;
-    }
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
 
     pc->state = NGX_DEFARM_PG_BATCHED;
     pool->stats->batches++;
@@ -1560,6 +1621,24 @@ ngx_defarm_pg_batch_sync(ngx_event_t *ev)
     }
 
     (void) ngx_defarm_pg_flush(pc);
+}
+
+
+/* the turn's handlers have run: the batch they filled goes */
+
+static void
+ngx_defarm_pg_batch_sync(ngx_event_t *ev)
+{
+    ngx_defarm_pg_pool_t  *pool = ev->data;
+
+    ngx_defarm_pg_conn_t  *pc;
+
+    pc = pool->filling;
+    pool->filling = NULL;
+
+    if (pc && pc->state == NGX_DEFARM_PG_BATCHING) {
+        ngx_defarm_pg_batch_send(pc);
+    }
 }
 
 
@@ -1689,30 +1768,28 @@ ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
 
     ngx_defarm_pg_gauges(pool);
 
-    for (i = 0; i < n; i++) {
+    /*
+     * Not run (an error before it in the batch): again, first in line, in
+     * their order.  Then the answers, in theirs.
+     */
 
-        if (qs[i] == NULL) {
-            if (res[i]) {
-                PQclear(res[i]);
-            }
-
-            continue;
-        }
-
-        /* not run (an error before it in the batch): again, first in line */
-
-        if (res[i] == NULL
-            || PQresultStatus(res[i]) == PGRES_PIPELINE_ABORTED)
+    for (i = n; i > 0; i--) {
+        if (qs[i - 1]
+            && (res[i - 1] == NULL
+                || PQresultStatus(res[i - 1]) == PGRES_PIPELINE_ABORTED))
         {
-            if (res[i]) {
-                PQclear(res[i]);
-            }
-
-            ngx_defarm_pg_requeue(pool, qs[i]);
-            continue;
+            ngx_defarm_pg_requeue(pool, qs[i - 1]);
+            qs[i - 1] = NULL;
         }
+    }
 
-        ngx_defarm_pg_deliver(qs[i], res[i]);
+    for (i = 0; i < n; i++) {
+        if (qs[i]) {
+            ngx_defarm_pg_deliver(qs[i], res[i]);
+
+        } else if (res[i]) {
+            PQclear(res[i]);
+        }
     }
 
     ngx_defarm_pg_dispatch(pool);
@@ -1721,10 +1798,11 @@ ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
 
 /*
  * A batch's connection is lost or its time is up (the connection is
- * closed either way).  The reads already answered get their answers; on a
- * timeout, the read that was running gets the 504 and those behind it,
- * which never ran, go back to the queue; on a loss, every read not
- * answered gets the 503 a single query gets.
+ * closed either way).  The reads already answered get their answers.  On
+ * a loss, the others get the 503 a single query gets.  On a timeout, which
+ * of them was slow cannot be told (the server sends a batch's answers at
+ * its Sync), so they go back to the head of the queue to run one by one:
+ * the slow one then times out alone.
  */
 
 static void
@@ -1739,36 +1817,36 @@ ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc, ngx_uint_t timed_out)
     n = ngx_defarm_pg_batch_take(pc, qs, res);
     ngx_defarm_pg_close(pc);
 
+    /* an answer is whole once the next query's began (i < next) */
+
+    for (i = 0; i < n; i++) {
+        if (res[i] && (i >= next
+                       || PQresultStatus(res[i]) == PGRES_PIPELINE_ABORTED))
+        {
+            PQclear(res[i]);
+            res[i] = NULL;
+        }
+    }
+
+    if (timed_out) {
+        for (i = n; i > 0; i--) {
+            if (qs[i - 1] && res[i - 1] == NULL) {
+                qs[i - 1]->read = 0;
+                ngx_defarm_pg_requeue(pool, qs[i - 1]);
+                qs[i - 1] = NULL;
+            }
+        }
+    }
+
     for (i = 0; i < n; i++) {
 
-        if (res[i] && PQresultStatus(res[i]) != PGRES_PIPELINE_ABORTED
-            && i < next)
-        {
-            if (qs[i]) {
-                ngx_defarm_pg_deliver(qs[i], res[i]);
-
-            } else {
+        if (qs[i] == NULL) {
+            if (res[i]) {
                 PQclear(res[i]);
             }
 
-            continue;
-        }
-
-        if (res[i]) {
-            PQclear(res[i]);
-        }
-
-        if (qs[i] == NULL) {
-            continue;
-        }
-
-        if (timed_out && i > next) {
-            ngx_defarm_pg_requeue(pool, qs[i]);
-
-        } else if (timed_out) {
-            ngx_defarm_pg_fail(qs[i], NGX_HTTP_GATEWAY_TIME_OUT,
-                               NGX_DEFARM_ERR_DB_TIMEOUT,
-                               "Database query timed out");
+        } else if (res[i]) {
+            ngx_defarm_pg_deliver(qs[i], res[i]);
 
         } else {
             ngx_defarm_pg_fail(qs[i], NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1880,6 +1958,7 @@ ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
     q->wait.handler = ngx_defarm_pg_wait_handler;
     q->wait.data = q;
     q->wait.log = r->connection->log;
+    q->read = read;
 
     if (pool->down) {
         pool->stats->unavailable++;
@@ -1916,26 +1995,15 @@ ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 
     /* a read joins the batch of this turn of the event loop, or starts it */
 
-    if (read && pool->conf->batch > 1
-        && stmt->index < NGX_DEFARM_PG_MAX_STMTS)
-    {
+    if (read && pool->conf->batch > 1) {
         pc = pool->filling;
 
         if (pc == NULL && !ngx_queue_empty(&pool->idle)) {
             pc = ngx_queue_data(ngx_queue_head(&pool->idle),
                                 ngx_defarm_pg_conn_t, queue);
 
-            if (ngx_defarm_pg_is_prepared(pc, stmt->index)
-                && PQenterPipelineMode(pc->pg))
-            {
-                ngx_queue_remove(&pc->queue);
-                pool->nidle--;
-                pool->nbusy++;
-                ngx_defarm_pg_gauges(pool);
-
-                pc->state = NGX_DEFARM_PG_BATCHING;
+            if (ngx_defarm_pg_batch_open(pc, q) == NGX_OK) {
                 pool->filling = pc;
-                ngx_add_timer(pc->c->read, q->timeout);
                 ngx_post_event(&pool->sync, &ngx_posted_events);
 
             } else {
@@ -1944,7 +2012,7 @@ ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
         }
 
         if (pc && pc->nslots < pool->conf->batch
-            && ngx_defarm_pg_is_prepared(pc, stmt->index))
+            && ngx_defarm_pg_batchable(pc, q))
         {
             ngx_defarm_pg_batch_add(pc, q);
             q->sync = 0;
