@@ -57,7 +57,7 @@ sub hold_and_queue {
 my $ng = start_nginx(
     name   => 'db-batch',
     http   => db_config(size => 1, queue => 64, queue_timeout => '10s')
-              . "\n    defarm_db_query_timeout 1s;",
+              . "\n    defarm_db_query_timeout ${\ (1000 * $X)}ms;",
     server => '
         location / { defarm_api on; defarm_echo on; }');
 
@@ -109,7 +109,7 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
 {
     my $tag = 'a timeout';
     my $t0 = mv($ng, 'defarm_db_timeouts_total');
-    my @reads = map { { value => "t$_", $_ == 3 ? (sleep_ms => 3000) : () } } 1 .. 5;
+    my @reads = map { { value => "t$_", $_ == 3 ? (sleep_ms => 3000 * $X) : () } } 1 .. 5;
     my @res = hold_and_queue($ng, $tag, @reads);
     for my $i (1 .. 5) {
         my $r = $res[$i - 1];
