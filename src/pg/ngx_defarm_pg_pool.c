@@ -153,6 +153,7 @@ static void ngx_defarm_pg_idle_read(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_send(ngx_defarm_pg_conn_t *pc);
 static ngx_int_t ngx_defarm_pg_flush(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_release(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why);
 static void ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc);
@@ -174,7 +175,8 @@ static ngx_int_t ngx_defarm_pg_batch_open(ngx_defarm_pg_conn_t *pc,
     ngx_defarm_pg_query_t *q);
 static void ngx_defarm_pg_batch_send(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_batch_sync(ngx_event_t *ev);
-static void ngx_defarm_pg_batch_read(ngx_defarm_pg_conn_t *pc);
+static ngx_int_t ngx_defarm_pg_batch_result(ngx_defarm_pg_conn_t *pc,
+    PGresult *res);
 static void ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc,
     ngx_uint_t timed_out);
@@ -1024,13 +1026,6 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
         return;
     }
 
-    if (pc->state == NGX_DEFARM_PG_BATCHING
-        || pc->state == NGX_DEFARM_PG_BATCHED)
-    {
-        ngx_defarm_pg_batch_read(pc);
-        return;
-    }
-
     /* after each result too: the next one may be in OpenSSL already */
 
     for ( ;; ) {
@@ -1047,6 +1042,16 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
 
         res = PQgetResult(pc->pg);
 
+        if (pc->state == NGX_DEFARM_PG_BATCHING
+            || pc->state == NGX_DEFARM_PG_BATCHED)
+        {
+            if (ngx_defarm_pg_batch_result(pc, res) != NGX_OK) {
+                return;
+            }
+
+            continue;
+        }
+
         if (res == NULL) {
             ngx_defarm_pg_complete(pc);
             return;
@@ -1061,6 +1066,32 @@ ngx_defarm_pg_read(ngx_defarm_pg_conn_t *pc)
             PQclear(res);
         }
     }
+}
+
+
+/*
+ * A connection done with its statement goes back to the pool, unless its
+ * session is not clean any more.
+ */
+
+static void
+ngx_defarm_pg_release(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    if (PQstatus(pc->pg) == CONNECTION_OK
+        && PQtransactionStatus(pc->pg) == PQTRANS_IDLE)
+    {
+        pool->nbusy--;
+        pc->state = NGX_DEFARM_PG_IDLE;
+        ngx_queue_insert_head(&pool->idle, &pc->queue);
+        pool->nidle++;
+
+    } else {
+        ngx_defarm_pg_close(pc);
+    }
+
+    ngx_defarm_pg_gauges(pool);
 }
 
 
@@ -1109,21 +1140,7 @@ ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
         q->conn = NULL;
     }
 
-    /* back to the pool, unless the session is not clean any more */
-
-    if (PQstatus(pc->pg) == CONNECTION_OK
-        && PQtransactionStatus(pc->pg) == PQTRANS_IDLE)
-    {
-        pool->nbusy--;
-        pc->state = NGX_DEFARM_PG_IDLE;
-        ngx_queue_insert_head(&pool->idle, &pc->queue);
-        pool->nidle++;
-
-    } else {
-        ngx_defarm_pg_close(pc);
-    }
-
-    ngx_defarm_pg_gauges(pool);
+    ngx_defarm_pg_release(pc);
 
     if (q) {
         ngx_defarm_pg_deliver(q, res);
@@ -1645,54 +1662,39 @@ ngx_defarm_pg_batch_sync(ngx_event_t *ev)
 /*
  * A batch's results, in order: each query's result (the first kept), then
  * NULL; the Sync's PGRES_PIPELINE_SYNC ends the batch.  A query after an
- * error is answered PGRES_PIPELINE_ABORTED.
+ * error is answered PGRES_PIPELINE_ABORTED.  NGX_OK: read on;
+ * NGX_AGAIN: nothing more until the Sync; NGX_DONE: the batch is over.
  */
 
-static void
-ngx_defarm_pg_batch_read(ngx_defarm_pg_conn_t *pc)
+static ngx_int_t
+ngx_defarm_pg_batch_result(ngx_defarm_pg_conn_t *pc, PGresult *res)
 {
-    ngx_int_t   rc;
-    PGresult   *res;
+    if (res == NULL) {
 
-    for ( ;; ) {
-        rc = ngx_defarm_pg_ready(pc);
+        /* a query's end; with all answered, the Sync is still to come */
 
-        if (rc == NGX_ERROR) {
-            ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
-            return;
+        if (pc->next < pc->nslots) {
+            pc->next++;
+            return NGX_OK;
         }
 
-        if (rc == NGX_AGAIN) {
-            return;
-        }
-
-        res = PQgetResult(pc->pg);
-
-        if (res == NULL) {
-
-            /* a query's end; with all answered, the Sync is still to come */
-
-            if (pc->next < pc->nslots) {
-                pc->next++;
-                continue;
-            }
-
-            return;
-        }
-
-        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
-            PQclear(res);
-            ngx_defarm_pg_batch_done(pc);
-            return;
-        }
-
-        if (pc->next < pc->nslots && pc->results[pc->next] == NULL) {
-            pc->results[pc->next] = res;
-
-        } else {
-            PQclear(res);
-        }
+        return NGX_AGAIN;
     }
+
+    if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        ngx_defarm_pg_batch_done(pc);
+        return NGX_DONE;
+    }
+
+    if (pc->next < pc->nslots && pc->results[pc->next] == NULL) {
+        pc->results[pc->next] = res;
+
+    } else {
+        PQclear(res);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1751,22 +1753,12 @@ ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
 
     n = ngx_defarm_pg_batch_take(pc, qs, res);
 
-    /* back to the pool, as ngx_defarm_pg_complete() does */
-
-    if (PQexitPipelineMode(pc->pg)
-        && PQstatus(pc->pg) == CONNECTION_OK
-        && PQtransactionStatus(pc->pg) == PQTRANS_IDLE)
-    {
-        pool->nbusy--;
-        pc->state = NGX_DEFARM_PG_IDLE;
-        ngx_queue_insert_head(&pool->idle, &pc->queue);
-        pool->nidle++;
+    if (PQexitPipelineMode(pc->pg)) {
+        ngx_defarm_pg_release(pc);
 
     } else {
         ngx_defarm_pg_close(pc);
     }
-
-    ngx_defarm_pg_gauges(pool);
 
     /*
      * Not run (an error before it in the batch): again, first in line, in
