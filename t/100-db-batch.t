@@ -106,9 +106,13 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
 
 # ------------------------------------------------ a timeout in a batch
 
+# each answer comes when it is ready (a Flush after each read), so the
+# pool knows which read was running when the time is up: that one gets the
+# 504, those answered keep their answers, those behind it run again
 {
     my $tag = 'a timeout';
     my $t0 = mv($ng, 'defarm_db_timeouts_total');
+    my $runs = mv($ng, 'defarm_db_rerun_total');
     my @reads = map { { value => "t$_", $_ == 3 ? (sleep_ms => 3000 * $X) : () } } 1 .. 5;
     my @res = hold_and_queue($ng, $tag, @reads);
     for my $i (1 .. 5) {
@@ -118,11 +122,52 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
             is(decoded($r)->{error_kind}, 'database_timeout', "$tag: ... database_timeout");
         } else {
             is($r->{status} . ' ' . (decoded($r)->{value} // ''), "200 t$i",
-               "$tag: read $i: its answer, run again on its own");
+               "$tag: read $i: its answer" . ($i > 3 ? ' (run again)' : ''));
         }
     }
-    is(mv($ng, 'defarm_db_timeouts_total') - $t0, 2,
-       "$tag: two timeouts: the batch's, then the slow read's alone");
+    is(mv($ng, 'defarm_db_timeouts_total') - $t0, 1, "$tag: one timeout");
+    is(mv($ng, 'defarm_db_rerun_total') - $runs, 2, "$tag: the two behind it ran again");
+}
+
+# ------------------------------------------------ a lost connection
+
+# the backend of a batch is terminated while its third read runs: the
+# reads answered keep their answers, those behind it run again
+{
+    my $tag = 'a lost connection';
+    my $runs = mv($ng, 'defarm_db_rerun_total');
+    my $batches = mv($ng, 'defarm_db_batches_total');
+    my @reads = map { { value => "l$_", $_ == 3 ? (sleep_ms => 5000 * $X) : () } } 1 .. 5;
+    my $hold = http_bg($ng, echo($ng, value => 'hold', sleep_ms => 400 * $X));
+    ok(wait_until(sub { mv($ng, 'defarm_db_busy') == 1 }, $T, 'busy == 1'),
+       "$tag: the connection held");
+    my @bg;
+    for my $i (0 .. $#reads) {
+        push @bg, http_bg($ng, echo($ng, read => JSON::PP::true, %{ $reads[$i] }));
+        wait_until(sub { mv($ng, 'defarm_db_waiting') == $i + 1 }, $T, 'waiting');
+    }
+    ok(wait_until(sub { sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                            . "AND query LIKE '%pg_sleep%' AND query LIKE '%1 / (1 - %'") == 1 },
+                  $T, 'the slow read running'),
+       "$tag: the batch runs its slow read");
+    sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
+        . "AND query LIKE '%pg_sleep%' AND query LIKE '%1 / (1 - %'");
+    http_wait($hold);
+    my @res = map { http_wait($_) } @bg;
+    for my $i (1 .. 5) {
+        my $r = $res[$i - 1];
+        if ($i == 3) {
+            # the server's own answer: "terminating connection due to
+            # administrator command", as a single query gets it
+            like($r->{status}, qr/^50[34]$/, "$tag: the read that was running: $r->{status}");
+            like(decoded($r)->{error_kind} // '', qr/^database_/, "$tag: ... a database error");
+        } else {
+            is($r->{status} . ' ' . (decoded($r)->{value} // ''), "200 l$i",
+               "$tag: read $i: its answer" . ($i > 3 ? ' (run again)' : ''));
+        }
+    }
+    is(mv($ng, 'defarm_db_rerun_total') - $runs, 2, "$tag: the two behind it ran again");
+    cmp_ok(mv($ng, 'defarm_db_batches_total') - $batches, '>=', 1, "$tag: they went as a batch");
 }
 
 # ------------------------------------------------ a client goes away

@@ -38,16 +38,20 @@
  * back to the pool.
  *
  * Reads (ngx_defarm_pg_query_read: statements that change nothing, so that
- * running them again is harmless) that arrive in the same turn of
- * the event loop share a connection: a connection in libpq's pipeline
- * mode takes up to "batch" of them, and one Sync, sent once the turn's
- * handlers have run (a posted event), sends them in one write; the server
- * runs them one after the other and answers them in one write.  Over
- * loopback TCP those writes and the wake-ups behind them are most of a
- * read's cost.  They run in one implicit transaction, which changes
- * nothing for reads (each has its own snapshot, as always); an error in
- * one aborts those after it, which go back to the head of the queue and
- * are run again.  A batch times out, or loses its connection, as a whole.
+ * running them again is harmless) that arrive in the same turn of the
+ * event loop, or wait for a connection together, share one: a connection
+ * in libpq's pipeline mode takes up to "batch" of them, each followed by
+ * a Flush request, and one Sync, sent once the turn's handlers have run
+ * (a posted event), sends them in one write and wakes one backend.  Over
+ * loopback TCP those writes and wake-ups are most of a read's cost.  The
+ * server runs them one after the other, in one implicit transaction,
+ * which changes nothing for reads (each has its own snapshot, as always),
+ * and sends each answer when it is ready (the Flush), so the pool always
+ * knows which read is running.  An error in one aborts those after it:
+ * they go back to the head of the queue and run again.  A batch past its
+ * timeout, or whose connection is lost, keeps the answers it has; the
+ * read that was running gets the 504 (or the 503), those behind it run
+ * again.  A read runs again at most NGX_DEFARM_PG_RERUNS times.
  *
  * Failures are answered here, with the API's JSON errors: a full queue or
  * a wait past queue_timeout is 503 db_pool_exhausted, a query past its
@@ -128,6 +132,7 @@ struct ngx_defarm_pg_query_s {
     uint64_t                   start_us;
     ngx_msec_t                 timeout;
     ngx_uint_t                 slot;          /* in its batch */
+    ngx_uint_t                 reruns;
     unsigned                   read:1;        /* may share a batch */
     unsigned                   queued:1;
     unsigned                   sync:1;        /* inside ngx_defarm_pg_query */
@@ -184,8 +189,7 @@ static ngx_uint_t ngx_defarm_pg_batch_take(ngx_defarm_pg_conn_t *pc,
     ngx_defarm_pg_query_t **qs, PGresult **res);
 static void ngx_defarm_pg_requeue(ngx_defarm_pg_pool_t *pool,
     ngx_defarm_pg_query_t *q);
-static ngx_uint_t ngx_defarm_pg_members(ngx_defarm_pg_conn_t *pc,
-    ngx_defarm_pg_query_t **qs);
+
 static void ngx_defarm_pg_gauges(ngx_defarm_pg_pool_t *pool);
 static const char *ngx_defarm_pg_flatten(const char *msg);
 static const char *ngx_defarm_pg_message(PGconn *pg);
@@ -204,6 +208,10 @@ static ngx_defarm_pg_stats_t   ngx_defarm_pg_exiting_stats;
 #define ngx_defarm_pg_batchable(pc, q)                                       \
     ((q)->read && (q)->stmt->index < NGX_DEFARM_PG_MAX_STMTS                 \
      && ngx_defarm_pg_is_prepared(pc, (q)->stmt->index))
+
+/* how often a read of a batch may run again */
+
+#define NGX_DEFARM_PG_RERUNS  3
 
 #define ngx_defarm_pg_set_prepared(pc, i)                                    \
     (pc)->prepared[(i) / 8] |= (u_char) (1 << ((i) % 8))
@@ -1156,9 +1164,8 @@ ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc)
 static void
 ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
 {
-    ngx_uint_t              i, n;
     ngx_defarm_pg_pool_t   *pool = pc->pool;
-    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
+    ngx_defarm_pg_query_t  *q;
 
     ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                   "defarm: PostgreSQL connection lost: %s", why);
@@ -1171,12 +1178,13 @@ ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
         return;
     }
 
-    n = ngx_defarm_pg_members(pc, qs);
+    q = pc->query;
     ngx_defarm_pg_close(pc);
     pool->stats->errors++;
 
-    for (i = 0; i < n; i++) {
-        ngx_defarm_pg_fail(qs[i], NGX_HTTP_SERVICE_UNAVAILABLE,
+    if (q) {
+        q->conn = NULL;
+        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
                            NGX_DEFARM_ERR_DB_UNAVAILABLE,
                            "Database connection lost, please retry");
     }
@@ -1188,9 +1196,8 @@ ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why)
 static void
 ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
 {
-    ngx_uint_t              i, n;
     ngx_defarm_pg_pool_t   *pool = pc->pool;
-    ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
+    ngx_defarm_pg_query_t  *q;
 
     /*
      * PQcancel() would block (it opens a connection of its own), so the
@@ -1210,12 +1217,13 @@ ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
         return;
     }
 
-    n = ngx_defarm_pg_members(pc, qs);
+    q = pc->query;
     ngx_defarm_pg_close(pc);
     pool->stats->timeouts++;
 
-    for (i = 0; i < n; i++) {
-        ngx_defarm_pg_fail(qs[i], NGX_HTTP_GATEWAY_TIME_OUT,
+    if (q) {
+        q->conn = NULL;
+        ngx_defarm_pg_fail(q, NGX_HTTP_GATEWAY_TIME_OUT,
                            NGX_DEFARM_ERR_DB_TIMEOUT,
                            "Database query timed out");
     }
@@ -1550,36 +1558,6 @@ ngx_defarm_pg_query_cleanup(void *data)
 /* batches of reads */
 
 
-/* the queries a connection runs, detached from it: one, or a batch's */
-
-static ngx_uint_t
-ngx_defarm_pg_members(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t **qs)
-{
-    ngx_uint_t  i, n;
-
-    n = 0;
-
-    if (pc->state == NGX_DEFARM_PG_BATCHING
-        || pc->state == NGX_DEFARM_PG_BATCHED)
-    {
-        for (i = 0; i < pc->nslots; i++) {
-            if (pc->slots[i]) {
-                pc->slots[i]->conn = NULL;
-                qs[n++] = pc->slots[i];
-                pc->slots[i] = NULL;
-            }
-        }
-
-    } else if (pc->query) {
-        pc->query->conn = NULL;
-        qs[n++] = pc->query;
-        pc->query = NULL;
-    }
-
-    return n;
-}
-
-
 static void
 ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
 {
@@ -1591,7 +1569,8 @@ ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
     /* in pipeline mode libpq keeps it until the Sync (or 64 KB) */
 
     if (!PQsendQueryPrepared(pc->pg, q->stmt->name, q->stmt->nparams,
-                             q->values, NULL, NULL, 0))
+                             q->values, NULL, NULL, 0)
+        || !PQsendFlushRequest(pc->pg))
     {
         ngx_defarm_pg_lost(pc, ngx_defarm_pg_message(pc->pg));
     }
@@ -1678,6 +1657,14 @@ ngx_defarm_pg_batch_result(ngx_defarm_pg_conn_t *pc, PGresult *res)
             return NGX_OK;
         }
 
+        if (pc->state == NGX_DEFARM_PG_BATCHED) {
+
+            /* libpq has nothing more to come, not even the Sync's answer */
+
+            ngx_defarm_pg_lost(pc, "a batch ended without its Sync");
+            return NGX_ERROR;
+        }
+
         return NGX_AGAIN;
     }
 
@@ -1726,11 +1713,21 @@ ngx_defarm_pg_batch_take(ngx_defarm_pg_conn_t *pc,
 }
 
 
-/* a read that did not run, first in line again (running it is harmless) */
+/*
+ * A read that did not run, first in line again (running it is harmless),
+ * unless it ran too often: then the 503 a lost connection gives.
+ */
 
 static void
 ngx_defarm_pg_requeue(ngx_defarm_pg_pool_t *pool, ngx_defarm_pg_query_t *q)
 {
+    if (++q->reruns > NGX_DEFARM_PG_RERUNS) {
+        ngx_defarm_pg_fail(q, NGX_HTTP_SERVICE_UNAVAILABLE,
+                           NGX_DEFARM_ERR_DB_UNAVAILABLE,
+                           "Database connection lost, please retry");
+        return;
+    }
+
     ngx_queue_insert_head(&pool->waiting, &q->queue);
     q->queued = 1;
     pool->nwaiting++;
@@ -1775,6 +1772,10 @@ ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
         }
     }
 
+    /* the waiting reads take the connection before a callback could */
+
+    ngx_defarm_pg_dispatch(pool);
+
     for (i = 0; i < n; i++) {
         if (qs[i]) {
             ngx_defarm_pg_deliver(qs[i], res[i]);
@@ -1790,40 +1791,45 @@ ngx_defarm_pg_batch_done(ngx_defarm_pg_conn_t *pc)
 
 /*
  * A batch's connection is lost or its time is up (the connection is
- * closed either way).  The reads already answered get their answers.  On
- * a loss, the others get the 503 a single query gets.  On a timeout, which
- * of them was slow cannot be told (the server sends a batch's answers at
- * its Sync), so they go back to the head of the queue to run one by one:
- * the slow one then times out alone.
+ * closed either way).  The reads answered keep their answers; the first
+ * read without one was running and gets the 504 (or the 503); those
+ * behind it did not run, and go back to the head of the queue.
  */
 
 static void
 ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc, ngx_uint_t timed_out)
 {
-    ngx_uint_t              i, n, next;
+    ngx_uint_t              i, n, running;
     PGresult               *res[NGX_DEFARM_PG_MAX_BATCH];
     ngx_defarm_pg_pool_t   *pool = pc->pool;
     ngx_defarm_pg_query_t  *qs[NGX_DEFARM_PG_MAX_BATCH];
 
-    next = pc->next;
     n = ngx_defarm_pg_batch_take(pc, qs, res);
     ngx_defarm_pg_close(pc);
 
-    /* an answer is whole once the next query's began (i < next) */
+    /* the first read without an answer of any kind was running */
 
-    for (i = 0; i < n; i++) {
-        if (res[i] && (i >= next
-                       || PQresultStatus(res[i]) == PGRES_PIPELINE_ABORTED))
-        {
-            PQclear(res[i]);
-            res[i] = NULL;
+    running = n;
+
+    for (i = 0; i < n && running == n; i++) {
+        if (res[i] == NULL) {
+            running = i;
         }
     }
 
-    if (timed_out) {
-        for (i = n; i > 0; i--) {
-            if (qs[i - 1] && res[i - 1] == NULL) {
-                qs[i - 1]->read = 0;
+    /* those aborted by an error, or behind the running one, did not run */
+
+    for (i = n; i > 0; i--) {
+        if (res[i - 1] == NULL ? i - 1 > running
+                               : PQresultStatus(res[i - 1])
+                                 == PGRES_PIPELINE_ABORTED)
+        {
+            if (res[i - 1]) {
+                PQclear(res[i - 1]);
+                res[i - 1] = NULL;
+            }
+
+            if (qs[i - 1]) {
                 ngx_defarm_pg_requeue(pool, qs[i - 1]);
                 qs[i - 1] = NULL;
             }
@@ -1839,6 +1845,11 @@ ngx_defarm_pg_batch_abort(ngx_defarm_pg_conn_t *pc, ngx_uint_t timed_out)
 
         } else if (res[i]) {
             ngx_defarm_pg_deliver(qs[i], res[i]);
+
+        } else if (timed_out) {
+            ngx_defarm_pg_fail(qs[i], NGX_HTTP_GATEWAY_TIME_OUT,
+                               NGX_DEFARM_ERR_DB_TIMEOUT,
+                               "Database query timed out");
 
         } else {
             ngx_defarm_pg_fail(qs[i], NGX_HTTP_SERVICE_UNAVAILABLE,
