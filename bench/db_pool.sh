@@ -7,7 +7,8 @@
 #   pgbench  the route's own statement, prepared, same clients;
 #   nginx    GET /api/echo/db/:value under wrk with CONNECTIONS
 #            connections: one prepared single-row select per request,
-#            through HTTP, the router, the pool and JSON rendering;
+#            through HTTP, the router, the pool and JSON rendering (a
+#            read: those of one turn of the event loop share a batch);
 #   nginx    return 200 of the same body size (the HTTP ceiling);
 # and prints the ratios.
 set -euo pipefail

@@ -243,12 +243,14 @@ ngx_defarm_db_echo_post(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 }
 
 
+/* a read, as an item's: it may share a batch */
+
 static ngx_int_t
 ngx_defarm_db_echo_get(ngx_http_request_t *r, ngx_defarm_ctx_t *ctx)
 {
-    return ngx_defarm_pg_query(r, &ngx_defarm_db_echo_fast,
-                               ngx_defarm_param(ctx, "value"),
-                               ngx_defarm_db_echo_done, NULL);
+    return ngx_defarm_pg_query_read(r, &ngx_defarm_db_echo_fast,
+                                    ngx_defarm_param(ctx, "value"),
+                                    ngx_defarm_db_echo_done, NULL);
 }
 
 
