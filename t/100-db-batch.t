@@ -36,9 +36,11 @@ sub echo {
 }
 
 # the only connection held by a statement that is not a read, then the
-# reads queued behind it one by one (so their order is known)
+# reads queued behind it one by one (so their order is known); $meanwhile,
+# if given, runs once they are queued
 sub hold_and_queue {
-    my ($ng, $tag, @reads) = @_;
+    my ($ng, $tag, $reads, $meanwhile) = @_;
+    my @reads = @$reads;
     my $hold = http_bg($ng, echo($ng, value => 'hold', sleep_ms => 400 * $X));
     ok(wait_until(sub { mv($ng, 'defarm_db_busy') == 1 }, $T, 'busy == 1'),
        "$tag: a statement holds the only connection");
@@ -49,6 +51,7 @@ sub hold_and_queue {
                    'waiting == ' . ($i + 1));
     }
     is(mv($ng, 'defarm_db_waiting'), scalar @reads, "$tag: the reads wait behind it");
+    $meanwhile->() if $meanwhile;
     my $h = http_wait($hold);
     is($h->{status}, 200, "$tag: the holding statement answered");
     return map { http_wait($_) } @bg;
@@ -73,7 +76,7 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
 
 {
     my $tag = 'ten reads';
-    my @res = hold_and_queue($ng, $tag, map { { value => "v$_" } } 1 .. 10);
+    my @res = hold_and_queue($ng, $tag, [ map { { value => "v$_" } } 1 .. 10 ]);
     my $ok = grep { $res[$_]{status} == 200 && decoded($res[$_])->{value} eq 'v' . ($_ + 1)
                     && decoded($res[$_])->{length} == length('v' . ($_ + 1)) } 0 .. 9;
     is($ok, 10, "$tag: each its own answer");
@@ -88,7 +91,7 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
     my $tag = 'an error';
     my $runs = mv($ng, 'defarm_db_rerun_total');
     my @reads = map { { value => "e$_", $_ == 4 ? (fail => JSON::PP::true) : () } } 1 .. 7;
-    my @res = hold_and_queue($ng, $tag, @reads);
+    my @res = hold_and_queue($ng, $tag, \@reads);
     for my $i (1 .. 7) {
         my $r = $res[$i - 1];
         if ($i == 4) {
@@ -114,7 +117,7 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
     my $t0 = mv($ng, 'defarm_db_timeouts_total');
     my $runs = mv($ng, 'defarm_db_rerun_total');
     my @reads = map { { value => "t$_", $_ == 3 ? (sleep_ms => 3000 * $X) : () } } 1 .. 5;
-    my @res = hold_and_queue($ng, $tag, @reads);
+    my @res = hold_and_queue($ng, $tag, \@reads);
     for my $i (1 .. 5) {
         my $r = $res[$i - 1];
         if ($i == 3) {
@@ -138,22 +141,13 @@ is(mv($ng, 'defarm_db_batches_total'), 0, '... not batched: its statement was no
     my $runs = mv($ng, 'defarm_db_rerun_total');
     my $batches = mv($ng, 'defarm_db_batches_total');
     my @reads = map { { value => "l$_", $_ == 3 ? (sleep_ms => 5000 * $X) : () } } 1 .. 5;
-    my $hold = http_bg($ng, echo($ng, value => 'hold', sleep_ms => 400 * $X));
-    ok(wait_until(sub { mv($ng, 'defarm_db_busy') == 1 }, $T, 'busy == 1'),
-       "$tag: the connection held");
-    my @bg;
-    for my $i (0 .. $#reads) {
-        push @bg, http_bg($ng, echo($ng, read => JSON::PP::true, %{ $reads[$i] }));
-        wait_until(sub { mv($ng, 'defarm_db_waiting') == $i + 1 }, $T, 'waiting');
-    }
-    ok(wait_until(sub { sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                            . "AND query LIKE '%pg_sleep%' AND query LIKE '%1 / (1 - %'") == 1 },
-                  $T, 'the slow read running'),
-       "$tag: the batch runs its slow read");
-    sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
-        . "AND query LIKE '%pg_sleep%' AND query LIKE '%1 / (1 - %'");
-    http_wait($hold);
-    my @res = map { http_wait($_) } @bg;
+    my $slow = "SELECT %s FROM pg_stat_activity WHERE state = 'active' "
+               . "AND query LIKE '%%pg_sleep%%' AND query LIKE '%%1 / (1 - %%'";
+    my @res = hold_and_queue($ng, $tag, \@reads, sub {
+        ok(wait_until(sub { sql(sprintf $slow, 'count(*)') == 1 }, $T, 'the slow read running'),
+           "$tag: the batch runs its slow read");
+        sql(sprintf $slow, 'pg_terminate_backend(pid)');
+    });
     for my $i (1 .. 5) {
         my $r = $res[$i - 1];
         if ($i == 3) {
