@@ -162,6 +162,11 @@ static void ngx_defarm_pg_release(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_complete(ngx_defarm_pg_conn_t *pc);
 static void ngx_defarm_pg_lost(ngx_defarm_pg_conn_t *pc, const char *why);
 static void ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_unqueue(ngx_defarm_pg_pool_t *pool,
+    ngx_defarm_pg_query_t *q);
+static void ngx_defarm_pg_take(ngx_defarm_pg_conn_t *pc);
+static void ngx_defarm_pg_start(ngx_defarm_pg_conn_t *pc,
+    ngx_defarm_pg_query_t *q);
 static void ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool);
 static void ngx_defarm_pg_deliver(ngx_defarm_pg_query_t *q, PGresult *res);
 static void ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
@@ -1235,24 +1240,63 @@ ngx_defarm_pg_timed_out(ngx_defarm_pg_conn_t *pc)
 /* the queue of requests waiting for a connection */
 
 
+/* q leaves the queue (its wait is over, one way or another) */
+
+static void
+ngx_defarm_pg_unqueue(ngx_defarm_pg_pool_t *pool, ngx_defarm_pg_query_t *q)
+{
+    if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
+    }
+
+    if (q->queued) {
+        ngx_queue_remove(&q->queue);
+        q->queued = 0;
+        pool->nwaiting--;
+    }
+}
+
+
+/* an idle connection taken for a statement or a batch */
+
+static void
+ngx_defarm_pg_take(ngx_defarm_pg_conn_t *pc)
+{
+    ngx_defarm_pg_pool_t  *pool = pc->pool;
+
+    ngx_queue_remove(&pc->queue);
+    pool->nidle--;
+    pool->nbusy++;
+    ngx_defarm_pg_gauges(pool);
+}
+
+
+/* an idle connection runs q alone */
+
+static void
+ngx_defarm_pg_start(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
+{
+    ngx_defarm_pg_take(pc);
+
+    pc->query = q;
+    q->conn = pc;
+    ngx_add_timer(pc->c->read, q->timeout);
+
+    ngx_defarm_pg_send(pc);
+}
+
+
 static void
 ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
 {
-    ngx_queue_t            *qq;
     ngx_defarm_pg_conn_t   *pc;
     ngx_defarm_pg_query_t  *q;
 
     while (!ngx_queue_empty(&pool->waiting) && !ngx_queue_empty(&pool->idle))
     {
-        qq = ngx_queue_head(&pool->waiting);
-        ngx_queue_remove(qq);
-        q = ngx_queue_data(qq, ngx_defarm_pg_query_t, queue);
-        q->queued = 0;
-        pool->nwaiting--;
-
-        if (q->wait.timer_set) {
-            ngx_del_timer(&q->wait);
-        }
+        q = ngx_queue_data(ngx_queue_head(&pool->waiting),
+                           ngx_defarm_pg_query_t, queue);
+        ngx_defarm_pg_unqueue(pool, q);
 
         pc = ngx_queue_data(ngx_queue_head(&pool->idle),
                             ngx_defarm_pg_conn_t, queue);
@@ -1275,14 +1319,7 @@ ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
                     break;
                 }
 
-                ngx_queue_remove(&q->queue);
-                q->queued = 0;
-                pool->nwaiting--;
-
-                if (q->wait.timer_set) {
-                    ngx_del_timer(&q->wait);
-                }
-
+                ngx_defarm_pg_unqueue(pool, q);
                 ngx_defarm_pg_batch_add(pc, q);
             }
 
@@ -1293,15 +1330,7 @@ ngx_defarm_pg_dispatch(ngx_defarm_pg_pool_t *pool)
             continue;
         }
 
-        ngx_queue_remove(&pc->queue);
-        pool->nidle--;
-        pool->nbusy++;
-
-        pc->query = q;
-        q->conn = pc;
-        ngx_add_timer(pc->c->read, q->timeout);
-
-        ngx_defarm_pg_send(pc);
+        ngx_defarm_pg_start(pc, q);
     }
 
     /* more waiting than connecting: open connections up to the size */
@@ -1465,15 +1494,12 @@ ngx_defarm_pg_fail(ngx_defarm_pg_query_t *q, ngx_uint_t status,
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    if (q->wait.timer_set) {
-        ngx_del_timer(&q->wait);
-    }
-
     if (q->queued) {
-        ngx_queue_remove(&q->queue);
-        q->queued = 0;
-        ngx_defarm_pg_pool->nwaiting--;
+        ngx_defarm_pg_unqueue(ngx_defarm_pg_pool, q);
         ngx_defarm_pg_gauges(ngx_defarm_pg_pool);
+
+    } else if (q->wait.timer_set) {
+        ngx_del_timer(&q->wait);
     }
 
     if (q->request == NULL) {
@@ -1582,16 +1608,11 @@ ngx_defarm_pg_batch_add(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
 static ngx_int_t
 ngx_defarm_pg_batch_open(ngx_defarm_pg_conn_t *pc, ngx_defarm_pg_query_t *q)
 {
-    ngx_defarm_pg_pool_t  *pool = pc->pool;
-
     if (!ngx_defarm_pg_batchable(pc, q) || !PQenterPipelineMode(pc->pg)) {
         return NGX_DECLINED;
     }
 
-    ngx_queue_remove(&pc->queue);
-    pool->nidle--;
-    pool->nbusy++;
-    ngx_defarm_pg_gauges(pool);
+    ngx_defarm_pg_take(pc);
 
     pc->state = NGX_DEFARM_PG_BATCHING;
     ngx_add_timer(pc->c->read, q->timeout);
@@ -1890,7 +1911,6 @@ ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
 {
     u_char                 *p;
     ngx_int_t               i;
-    ngx_queue_t            *cq;
     ngx_pool_cleanup_t     *cln;
     ngx_defarm_pg_conn_t   *pc;
     ngx_defarm_pg_pool_t   *pool;
@@ -2024,18 +2044,8 @@ ngx_defarm_pg_submit(ngx_http_request_t *r, ngx_defarm_pg_stmt_t *stmt,
     }
 
     if (!ngx_queue_empty(&pool->idle)) {
-        cq = ngx_queue_head(&pool->idle);
-        ngx_queue_remove(cq);
-        pc = ngx_queue_data(cq, ngx_defarm_pg_conn_t, queue);
-        pool->nidle--;
-        pool->nbusy++;
-        ngx_defarm_pg_gauges(pool);
-
-        pc->query = q;
-        q->conn = pc;
-        ngx_add_timer(pc->c->read, q->timeout);
-
-        ngx_defarm_pg_send(pc);
+        ngx_defarm_pg_start(ngx_queue_data(ngx_queue_head(&pool->idle),
+                                           ngx_defarm_pg_conn_t, queue), q);
 
     } else {
         ngx_queue_insert_tail(&pool->waiting, &q->queue);
